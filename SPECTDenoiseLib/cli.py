@@ -1,0 +1,66 @@
+"""The ``spectdenoise`` command line: one sub-command per module in ``SPECTDenoiseLib.commands``.
+
+Each command module exposes ``register(subparsers)``, which adds its parser and sets ``func`` (a callable taking
+the parsed namespace and returning an exit code). Heavy imports (torch, SimpleITK) happen inside ``func`` so
+``spectdenoise --help`` stays fast. Errors a user can cause (:class:`SPECTDenoiseError`) are printed as one
+sentence with their documented exit code; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import traceback
+from collections.abc import Sequence
+
+from . import __version__
+from .errors import CancelledError, SPECTDenoiseError
+
+COMMAND_MODULES = (
+    "info",
+    "metrics",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the top-level parser with every sub-command registered."""
+    parser = argparse.ArgumentParser(
+        prog="spectdenoise",
+        description="Deep-learning denoising of low-count SPECT, simulation of low-count scans and metrics.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"{__package__}.commands.{name}").register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line and return its exit code (see :mod:`SPECTDenoiseLib.errors`)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except SPECTDenoiseError as error:
+        if args.debug:
+            traceback.print_exc()
+        print(f"spectdenoise: error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("spectdenoise: error: cancelled.", file=sys.stderr)
+        return CancelledError.exit_code
+    except MemoryError:
+        if args.debug:
+            traceback.print_exc()
+        print("spectdenoise: error: out of memory; try a smaller volume or --device cpu.", file=sys.stderr)
+        return 1
+    except Exception as error:  # a bug, not a user error: one line, the traceback only on request
+        if args.debug:
+            traceback.print_exc()
+        print(
+            f"spectdenoise: internal error: {type(error).__name__}: {error} (run with --debug for details)",
+            file=sys.stderr,
+        )
+        return 1

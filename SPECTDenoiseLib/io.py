@@ -1,0 +1,179 @@
+"""Reading and writing SPECT/CT volumes with their geometry, atomically.
+
+Conventions
+-----------
+* Volumes are ``SimpleITK.Image`` objects; their geometry (origin, spacing, direction) is in **LPS** millimetres,
+  as ITK and DICOM store it. (3D Slicer's MRML scene is RAS: flip the sign of x and y when crossing over.)
+* ``image_to_array`` returns a float32 numpy array indexed **[z, y, x]** (slice, row, column); ``array_to_image``
+  takes the same order and copies the geometry from a reference image.
+* Writers never leave a partial file: data go to a temporary name in the destination folder and are renamed
+  over the destination in one step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from .errors import InputError, OutputError
+
+PARTIAL_PREFIX = ".spectdenoise-partial-"
+VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
+
+
+def read_volume(path: str | os.PathLike) -> sitk.Image:
+    """Read a 3D volume from a file (NIfTI, NRRD, MHA, DICOM file) or a DICOM series folder.
+
+    Parameters
+    ----------
+    path : path to a file SimpleITK can read, or a folder holding one DICOM series.
+
+    Returns
+    -------
+    SimpleITK.Image
+        A scalar 3D image with its original pixel type and LPS geometry.
+
+    Raises
+    ------
+    InputError
+        If the path does not exist, cannot be read, or is not a scalar 3D volume.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"Input '{path}' does not exist.")
+    if path.is_dir():
+        from .dicom import read_dicom_series
+
+        image = read_dicom_series(path)
+    else:
+        if path.stat().st_size == 0:
+            raise InputError(f"Input '{path}' is an empty file.")
+        try:
+            image = sitk.ReadImage(str(path))
+        except RuntimeError as error:
+            raise InputError(f"Input '{path}' is not an image file that can be read ({_first_line(error)}).") from None
+    return check_volume(image, str(path))
+
+
+def check_volume(image: sitk.Image, name: str = "input") -> sitk.Image:
+    """Return ``image`` if it is a scalar 3D volume with at least two voxels per axis, else raise InputError.
+
+    A 4D image whose last axis has length 1 is reduced to 3D.
+    """
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(f"{name} has {image.GetNumberOfComponentsPerPixel()} components per voxel; a scalar volume is needed.")
+    if image.GetDimension() == 4 and image.GetSize()[3] == 1:
+        image = image[:, :, :, 0]
+    if image.GetDimension() != 3:
+        raise InputError(f"{name} is {image.GetDimension()}D; a 3D volume is needed.")
+    if min(image.GetSize()) < 2:
+        raise InputError(f"{name} has size {image.GetSize()}; a 3D volume needs at least 2 voxels along each axis.")
+    return image
+
+
+def check_finite(array: np.ndarray, name: str = "input") -> None:
+    """Raise InputError if ``array`` holds NaN or infinite values."""
+    bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+    if bad:
+        raise InputError(f"{name} has {bad} NaN or infinite voxels; fix or mask them before processing.")
+
+
+def image_to_array(image: sitk.Image) -> np.ndarray:
+    """Return the voxels of ``image`` as a float32 array indexed [z, y, x] (a copy)."""
+    return sitk.GetArrayFromImage(image).astype(np.float32, copy=True)
+
+
+def array_to_image(array: np.ndarray, reference: sitk.Image) -> sitk.Image:
+    """Return a float32 image of ``array`` ([z, y, x]) carrying the geometry of ``reference``."""
+    expected = tuple(reversed(reference.GetSize()))
+    if array.shape != expected:
+        raise ValueError(f"array shape {array.shape} does not match reference size [z, y, x] {expected}")
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array, dtype=np.float32))
+    image.CopyInformation(reference)
+    return image
+
+
+def same_geometry(a: sitk.Image, b: sitk.Image, tolerance: float = 1e-4) -> bool:
+    """True when both images have the same size and (within ``tolerance`` mm) origin, spacing and direction."""
+    return (
+        a.GetSize() == b.GetSize()
+        and np.allclose(a.GetSpacing(), b.GetSpacing(), atol=tolerance)
+        and np.allclose(a.GetOrigin(), b.GetOrigin(), atol=tolerance)
+        and np.allclose(a.GetDirection(), b.GetDirection(), atol=tolerance)
+    )
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success rename it to ``path``, on any error delete it.
+
+    The temporary name keeps the destination's suffix (so writers pick the right format) and starts with
+    ``.spectdenoise-partial-`` so that leftovers of a killed process can be recognised and removed.
+    """
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise OutputError(f"Output folder '{folder}' does not exist or is not a folder.")
+    if not os.access(folder, os.W_OK):
+        raise OutputError(f"Output folder '{folder}' is not writable.")
+    if path.is_dir():
+        raise OutputError(f"Output '{path}' is a folder; give a file name such as '{path / 'denoised.nrrd'}'.")
+    handle, temporary = tempfile.mkstemp(prefix=PARTIAL_PREFIX, suffix=_suffix(path), dir=folder)
+    os.close(handle)
+    temporary_path = Path(temporary)
+    try:
+        yield temporary_path
+        os.replace(temporary_path, path)
+    except OSError as error:
+        temporary_path.unlink(missing_ok=True)
+        raise OutputError(f"Could not write '{path}': {error.strerror or error}.") from None
+    except BaseException:
+        temporary_path.unlink(missing_ok=True)
+        raise
+
+
+
+def remove_partial_outputs(folder: str | os.PathLike) -> list[Path]:
+    """Delete temporary files left in ``folder`` by a killed writer; return what was removed."""
+    removed = []
+    for leftover in Path(folder).glob(PARTIAL_PREFIX + "*"):
+        leftover.unlink(missing_ok=True)
+        removed.append(leftover)
+    return removed
+
+
+def write_volume(image: sitk.Image, path: str | os.PathLike, compress: bool = True) -> Path:
+    """Write ``image`` to ``path`` (format from the suffix) atomically and return the path.
+
+    Raises
+    ------
+    OutputError
+        If the folder is missing or not writable, or the disk is full; no partial file is left behind.
+    """
+    path = Path(path)
+    if _suffix(path) not in VOLUME_SUFFIXES or _suffix(path) == ".dcm":
+        raise OutputError(
+            f"Output '{path}' has an unsupported suffix; use one of .nrrd, .nii.gz, .nii, .mha, .mhd."
+        )
+    with atomic_output(path) as temporary:
+        try:
+            sitk.WriteImage(image, str(temporary), compress)
+        except RuntimeError as error:
+            raise OSError(_first_line(error)) from None
+    return path
+
+
+def _first_line(error: Exception) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
