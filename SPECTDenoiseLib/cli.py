@@ -19,7 +19,9 @@ from .errors import CancelledError, SPECTDenoiseError
 
 COMMAND_MODULES = (
     "info",
+    "denoise",
     "metrics",
+    "train",
 )
 
 

@@ -37,12 +37,13 @@ def read_volume(path: str | os.PathLike) -> sitk.Image:
 
     Parameters
     ----------
-    path : path to a file SimpleITK can read, or a folder holding one DICOM series.
+    path : path to a file SimpleITK can read, a folder holding one DICOM series, or a multi-frame DICOM file
+        (DICOM goes through :func:`SPECTDenoiseLib.dicom.read_dicom_series`, which gets NM geometry right).
 
     Returns
     -------
     SimpleITK.Image
-        A scalar 3D image with its original pixel type and LPS geometry.
+        A scalar 3D image with its original pixel type (float32 for DICOM, rescaled) and LPS geometry.
 
     Raises
     ------
@@ -52,18 +53,28 @@ def read_volume(path: str | os.PathLike) -> sitk.Image:
     path = Path(path)
     if not path.exists():
         raise InputError(f"Input '{path}' does not exist.")
-    if path.is_dir():
+    if path.stat().st_size == 0 and path.is_file():
+        raise InputError(f"Input '{path}' is an empty file.")
+    if path.is_dir() or _suffix(path) == ".dcm" or is_dicom_file(path):
         from .dicom import read_dicom_series
 
         image = read_dicom_series(path)
     else:
-        if path.stat().st_size == 0:
-            raise InputError(f"Input '{path}' is an empty file.")
         try:
             image = sitk.ReadImage(str(path))
         except RuntimeError as error:
             raise InputError(f"Input '{path}' is not an image file that can be read ({_first_line(error)}).") from None
     return check_volume(image, str(path))
+
+
+def is_dicom_file(path: Path) -> bool:
+    """True when ``path`` is a file starting with the DICOM preamble ("DICM" at byte 128)."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(128)
+            return handle.read(4) == b"DICM"
+    except OSError:
+        return False
 
 
 def check_volume(image: sitk.Image, name: str = "input") -> sitk.Image:
@@ -114,6 +125,80 @@ def same_geometry(a: sitk.Image, b: sitk.Image, tolerance: float = 1e-4) -> bool
     )
 
 
+def spacing_zyx(image: sitk.Image) -> tuple[float, float, float]:
+    """Voxel spacing of ``image`` in mm in array order [z, y, x] (SimpleITK's ``GetSpacing`` is [x, y, z])."""
+    x, y, z = image.GetSpacing()
+    return float(z), float(y), float(x)
+
+
+def physical_bounds(image: sitk.Image) -> tuple[np.ndarray, np.ndarray]:
+    """Axis-aligned LPS bounding box (low corner, high corner; mm) of the voxels of ``image``, voxel edges included."""
+    size = np.asarray(image.GetSize(), dtype=np.float64)
+    corners = np.array(np.meshgrid(*[[-0.5, s - 0.5] for s in size], indexing="ij")).reshape(3, -1).T
+    points = np.array([image.TransformContinuousIndexToPhysicalPoint(tuple(c)) for c in corners])
+    return points.min(axis=0), points.max(axis=0)
+
+
+def resample_to_reference(
+    moving: sitk.Image,
+    reference: sitk.Image,
+    default_value: float = -1000.0,
+    interpolator: int = sitk.sitkLinear,
+    moving_name: str = "CT",
+    reference_name: str = "SPECT",
+) -> sitk.Image:
+    """Resample ``moving`` (e.g. a CT in HU) onto the grid of ``reference`` (e.g. the SPECT), in physical space.
+
+    Both images must share a frame of reference (LPS mm, as in DICOM); no registration is done. Voxels of the
+    reference grid outside ``moving`` get ``default_value`` (−1000 HU: air). Returns a float32 image with the
+    reference's size, spacing, origin and direction.
+
+    Raises
+    ------
+    InputError
+        If the physical extents of the two images do not overlap.
+    """
+    moving_low, moving_high = physical_bounds(moving)
+    reference_low, reference_high = physical_bounds(reference)
+    if np.any(np.minimum(moving_high, reference_high) <= np.maximum(moving_low, reference_low)):
+        raise InputError(
+            f"The {moving_name} and the {reference_name} do not overlap in space; check that both come from the "
+            "same study and share one frame of reference."
+        )
+    return sitk.Resample(
+        sitk.Cast(moving, sitk.sitkFloat32), reference, sitk.Transform(), interpolator, float(default_value),
+        sitk.sitkFloat32,
+    )
+
+
+def read_label_map(path: str | os.PathLike, reference: sitk.Image, name: str = "Label map") -> np.ndarray:
+    """Read a label map (0 = background, positive integers = regions) drawn on the grid of ``reference``.
+
+    Returns
+    -------
+    numpy.ndarray
+        int32 labels indexed [z, y, x], aligned voxel by voxel with ``image_to_array(reference)``.
+
+    Raises
+    ------
+    InputError
+        If the file cannot be read, its geometry (size, spacing, origin, direction) differs from the
+        reference, or it holds negative or non-integer values.
+    """
+    image = read_volume(path)
+    if not same_geometry(image, reference):
+        raise InputError(
+            f"{name} '{path}' has another geometry (size {image.GetSize()}, spacing "
+            f"{tuple(round(v, 4) for v in image.GetSpacing())}) than the image (size {reference.GetSize()}, spacing "
+            f"{tuple(round(v, 4) for v in reference.GetSpacing())}); export it on the image's grid."
+        )
+    values = sitk.GetArrayFromImage(image)
+    labels = np.rint(values).astype(np.int64)
+    if np.any(labels != values) or labels.min() < 0 or labels.max() > np.iinfo(np.int32).max:
+        raise InputError(f"{name} '{path}' holds negative or non-integer values; a label map holds 0, 1, 2, ...")
+    return labels.astype(np.int32)
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it to ``path``, on any error delete it.
@@ -141,7 +226,6 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         temporary_path.unlink(missing_ok=True)
         raise
-
 
 
 def remove_partial_outputs(folder: str | os.PathLike) -> list[Path]:

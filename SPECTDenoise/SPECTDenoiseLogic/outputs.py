@@ -1,0 +1,102 @@
+"""Output volume nodes of a denoising run: names, display (colour maps, window/level), units and placement.
+
+* ``"<input> denoised"`` is shown like the input (same colour map and window/level),
+* ``"<input> difference"`` (denoised − input) in a diverging blue–white–red map centred on zero,
+* ``"<input> variance"`` (per-voxel variance of the DDPM samples) in a heat map,
+each tagged with the input's voxel units and placed under the input's study in the subject hierarchy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import slicer
+
+from .volumes import copy_voxel_units
+
+KINDS = ("denoised", "difference", "variance")
+DIVERGING_COLOR_IDS = ("vtkMRMLColorTableNodeFileDivergingBlueRed.txt",)
+DIVERGING_NAME = "SPECTDenoise diverging"
+HEAT_COLOR_IDS = ("vtkMRMLPETProceduralColorNodePET-Heat", "vtkMRMLColorTableNodeRed")
+
+
+def output_name(input_name: str, kind: str) -> str:
+    """Return the node name of output ``kind`` for an input volume called ``input_name``."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown output kind {kind!r}; expected one of {KINDS}")
+    return f"{input_name} {kind}"
+
+
+def get_or_create_output(
+    scene: slicer.vtkMRMLScene, input_node: slicer.vtkMRMLScalarVolumeNode, kind: str,
+    node: slicer.vtkMRMLScalarVolumeNode | None = None,
+) -> slicer.vtkMRMLScalarVolumeNode:
+    """Return ``node`` or a new scalar volume node named after the input, under the input's parent transform."""
+    if node is None:
+        node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", output_name(input_node.GetName(), kind))
+    node.SetAndObserveTransformNodeID(input_node.GetTransformNodeID())
+    return node
+
+
+def finish_output(
+    input_node: slicer.vtkMRMLScalarVolumeNode, output: slicer.vtkMRMLScalarVolumeNode, kind: str
+) -> None:
+    """After ``output`` holds voxels: set its display for ``kind``, tag units, place it in the input's study."""
+    copy_voxel_units(input_node, output, squared=kind == "variance")
+    if output.GetDisplayNode() is None:
+        output.CreateDefaultDisplayNodes()
+    display = output.GetDisplayNode()
+    values = slicer.util.arrayFromVolume(output)
+    if kind == "denoised":
+        source = input_node.GetDisplayNode()
+        if source is not None:
+            display.SetAndObserveColorNodeID(source.GetColorNodeID())
+            display.SetAutoWindowLevel(False)
+            display.SetWindowLevel(source.GetWindow(), source.GetLevel())
+    elif kind == "difference":
+        display.SetAndObserveColorNodeID(diverging_color_node(output.GetScene()).GetID())
+        limit = float(np.max(np.abs(values))) if values.size else 0.0
+        display.SetAutoWindowLevel(False)
+        display.SetWindowLevel(2.0 * max(limit, 1e-6), 0.0)
+    else:
+        display.SetAndObserveColorNodeID(heat_color_node(output.GetScene()).GetID())
+        display.SetAutoWindowLevel(False)
+        display.SetWindowLevelMinMax(0.0, max(float(np.percentile(values, 99.5)), 1e-12))
+    place_beside(input_node, output)
+
+
+def diverging_color_node(scene: slicer.vtkMRMLScene) -> slicer.vtkMRMLColorNode:
+    """Return Slicer's blue–white–red diverging colour table, or create an equivalent one in ``scene``."""
+    for node_id in DIVERGING_COLOR_IDS:
+        if scene.GetNodeByID(node_id) is not None:
+            return scene.GetNodeByID(node_id)
+    existing = scene.GetFirstNodeByName(DIVERGING_NAME)
+    if existing is not None:
+        return existing
+    table = scene.AddNewNodeByClass("vtkMRMLColorTableNode", DIVERGING_NAME)
+    table.SetTypeToUser()
+    table.SetNumberOfColors(256)
+    for index in range(256):
+        t = index / 255.0 * 2.0 - 1.0  # −1 (blue) … 0 (white) … +1 (red)
+        red, blue = (1.0, 1.0 - t) if t >= 0 else (1.0 + t, 1.0)
+        table.SetColor(index, f"{t:+.3f}", red, 1.0 - abs(t), blue, 1.0)
+    table.SetHideFromEditors(False)
+    return table
+
+
+def heat_color_node(scene: slicer.vtkMRMLScene) -> slicer.vtkMRMLColorNode:
+    """Return the PET heat colour map (Slicer's default colour nodes must be in ``scene``)."""
+    for node_id in HEAT_COLOR_IDS:
+        if scene.GetNodeByID(node_id) is not None:
+            return scene.GetNodeByID(node_id)
+    raise RuntimeError("the scene has no heat colour map; add the default colour nodes (vtkMRMLColorLogic)")
+
+
+def place_beside(input_node: slicer.vtkMRMLNode, output: slicer.vtkMRMLNode) -> None:
+    """Put ``output`` under the same subject hierarchy parent (the input's study) as ``input_node``."""
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(input_node.GetScene())
+    if hierarchy is None:
+        return
+    input_item = hierarchy.GetItemByDataNode(input_node)
+    output_item = hierarchy.GetItemByDataNode(output)
+    if input_item and output_item:
+        hierarchy.SetItemParent(output_item, hierarchy.GetItemParent(input_item))

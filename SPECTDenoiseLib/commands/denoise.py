@@ -1,0 +1,253 @@
+"""``spectdenoise denoise``: denoise one study, or a folder of studies with several worker processes.
+
+One study: the command builds a worker request and calls :func:`SPECTDenoiseLib.worker.serve` in this process.
+A folder of studies (files, or sub-folders each holding a DICOM series) with an output folder: each study runs
+in its own ``python -m SPECTDenoiseLib.worker`` process, ``--jobs`` at a time, each with cores / jobs torch
+threads; a failed study does not stop the others and the exit code is non-zero if any failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from pathlib import Path
+
+from ..errors import CancelledError, InputError, OutputError
+
+WRITABLE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``denoise`` parser."""
+    parser = subparsers.add_parser(
+        "denoise", help="denoise a low-count SPECT volume (or a folder of studies)",
+        description="Denoise a low-count SPECT volume with a deep-learning model. When INPUT is a folder of "
+                    "studies (volume files, or sub-folders each holding one DICOM series) and -o a folder, "
+                    "every study is denoised into that folder.",
+    )
+    parser.add_argument("input", help="SPECT file, DICOM series folder, or folder of studies")
+    parser.add_argument("-o", "--output", required=True, help="output file (or folder in batch mode)")
+    parser.add_argument("--ct", help="CT of the study (batch mode: a folder with one CT per study, same names)")
+    parser.add_argument("--model", help="catalogue name, local model folder, or hub repo org/name[@revision]")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    parser.add_argument("--difference", help="also write denoised − input here (batch mode: a folder)")
+    parser.add_argument("--variance", help="diffusion models: also write the per-voxel variance here")
+    parser.add_argument("--samples", type=int, help="diffusion models: number of samples")
+    parser.add_argument("--steps", type=int, help="diffusion models: number of DDIM steps")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the diffusion noise (default: 0)")
+    parser.add_argument("--progress", choices=["jsonl"], help="print progress as JSON lines on stdout")
+    parser.add_argument("--jobs", type=int, default=2, help="batch mode: studies run in parallel (default: 2)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Denoise one study or, for a folder input with a folder output, every study in it."""
+    from ..worker import cancellable
+
+    with cancellable():
+        if is_batch(Path(args.input), Path(args.output)):
+            return run_batch(args)
+        return run_single(args)
+
+
+def is_batch(input_path: Path, output_path: Path) -> bool:
+    """True when ``input_path`` is a folder and ``output_path`` is a folder (existing, or named without a suffix)."""
+    if not input_path.is_dir():
+        return False
+    return output_path.is_dir() or not any(output_path.name.lower().endswith(s) for s in WRITABLE_SUFFIXES + (".mhd",))
+
+
+def run_single(args: argparse.Namespace) -> int:
+    """Denoise one study in this process, printing JSON lines or a human progress line."""
+    from ..worker import Request, emit_json_line, serve
+
+    request = Request.from_dict({
+        "input": args.input, "output": args.output, "ct": args.ct, "model": args.model, "device": args.device,
+        "difference": args.difference, "variance": args.variance, "samples": args.samples, "steps": args.steps,
+        "seed": args.seed,
+    })
+    return serve(request, emit_json_line if args.progress == "jsonl" else HumanProgress())
+
+
+class HumanProgress:
+    """Shows worker events for a person: a progress line on stderr, the outputs on stdout."""
+
+    def __init__(self) -> None:
+        self.interactive = sys.stderr.isatty()
+        self.last = (-1, "")
+
+    def __call__(self, event: dict) -> None:
+        if event["event"] == "progress":
+            percent = int(100 * event["fraction"])
+            if self.interactive:
+                print(f"\r[{percent:3d}%] {event['stage']}: {event['message']}".ljust(79), end="", file=sys.stderr,
+                      flush=True)
+            elif event["stage"] != self.last[1] or percent >= self.last[0] + 10:
+                print(f"[{percent:3d}%] {event['stage']}: {event['message']}", file=sys.stderr, flush=True)
+                self.last = (percent, event["stage"])
+            return
+        if self.interactive:
+            print(file=sys.stderr)
+        if event["event"] == "done":
+            for kind, path in event["outputs"].items():
+                print(f"{kind}: {path}")
+            print(f"Done in {event['seconds']:.1f} s on {event['device']} with model {event['model']}.",
+                  file=sys.stderr)
+        else:
+            print(f"spectdenoise: error: {event['message']}", file=sys.stderr)
+
+
+def find_studies(folder: Path) -> dict[str, Path]:
+    """Return the studies in ``folder`` by name: volume files (name without suffix) and sub-folders."""
+    from ..io import VOLUME_SUFFIXES
+
+    studies: dict[str, Path] = {}
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        lower = entry.name.lower()
+        suffix = next((s for s in VOLUME_SUFFIXES if lower.endswith(s)), None)
+        if entry.is_dir():
+            studies[entry.name] = entry
+        elif suffix is not None:
+            studies[entry.name[: len(entry.name) - len(suffix)]] = entry
+    return studies
+
+
+def output_name(study: Path, name: str) -> str:
+    """Output file name of a study: its own name and format, or NRRD for DICOM inputs."""
+    lower = study.name.lower()
+    suffix = next((s for s in WRITABLE_SUFFIXES if lower.endswith(s)), ".nrrd")
+    return name + suffix
+
+
+def run_batch(args: argparse.Namespace) -> int:
+    """Denoise every study of the input folder with ``--jobs`` worker processes; return 0 if all succeeded."""
+    studies = find_studies(Path(args.input))
+    if not studies:
+        raise InputError(f"The folder '{args.input}' holds no volume files or DICOM series folders.")
+    if args.jobs < 1:
+        raise InputError("--jobs must be 1 or more.")
+    folders = {"output": Path(args.output), "difference": args.difference, "variance": args.variance}
+    for kind, folder in folders.items():
+        if folder is not None:
+            _make_folder(Path(folder), kind)
+    cts = find_studies(Path(args.ct)) if args.ct else {}
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    runner = BatchRunner(args.progress == "jsonl")
+    with tempfile.TemporaryDirectory(prefix="spectdenoise-batch-") as scratch:
+        requests = {}
+        for name, study in studies.items():
+            out = output_name(study, name)
+            request = {
+                "input": str(study), "output": str(Path(args.output) / out),
+                "ct": str(cts.get(name, Path(args.ct) / name)) if args.ct else None,
+                "model": args.model, "device": args.device, "samples": args.samples, "steps": args.steps,
+                "seed": args.seed, "threads": threads,
+                "difference": str(Path(args.difference) / out) if args.difference else None,
+                "variance": str(Path(args.variance) / out) if args.variance else None,
+            }
+            path = Path(scratch) / f"{len(requests)}.json"
+            path.write_text(json.dumps(request), encoding="utf-8")
+            requests[name] = path
+        failed = runner.run(requests, args.jobs, threads)
+    print(f"{len(studies) - len(failed)} of {len(studies)} studies denoised"
+          + (f"; failed: {', '.join(failed)}." if failed else "."), file=sys.stderr)
+    return 0 if not failed else max(failed.values())
+
+
+class BatchRunner:
+    """Runs worker processes for named request files, reports per study, and stops them all on cancel."""
+
+    def __init__(self, jsonl: bool) -> None:
+        self.jsonl = jsonl
+        self.lock = threading.Lock()
+        self.processes: set[subprocess.Popen] = set()
+        self.cancelled = False
+
+    def run(self, requests: dict[str, Path], jobs: int, threads: int) -> dict[str, int]:
+        """Run all requests, ``jobs`` at a time; return {study: exit code} of those that failed."""
+        pool = ThreadPoolExecutor(max_workers=jobs)
+        futures: dict[Future, str] = {pool.submit(self._one, name, path, threads): name
+                                      for name, path in requests.items()}
+        failed: dict[str, int] = {}
+        try:
+            pending = set(futures)
+            while pending:
+                done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                for future in done:
+                    code = future.result()
+                    if code:
+                        failed[futures[future]] = code
+        except CancelledError:
+            self._stop_all()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
+        return failed
+
+    def _one(self, name: str, request: Path, threads: int) -> int:
+        if self.cancelled:
+            return CancelledError.exit_code
+        environment = dict(os.environ, OMP_NUM_THREADS=str(threads))
+        package_root = str(Path(__file__).resolve().parents[2])
+        environment["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, environment.get("PYTHONPATH")]))
+        with self.lock:
+            if self.cancelled:
+                return CancelledError.exit_code
+            process = subprocess.Popen([sys.executable, "-m", "SPECTDenoiseLib.worker", str(request)],
+                                       stdout=subprocess.PIPE, text=True, env=environment)
+            self.processes.add(process)
+        started = time.monotonic()
+        final = None
+        for line in process.stdout:
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            self._report(name, event)
+            if event.get("event") in ("done", "error"):
+                final = event
+        code = process.wait()
+        with self.lock:
+            self.processes.discard(process)
+        if final is None:
+            self._report(name, {"event": "error", "exit_code": code or 1,
+                                "message": f"The worker stopped unexpectedly (exit code {code})."})
+        elif final["event"] == "done" and not self.jsonl:
+            print(f"[done] {name}: {final['outputs']['denoised']} ({time.monotonic() - started:.1f} s)",
+                  file=sys.stderr, flush=True)
+        return code if code else (0 if final and final["event"] == "done" else 1)
+
+    def _report(self, name: str, event: dict) -> None:
+        with self.lock:
+            if self.jsonl:
+                print(json.dumps({**event, "study": name}), flush=True)
+            elif event.get("event") == "error":
+                print(f"[failed] {name}: {event['message']}", file=sys.stderr, flush=True)
+
+    def _stop_all(self) -> None:
+        with self.lock:
+            self.cancelled = True
+            running = list(self.processes)
+        for process in running:
+            process.terminate()
+        for process in running:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def _make_folder(folder: Path, kind: str) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputError(f"Cannot create the {kind} folder '{folder}': {error.strerror}.") from None

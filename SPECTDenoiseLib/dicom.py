@@ -1,0 +1,407 @@
+"""DICOM volumes: read a series (CT, PT, NM incl. single-file multi-frame NM tomograms), its tags, and write one.
+
+Geometry is computed here from the DICOM attributes with pydicom, not left to a generic reader: slices are
+ordered along the slice normal (row direction × column direction), the origin is the position of the first
+slice, spacing is (PixelSpacing column, PixelSpacing row, distance between slice positions) and the direction
+columns are (row direction, column direction, normal), all in LPS millimetres as DICOM stores them. Voxel values
+are the stored values mapped through RescaleSlope/RescaleIntercept of each slice or frame.
+Arrays are indexed [z, y, x] (frame or slice, row, column).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+import SimpleITK as sitk
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.valuerep import DSfloat
+
+from .errors import InputError, OutputError
+from .io import is_dicom_file
+
+SOP_CLASSES = {
+    "NM": "1.2.840.10008.5.1.4.1.1.20",
+    "PT": "1.2.840.10008.5.1.4.1.1.128",
+    "CT": "1.2.840.10008.5.1.4.1.1.2",
+}
+TAG_KEYWORDS = (
+    "Modality", "SOPClassUID", "SeriesInstanceUID", "StudyInstanceUID", "FrameOfReferenceUID", "SeriesDescription",
+    "Manufacturer", "ManufacturerModelName", "ImageType", "Units", "PatientWeight", "PatientSize", "PatientSex",
+    "StudyDate", "SeriesDate", "SeriesTime", "AcquisitionDate", "AcquisitionTime", "AcquisitionDateTime",
+    "DecayCorrection", "CorrectedImage", "DecayFactor", "DoseCalibrationFactor", "RescaleType",
+)
+RADIOPHARMACEUTICAL_KEYWORDS = (
+    "Radiopharmaceutical", "RadiopharmaceuticalStartTime", "RadiopharmaceuticalStartDateTime",
+    "RadionuclideTotalDose", "RadionuclideHalfLife", "RadionuclidePositronFraction",
+)
+SLICE_SPACING_TOLERANCE = 0.01  # relative variation of slice distances tolerated in one series
+
+
+@dataclass(frozen=True)
+class _SeriesFile:
+    path: Path
+    header: Dataset
+
+
+def _scan(path: Path) -> dict[str, list[_SeriesFile]]:
+    """Group the DICOM files at ``path`` (a file or a folder, not recursive) by SeriesInstanceUID."""
+    candidates = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.is_file())
+    series: dict[str, list[_SeriesFile]] = {}
+    for candidate in candidates:
+        if not is_dicom_file(candidate) and candidate.suffix.lower() != ".dcm":
+            continue
+        try:
+            header = pydicom.dcmread(candidate, stop_before_pixels=True)
+        except (pydicom.errors.InvalidDicomError, OSError, ValueError, EOFError):
+            continue
+        if "PixelData" not in header and "Rows" not in header:
+            continue
+        uid = str(header.get("SeriesInstanceUID", "unknown"))
+        series.setdefault(uid, []).append(_SeriesFile(candidate, header))
+    return series
+
+
+def _select_series(path: Path, series_uid: str | None) -> list[_SeriesFile]:
+    series = _scan(path)
+    if not series:
+        raise InputError(f"'{path}' holds no readable DICOM image files.")
+    if series_uid is not None:
+        if series_uid not in series:
+            raise InputError(f"'{path}' holds no DICOM series with SeriesInstanceUID {series_uid}.")
+        return series[series_uid]
+    if len(series) > 1:
+        listing = "; ".join(
+            f"{uid} ({files[0].header.get('Modality', '?')}, "
+            f"'{files[0].header.get('SeriesDescription', '')}', {len(files)} files)"
+            for uid, files in series.items()
+        )
+        raise InputError(f"'{path}' holds {len(series)} DICOM series; keep one series per folder or choose one: {listing}.")
+    return next(iter(series.values()))
+
+
+def _floats(value: Any, count: int, name: str, where: Path) -> np.ndarray:
+    if value is None or len(value) != count:
+        raise InputError(f"DICOM file '{where}' lacks a valid {name}; its geometry cannot be determined.")
+    return np.asarray([float(v) for v in value], dtype=np.float64)
+
+
+def _rescale(dataset: Dataset) -> tuple[float, float]:
+    return float(dataset.get("RescaleSlope", 1.0) or 1.0), float(dataset.get("RescaleIntercept", 0.0) or 0.0)
+
+
+def _pixels(path: Path) -> np.ndarray:
+    dataset = pydicom.dcmread(path)
+    try:
+        return np.asarray(dataset.pixel_array)
+    except Exception as error:  # pydicom raises several types for undecodable transfer syntaxes
+        syntax = getattr(dataset.file_meta, "TransferSyntaxUID", "unknown")
+        raise InputError(
+            f"DICOM file '{path}' uses transfer syntax {getattr(syntax, 'name', syntax)} that cannot be decoded here "
+            f"({error}); decompress it (e.g. with dcmdjpeg) or install pylibjpeg."
+        ) from None
+
+
+def _image(array: np.ndarray, origin: np.ndarray, spacing: np.ndarray, direction: np.ndarray) -> sitk.Image:
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array, dtype=np.float32))
+    image.SetOrigin(tuple(float(v) for v in origin))
+    image.SetSpacing(tuple(float(v) for v in spacing))
+    image.SetDirection(tuple(float(v) for v in direction.ravel()))
+    return image
+
+
+def _orientation(orientation: Any, where: Path) -> np.ndarray:
+    """Return the 3×3 direction matrix whose columns are row direction, column direction and slice normal."""
+    values = _floats(orientation, 6, "ImageOrientationPatient", where)
+    row, column = values[:3], values[3:]
+    normal = np.cross(row, column)
+    if not np.isclose(np.linalg.norm(normal), 1.0, atol=1e-3):
+        raise InputError(f"DICOM file '{where}' has an invalid ImageOrientationPatient {list(values)}.")
+    return np.stack([row, column, normal], axis=1)
+
+
+def _slice_spacing(positions: np.ndarray, normal: np.ndarray, where: Path) -> float:
+    distances = np.diff(positions @ normal)
+    if np.any(distances <= 0):
+        raise InputError(f"DICOM series '{where}' has two slices at the same position; it is not one volume.")
+    spacing = float(np.mean(distances))
+    if np.max(np.abs(distances - spacing)) > SLICE_SPACING_TOLERANCE * spacing:
+        raise InputError(f"DICOM series '{where}' has unevenly spaced slices (missing slices?); it cannot be read as one volume.")
+    return spacing
+
+
+def _read_single_frames(files: list[_SeriesFile], where: Path) -> sitk.Image:
+    first = files[0].header
+    direction = _orientation(first.get("ImageOrientationPatient"), files[0].path)
+    positions = np.stack([_floats(f.header.get("ImagePositionPatient"), 3, "ImagePositionPatient", f.path) for f in files])
+    order = np.argsort(positions @ direction[:, 2])
+    files, positions = [files[i] for i in order], positions[order]
+    if len(files) < 2:
+        raise InputError(f"DICOM series '{where}' has a single 2D slice; a 3D volume is needed.")
+    spacing_z = _slice_spacing(positions, direction[:, 2], where)
+    pixel_spacing = _floats(first.get("PixelSpacing"), 2, "PixelSpacing", files[0].path)
+    slices = []
+    for item in files:
+        slope, intercept = _rescale(item.header)
+        slices.append(_pixels(item.path).astype(np.float64) * slope + intercept)
+    if len({s.shape for s in slices}) != 1:
+        raise InputError(f"DICOM series '{where}' mixes slices of different sizes; it is not one volume.")
+    spacing = np.array([pixel_spacing[1], pixel_spacing[0], spacing_z])
+    return _image(np.stack(slices), positions[0], spacing, direction)
+
+
+def _frame_item(dataset: Dataset, frame: int, sequence: str) -> Dataset | None:
+    """The first item of functional group ``sequence`` for ``frame``: per-frame first, then shared."""
+    for groups, index in (("PerFrameFunctionalGroupsSequence", frame), ("SharedFunctionalGroupsSequence", 0)):
+        if groups in dataset and len(dataset[groups].value) > index:
+            group = dataset[groups][index]
+            if sequence in group and len(group[sequence].value):
+                return group[sequence][0]
+    return None
+
+
+def _read_multi_frame(path: Path) -> sitk.Image:
+    dataset = pydicom.dcmread(path, stop_before_pixels=True)
+    frames = int(dataset.get("NumberOfFrames", 1))
+    pixels = _pixels(path).astype(np.float64).reshape(frames, int(dataset.Rows), int(dataset.Columns))
+    if "PerFrameFunctionalGroupsSequence" in dataset:
+        return _read_enhanced(dataset, pixels, path)
+    image_type = [str(v).upper() for v in dataset.get("ImageType", [])]
+    if dataset.get("Modality") == "NM" and not any("RECON" in v for v in image_type):
+        raise InputError(
+            f"DICOM file '{path}' holds NM {' '.join(image_type[2:3]) or 'planar'} frames (projections or planar "
+            "images), not a reconstructed tomographic volume; reconstruct it first."
+        )
+    detector = dataset.DetectorInformationSequence[0] if "DetectorInformationSequence" in dataset else dataset
+    direction = _orientation(detector.get("ImageOrientationPatient"), path)
+    origin = _floats(detector.get("ImagePositionPatient"), 3, "ImagePositionPatient", path)
+    step = float(dataset.get("SpacingBetweenSlices", 0) or dataset.get("SliceThickness", 0) or 0)
+    if step == 0:
+        raise InputError(f"DICOM file '{path}' has neither SpacingBetweenSlices nor SliceThickness; slice spacing is unknown.")
+    if step < 0:
+        direction[:, 2] *= -1
+    pixel_spacing = _floats(dataset.get("PixelSpacing"), 2, "PixelSpacing", path)
+    slope, intercept = _rescale(dataset)
+    spacing = np.array([pixel_spacing[1], pixel_spacing[0], abs(step)])
+    return _image(pixels * slope + intercept, origin, spacing, direction)
+
+
+def _read_enhanced(dataset: Dataset, pixels: np.ndarray, path: Path) -> sitk.Image:
+    frames = pixels.shape[0]
+    orientation = _frame_item(dataset, 0, "PlaneOrientationSequence")
+    direction = _orientation(orientation.get("ImageOrientationPatient") if orientation else None, path)
+    positions, volume = [], []
+    for frame in range(frames):
+        plane = _frame_item(dataset, frame, "PlanePositionSequence")
+        positions.append(_floats(plane.get("ImagePositionPatient") if plane else None, 3, "ImagePositionPatient", path))
+        transform = _frame_item(dataset, frame, "PixelValueTransformationSequence")
+        slope, intercept = _rescale(transform if transform is not None else dataset)
+        volume.append(pixels[frame] * slope + intercept)
+    positions_array = np.stack(positions)
+    order = np.argsort(positions_array @ direction[:, 2])
+    positions_array = positions_array[order]
+    measures = _frame_item(dataset, 0, "PixelMeasuresSequence")
+    pixel_spacing = _floats(measures.get("PixelSpacing") if measures else None, 2, "PixelSpacing", path)
+    spacing = np.array([pixel_spacing[1], pixel_spacing[0], _slice_spacing(positions_array, direction[:, 2], path)])
+    return _image(np.stack(volume)[order], positions_array[0], spacing, direction)
+
+
+def read_dicom_series(path: str | os.PathLike, series_uid: str | None = None) -> sitk.Image:
+    """Read one DICOM series (CT, PT or NM) from a folder, or a single (multi-frame) DICOM file, as a 3D volume.
+
+    Parameters
+    ----------
+    path : a folder holding the files of one series (other files are ignored), or one multi-frame DICOM file
+        (NM "RECON TOMO" or an enhanced multi-frame image).
+    series_uid : SeriesInstanceUID to read when the folder holds several series.
+
+    Returns
+    -------
+    SimpleITK.Image
+        float32 volume ([z, y, x] = slice/frame, row, column) with rescaled values and LPS geometry.
+
+    Raises
+    ------
+    InputError
+        If there is no series, several series and no ``series_uid``, inconsistent slices, projections instead
+        of a reconstructed volume, missing geometry attributes or undecodable pixel data.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"Input '{path}' does not exist.")
+    files = _select_series(path, series_uid)
+    frames = int(files[0].header.get("NumberOfFrames", 1) or 1)
+    if frames > 1:
+        if len(files) > 1:
+            raise InputError(
+                f"DICOM series in '{path}' has {len(files)} multi-frame files (gated or dynamic data?); "
+                "only one volume per series can be read."
+            )
+        return _read_multi_frame(files[0].path)
+    return _read_single_frames(files, path)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, pydicom.multival.MultiValue):
+        return [_plain(v) for v in value]
+    if isinstance(value, (pydicom.valuerep.DSfloat, pydicom.valuerep.DSdecimal, float)):
+        return float(value)
+    if isinstance(value, (pydicom.valuerep.IS, int)):
+        return int(value)
+    return None if value is None or value == "" else str(value)
+
+
+def read_dicom_tags(path: str | os.PathLike, series_uid: str | None = None) -> dict[str, Any]:
+    """Return the tags SUV and ``info`` need from a DICOM file or a one-series folder, as plain Python values.
+
+    Keys are DICOM keywords (``Modality``, ``Units``, ``PatientWeight`` [kg], ``SeriesDate``/``SeriesTime``,
+    ``AcquisitionDate``/``AcquisitionTime``/``AcquisitionDateTime``, ``DecayCorrection``, ``CorrectedImage``,
+    ...) plus the radiopharmaceutical fields (``RadionuclideTotalDose`` [Bq], ``RadionuclideHalfLife`` [s],
+    ``RadiopharmaceuticalStartTime``/``RadiopharmaceuticalStartDateTime``, ``Radiopharmaceutical``,
+    ``Radionuclide``: code meaning). Absent tags are absent from the dict. Files of one series share these tags,
+    so the first file of the series is read.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"Input '{path}' does not exist.")
+    header = _select_series(path, series_uid)[0].header
+    tags = {k: _plain(header.get(k)) for k in TAG_KEYWORDS if header.get(k) not in (None, "")}
+    if "RadiopharmaceuticalInformationSequence" in header and len(header.RadiopharmaceuticalInformationSequence):
+        info = header.RadiopharmaceuticalInformationSequence[0]
+        tags.update({k: _plain(info.get(k)) for k in RADIOPHARMACEUTICAL_KEYWORDS if info.get(k) not in (None, "")})
+        if "RadionuclideCodeSequence" in info and len(info.RadionuclideCodeSequence):
+            tags["Radionuclide"] = str(info.RadionuclideCodeSequence[0].get("CodeMeaning", ""))
+    return tags
+
+
+def dicom_tags_or_empty(path: str | os.PathLike) -> dict[str, Any]:
+    """:func:`read_dicom_tags` of a DICOM file or folder; an empty dict for other formats (NIfTI, NRRD, ...)."""
+    path = Path(path)
+    return read_dicom_tags(path) if path.is_dir() or is_dicom_file(path) else {}
+
+
+def _ds(value: float) -> DSfloat:
+    return DSfloat(float(value), auto_format=True)
+
+
+def _quantise(array: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """Map float values to uint16 stored values; return (stored, slope, intercept). Integer data stay exact."""
+    low, high = float(array.min()), float(array.max())
+    integer = np.all(np.equal(np.mod(array, 1), 0)) and high - low <= 65535
+    slope = 1.0 if integer or high == low else (high - low) / 65535.0
+    stored = np.rint((array - low) / slope)
+    return np.clip(stored, 0, 65535).astype(np.uint16), slope, low
+
+
+def _base_dataset(modality: str, image: sitk.Image, tags: dict[str, Any], series_uid: str, frame_uid: str,
+                  study_uid: str, rows: int, columns: int) -> Dataset:
+    dataset = Dataset()
+    dataset.file_meta = FileMetaDataset()
+    dataset.file_meta.MediaStorageSOPClassUID = SOP_CLASSES[modality]
+    dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    dataset.SOPClassUID = SOP_CLASSES[modality]
+    dataset.Modality = modality
+    dataset.StudyInstanceUID = study_uid
+    dataset.SeriesInstanceUID = series_uid
+    dataset.FrameOfReferenceUID = frame_uid
+    dataset.PatientName = "Anonymous"
+    dataset.PatientID = "SPECTDenoise"
+    dataset.SeriesNumber = 1
+    today = datetime.datetime.now()
+    dataset.StudyDate = dataset.SeriesDate = today.strftime("%Y%m%d")
+    dataset.StudyTime = dataset.SeriesTime = today.strftime("%H%M%S")
+    dataset.Rows, dataset.Columns = rows, columns
+    spacing = image.GetSpacing()
+    dataset.PixelSpacing = [_ds(spacing[1]), _ds(spacing[0])]
+    dataset.SliceThickness = _ds(spacing[2])
+    dataset.SamplesPerPixel = 1
+    dataset.PhotometricInterpretation = "MONOCHROME2"
+    dataset.BitsAllocated, dataset.BitsStored, dataset.HighBit, dataset.PixelRepresentation = 16, 16, 15, 0
+    _set_tags(dataset, tags)
+    return dataset
+
+
+def _set_tags(dataset: Dataset, tags: dict[str, Any]) -> None:
+    """Set DICOM keywords on ``dataset``; a list of dicts becomes a sequence (nested ones too)."""
+    for keyword, value in tags.items():
+        if isinstance(value, list) and value and isinstance(value[0], dict):
+            items = []
+            for entry in value:
+                item = Dataset()
+                _set_tags(item, entry)
+                items.append(item)
+            value = items
+        setattr(dataset, keyword, value)
+
+
+def write_dicom_series(image: sitk.Image, folder: str | os.PathLike, modality: str = "NM",
+                       tags: dict[str, Any] | None = None) -> list[Path]:
+    """Write a 3D ``image`` as a new DICOM series into ``folder`` (created if missing) and return the files.
+
+    ``NM`` writes one multi-frame NM "RECON TOMO" file; ``PT`` and ``CT`` write one file per slice. Values are
+    stored as uint16 with RescaleSlope/RescaleIntercept (per slice for PT/CT, per file for NM): integer data
+    within a 65535 range are kept exactly, other data to within half a slope step. Geometry (LPS origin,
+    spacing, direction) is kept exactly as long as the direction is a right-handed rotation. ``tags`` maps DICOM
+    keywords to values (a list of dicts becomes a sequence), e.g. ``PatientWeight``, ``Units`` or
+    ``RadiopharmaceuticalInformationSequence``; they override the defaults.
+    """
+    modality = modality.upper()
+    if modality not in SOP_CLASSES:
+        raise OutputError(f"DICOM modality '{modality}' is not supported for writing; use NM, PT or CT.")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    array = sitk.GetArrayFromImage(image).astype(np.float64)
+    direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
+    origin, spacing = np.asarray(image.GetOrigin()), np.asarray(image.GetSpacing())
+    if np.linalg.det(direction) < 0:  # DICOM slices run along row × column: reverse them, same physical volume
+        origin = origin + (array.shape[0] - 1) * spacing[2] * direction[:, 2]
+        array, direction = array[::-1], direction * np.array([1.0, 1.0, -1.0])
+    orientation = [_ds(v) for v in np.concatenate([direction[:, 0], direction[:, 1]])]
+    tags = dict(tags or {})
+    series_uid, frame_uid, study_uid = generate_uid(), generate_uid(), tags.pop("StudyInstanceUID", generate_uid())
+    frames, rows, columns = array.shape
+    written = []
+    if modality == "NM":
+        dataset = _base_dataset(modality, image, tags, series_uid, frame_uid, study_uid, rows, columns)
+        stored, slope, intercept = _quantise(array)
+        dataset.ImageType = ["ORIGINAL", "PRIMARY", "RECON TOMO", "EMISSION"]
+        dataset.NumberOfFrames = frames
+        dataset.NumberOfSlices = frames
+        dataset.SliceVector = list(range(1, frames + 1))
+        dataset.FrameIncrementPointer = pydicom.tag.Tag("SliceVector")
+        dataset.SpacingBetweenSlices = _ds(spacing[2])
+        detector = Dataset()
+        detector.ImagePositionPatient = [_ds(v) for v in origin]
+        detector.ImageOrientationPatient = orientation
+        dataset.DetectorInformationSequence = [detector]
+        dataset.RescaleSlope, dataset.RescaleIntercept = _ds(slope), _ds(intercept)
+        dataset.PixelData = stored.tobytes()
+        batches = [(dataset, "NM000001.dcm")]
+    else:
+        batches = []
+        for index in range(frames):
+            dataset = _base_dataset(modality, image, tags, series_uid, frame_uid, study_uid, rows, columns)
+            stored, slope, intercept = _quantise(array[index])
+            dataset.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+            dataset.InstanceNumber = index + 1
+            dataset.ImagePositionPatient = [_ds(v) for v in origin + index * spacing[2] * direction[:, 2]]
+            dataset.ImageOrientationPatient = orientation
+            dataset.RescaleSlope, dataset.RescaleIntercept = _ds(slope), _ds(intercept)
+            dataset.PixelData = stored.tobytes()
+            batches.append((dataset, f"{modality}{index + 1:06d}.dcm"))
+    for dataset, name in batches:
+        dataset.SOPInstanceUID = generate_uid()
+        dataset.file_meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
+        target = folder / name
+        try:
+            dataset.save_as(target, enforce_file_format=True)
+        except OSError as error:
+            raise OutputError(f"Could not write DICOM file '{target}': {error.strerror or error}.") from None
+        written.append(target)
+    return written

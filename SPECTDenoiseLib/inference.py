@@ -1,0 +1,233 @@
+"""Run a model package on a SPECT volume: checks, normalisation, batching, sampling, and back to image units.
+
+The returned images are float32, in the input's geometry (size, spacing, origin, direction) and units.
+Arrays are indexed [z, y, x]. Input policy: NaN / infinite voxels and all-zero volumes are refused (InputError);
+negative voxels (reconstruction undershoot) are set to 0 before denoising, with a warning through ``progress``.
+The denoised image is clipped at 0 (activity is never negative); the difference map is denoised − input.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from collections.abc import Callable
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from .devices import autocast, batch_size, choose_device
+from .errors import InputError, ModelError
+from .io import array_to_image, check_finite, check_volume, image_to_array, resample_to_reference, spacing_zyx
+from .normalisation import intensity_scale, normalise_ct
+from .tiling import Predictor, count_windows, pad_amounts, run_patches, run_slices, slice_batches
+
+Progress = Callable[[float, str, str], None]
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class DenoiseResult:
+    """Outputs of :func:`denoise`, all float32 in the input's geometry.
+
+    denoised : the denoised SPECT in the input's units (for diffusion models the mean of the samples).
+    difference : denoised − input, same units.
+    variance : per-voxel variance of the diffusion samples in squared input units, or None.
+    """
+
+    denoised: sitk.Image
+    difference: sitk.Image
+    variance: sitk.Image | None
+
+
+def denoise(
+    spect: sitk.Image,
+    model,
+    ct: sitk.Image | None = None,
+    device: str | torch.device = "auto",
+    samples: int | None = None,
+    steps: int | None = None,
+    seed: int = 0,
+    want_variance: bool = False,
+    progress: Progress | None = None,
+) -> DenoiseResult:
+    """Denoise ``spect`` with ``model`` (a loaded model package) and return the result images.
+
+    Parameters
+    ----------
+    spect : the low-count SPECT volume (any scalar pixel type, any geometry).
+    model : a ``LoadedModel`` (``network``, ``config``, ``name``) from ``SPECTDenoiseLib.hub.load_model``.
+    ct : the CT in HU of the same study, needed by models whose config lists a ``"ct"`` channel; it is
+        resampled onto the SPECT grid (air outside its extent).
+    device : ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` or a device.
+    samples, steps : diffusion models only: number of samples and DDIM steps (defaults from the config).
+    seed : seed of the diffusion noise (drawn on the CPU); the same seed gives the same output.
+    want_variance : also return the per-voxel variance of the samples (diffusion models only).
+    progress : called as ``progress(fraction, stage, message)`` with ``fraction`` in [0, 1] of this call's work
+        and ``stage`` ``"preparing"``, ``"denoising"`` or ``"sampling"``; it may raise CancelledError.
+
+    Raises
+    ------
+    InputError, ModelError, DeviceError
+        Bad input data or options, a model/option mismatch, or an absent device.
+    """
+    report = progress or _ignore
+    config = model.config
+    samples, steps = _sampling_plan(model, samples, steps, want_variance)
+    torch_device = device if isinstance(device, torch.device) else choose_device(device)
+    report(0.0, "preparing", f"Preparing the volume on {torch_device.type}.")
+
+    spect = check_volume(spect, "The SPECT volume")
+    original = image_to_array(spect)
+    check_finite(original, "The SPECT volume")
+    if not np.any(original):
+        raise InputError("The SPECT volume is all zero; there is nothing to denoise.")
+    clean = _clip_negatives(original, report)
+    _warn_spacing(spect, config, report)
+    scale = intensity_scale(clean, config.normalisation)
+    volumes = [clean / np.float32(scale)]
+    if config.needs_ct:
+        volumes.append(_prepare_ct(ct, spect, model.name))
+    elif ct is not None:
+        report(0.0, "preparing", f"Model '{model.name}' does not use CT; the CT is ignored.")
+
+    network = model.network.to(torch_device).eval()
+    mean, variance = _run(network, config, volumes, torch_device, samples, steps, seed, want_variance, report)
+    denoised = np.maximum(mean * np.float32(scale), 0.0).astype(np.float32)
+    return DenoiseResult(
+        denoised=array_to_image(denoised, spect),
+        difference=array_to_image(denoised - original, spect),
+        variance=array_to_image(variance * np.float32(scale**2), spect) if variance is not None else None,
+    )
+
+
+def diffusion_model_hint() -> str:
+    """Return a phrase naming the catalogue's diffusion models, for error messages."""
+    try:
+        from .hub import diffusion_model_names
+
+        names = diffusion_model_names()
+    except (ImportError, Exception):  # the catalogue is optional for this hint
+        names = []
+    return f"a diffusion model ({', '.join(names)})" if names else "a diffusion (DDPM) model"
+
+
+def _ignore(fraction: float, stage: str, message: str) -> None:
+    return None
+
+
+def _sampling_plan(model, samples: int | None, steps: int | None, want_variance: bool) -> tuple[int, int]:
+    config = model.config
+    if config.kind != "diffusion":
+        if want_variance:
+            raise ModelError(
+                f"Model '{model.name}' is deterministic and gives no variance map; choose {diffusion_model_hint()}."
+            )
+        return 1, 1
+    samples = config.diffusion["default_samples"] if samples is None else samples
+    steps = config.diffusion["default_steps"] if steps is None else steps
+    if not (isinstance(samples, int) and samples >= 1):
+        raise InputError(f"The number of samples must be a positive whole number, not {samples!r}.")
+    if not (isinstance(steps, int) and 1 <= steps <= config.diffusion["train_timesteps"]):
+        raise InputError(f"The number of steps must be between 1 and {config.diffusion['train_timesteps']}.")
+    if want_variance and samples < 2:
+        raise InputError("A variance map needs at least 2 samples; use --samples 2 or more.")
+    return samples, steps
+
+
+def _clip_negatives(array: np.ndarray, report: Progress) -> np.ndarray:
+    negative = int(np.count_nonzero(array < 0))
+    if not negative:
+        return array
+    message = f"{negative} negative voxels of the SPECT were set to 0 before denoising."
+    log.warning(message)
+    report(0.0, "preparing", message)
+    return np.maximum(array, 0.0)
+
+
+def _warn_spacing(spect: sitk.Image, config, report: Progress) -> None:
+    low, high = config.voxel_mm_range
+    spacing = spacing_zyx(spect)
+    if min(spacing) < 0.5 * low or max(spacing) > 2.0 * high:
+        message = (f"The voxel size {tuple(round(s, 2) for s in spacing)} mm is far from the model's training range "
+                   f"{low}-{high} mm; check the result carefully.")
+        log.warning(message)
+        report(0.0, "preparing", message)
+
+
+def _prepare_ct(ct: sitk.Image | None, spect: sitk.Image, model_name: str) -> np.ndarray:
+    if ct is None:
+        raise InputError(f"Model '{model_name}' needs the study's CT; give it with --ct.")
+    ct = check_volume(ct, "The CT volume")
+    resampled = image_to_array(resample_to_reference(ct, spect))
+    check_finite(resampled, "The CT volume")
+    return normalise_ct(resampled)
+
+
+class _Tracker:
+    """Turns work units (sample × batch × step) into progress fractions and messages."""
+
+    def __init__(self, report: Progress, stage: str, samples: int, batches: int, steps: int) -> None:
+        self.report, self.stage = report, stage
+        self.samples, self.batches, self.steps = samples, batches, steps
+        self.done = 0
+
+    def advance(self) -> None:
+        self.done += 1
+        total = self.samples * self.batches * self.steps
+        sample, rest = divmod(self.done - 1, self.batches * self.steps)
+        batch, step = divmod(rest, self.steps)
+        parts = [f"batch {batch + 1} of {self.batches}"]
+        if self.stage == "sampling":
+            parts = [f"sample {sample + 1} of {self.samples}", *parts, f"step {step + 1} of {self.steps}"]
+        self.report(min(self.done / total, 1.0), self.stage, ", ".join(parts) + ".")
+
+
+def _run(network, config, volumes, device, samples, steps, seed, want_variance, report):
+    """Return the mean prediction [z, y, x] in normalised units and the sample variance (or None)."""
+    shape = volumes[0].shape
+    if config.sampling == "slices":
+        rows, columns = (n + sum(pad_amounts(n, config.size_multiple)) for n in shape[1:])
+        batch = batch_size(device, rows * columns)
+        batches = len(slice_batches(shape[0], batch))
+    else:
+        batch = batch_size(device, math.prod(config.patch_size))
+        batches = math.ceil(count_windows(shape, config.patch_size) / batch)
+    diffusion = config.kind == "diffusion"
+    tracker = _Tracker(report, "sampling" if diffusion else "denoising", samples, batches, steps if diffusion else 1)
+    predictor = _predictor(network, config, device, steps, seed, tracker if diffusion else None)
+    on_batch = None if diffusion else (lambda done, total: tracker.advance())
+
+    mean = np.zeros(shape, dtype=np.float32)
+    squares = np.zeros(shape, dtype=np.float32) if want_variance else None
+    for index in range(samples):
+        if config.sampling == "slices":
+            sample = run_slices(volumes, predictor, config.context_slices, config.size_multiple, batch, device, on_batch)
+        else:
+            sample = run_patches(volumes, predictor, config.patch_size, batch, device, on_batch)
+        delta = sample - mean
+        mean += delta / np.float32(index + 1)
+        if squares is not None:
+            squares += delta * (sample - mean)
+    variance = np.maximum(squares / np.float32(samples - 1), 0.0) if squares is not None else None
+    return mean, variance
+
+
+def _predictor(network, config, device: torch.device, steps: int, seed: int, tracker: _Tracker | None) -> Predictor:
+    """Return the batch function: the network itself, or DDIM sampling conditioned on the batch."""
+    if tracker is None:
+        def predict(inputs: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad(), autocast(device):
+                return network(inputs).float()
+        return predict
+
+    from .models.diffusion import make_scheduler, sample_ddim
+
+    scheduler = make_scheduler(config)
+    generator = torch.Generator().manual_seed(int(seed))
+
+    def sample(condition: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad(), autocast(device):
+            return sample_ddim(network, scheduler, condition, steps, generator, on_step=lambda *_: tracker.advance()).float()
+    return sample

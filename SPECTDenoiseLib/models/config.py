@@ -1,0 +1,174 @@
+"""The ``config.json`` of a model package: what to build and how inference must feed it.
+
+A config holds data only: an architecture *name* from the registry (never a class path or code), that
+network's constructor arguments, and the facts inference and the model card need. Anything else is rejected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ..errors import ModelError
+
+INPUT_CHANNELS = ("spect", "ct")
+SAMPLING_MODES = ("slices", "patches")
+NORMALISATIONS = ("body_mean", "percentile99")
+KINDS = ("deterministic", "diffusion")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild a network and run it on a volume.
+
+    Attributes
+    ----------
+    architecture : registry name of the network (see ``SPECTDenoiseLib.models.registry.ARCHITECTURES``).
+    arguments : keyword arguments of that network's constructor (its whole configuration, as in MONAI).
+    input_channels : image kinds fed to the network, in order: ``("spect",)`` or ``("spect", "ct")``.
+    sampling : ``"slices"`` — 2D network run on axial slices ([z] batches); ``"patches"`` — 3D network run on
+        Gaussian-blended sliding windows of ``patch_size`` voxels ([z, y, x]).
+    context_slices : for ``"slices"``, neighbouring slices taken on *each* side and stacked as channels
+        (2.5D); the network then sees ``(2k + 1) * len(input_channels)`` channels (image kind major).
+    patch_size : window size [z, y, x] for ``"patches"``.
+    size_multiple : in-plane (and, for patches, every) dimension must be a multiple of this; inference pads.
+    normalisation : how intensities are scaled before the network and restored after (``"body_mean"``: divide
+        by the mean inside the body; ``"percentile99"``: divide by the 99th percentile of body voxels).
+    kind : ``"deterministic"`` (one output) or ``"diffusion"`` (conditional DDPM: mean and variance of samples).
+    diffusion : for diffusion models, ``{"train_timesteps": int, "schedule": str, "default_steps": int,
+        "default_samples": int}``.
+    voxel_mm_range : the voxel sizes (mm) the model was trained on, [min, max].
+    count_fractions : the count fractions (low / full) the model was trained on.
+    tracers : isotopes / tracers trained on, e.g. ``["Tc-99m", "I-123", "Lu-177"]``.
+    description : one line for catalogues and the Slicer panel.
+    """
+
+    architecture: str
+    arguments: Mapping[str, Any]
+    input_channels: tuple[str, ...] = ("spect",)
+    sampling: str = "slices"
+    context_slices: int = 0
+    patch_size: tuple[int, int, int] | None = None
+    size_multiple: int = 16
+    normalisation: str = "body_mean"
+    kind: str = "deterministic"
+    diffusion: Mapping[str, Any] | None = None
+    voxel_mm_range: tuple[float, float] = (2.0, 6.0)
+    count_fractions: tuple[float, ...] = ()
+    tracers: tuple[str, ...] = ()
+    description: str = ""
+
+    @property
+    def needs_ct(self) -> bool:
+        """True when the network takes a CT channel."""
+        return "ct" in self.input_channels
+
+    @property
+    def network_in_channels(self) -> int:
+        """Number of image channels the network receives (before any diffusion state channel)."""
+        return (2 * self.context_slices + 1) * len(self.input_channels)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict (tuples become lists)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelConfig:
+        """Validate ``data`` and build a config; raise ModelError naming the first problem."""
+        from .registry import ARCHITECTURES
+
+        if not isinstance(data, Mapping):
+            raise ModelError("The model's config.json must hold a JSON object.")
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ModelError(f"The model's config.json has unknown keys {unknown}; it may need a newer SPECTDenoise.")
+        if "architecture" not in data or "arguments" not in data:
+            raise ModelError("The model's config.json must name an 'architecture' and its 'arguments'.")
+        values = dict(data)
+        _expect(isinstance(values["architecture"], str) and values["architecture"] in ARCHITECTURES,
+                f"unknown architecture {values['architecture']!r}; known: {sorted(ARCHITECTURES)}")
+        _expect(isinstance(values["arguments"], Mapping) and all(isinstance(k, str) for k in values["arguments"]),
+                "'arguments' must be an object of constructor arguments")
+        _expect(_is_plain_json(values["arguments"]), "'arguments' may hold only numbers, strings, booleans and lists")
+        for key in ("input_channels", "count_fractions", "tracers", "voxel_mm_range"):
+            if key in values:
+                _expect(isinstance(values[key], (list, tuple)), f"'{key}' must be a list")
+                values[key] = tuple(values[key])
+        if values.get("patch_size") is not None:
+            _expect(isinstance(values["patch_size"], (list, tuple)), "'patch_size' must be a list of 3 integers")
+            values["patch_size"] = tuple(values["patch_size"])
+        config = cls(**values)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        """Raise ModelError if the fields contradict each other or hold impossible values."""
+        _expect(all(isinstance(c, str) for c in self.input_channels) and len(self.input_channels) > 0
+                and self.input_channels[0] == "spect"
+                and set(self.input_channels) <= set(INPUT_CHANNELS) and len(set(self.input_channels)) == len(self.input_channels),
+                f"'input_channels' must start with 'spect' and use only {list(INPUT_CHANNELS)}")
+        _expect(all(isinstance(t, str) for t in self.tracers), "'tracers' must be a list of strings")
+        _expect(isinstance(self.description, str), "'description' must be a string")
+        _expect(self.sampling in SAMPLING_MODES, f"'sampling' must be one of {list(SAMPLING_MODES)}")
+        _expect(self.normalisation in NORMALISATIONS, f"'normalisation' must be one of {list(NORMALISATIONS)}")
+        _expect(self.kind in KINDS, f"'kind' must be one of {list(KINDS)}")
+        _expect(_is_int(self.context_slices) and 0 <= self.context_slices <= 8, "'context_slices' must be 0..8")
+        _expect(_is_int(self.size_multiple) and 1 <= self.size_multiple <= 256, "'size_multiple' must be 1..256")
+        if self.sampling == "patches":
+            _expect(self.patch_size is not None and len(self.patch_size) == 3
+                    and all(_is_int(n) and 8 <= n <= 512 for n in self.patch_size),
+                    "'patch_size' must be 3 integers in 8..512 for patch sampling")
+            _expect(self.context_slices == 0, "'context_slices' applies to slice sampling only")
+        _expect(len(self.voxel_mm_range) == 2 and all(_is_number(v) and v > 0 for v in self.voxel_mm_range)
+                and self.voxel_mm_range[0] <= self.voxel_mm_range[1], "'voxel_mm_range' must be [min, max] in mm")
+        _expect(all(_is_number(f) and 0 < f <= 1 for f in self.count_fractions), "'count_fractions' must be in (0, 1]")
+        if self.kind == "diffusion":
+            d = self.diffusion or {}
+            _expect(isinstance(d, Mapping) and {"train_timesteps", "schedule", "default_steps", "default_samples"} <= set(d),
+                    "diffusion models need 'diffusion' with train_timesteps, schedule, default_steps, default_samples")
+            _expect(all(_is_int(d[k]) and d[k] >= 1 for k in ("train_timesteps", "default_steps", "default_samples")),
+                    "diffusion step and sample counts must be positive integers")
+        else:
+            _expect(self.diffusion is None, "'diffusion' settings are only allowed for kind 'diffusion'")
+
+    def save(self, path: str | Path) -> None:
+        """Write the config as pretty JSON to ``path``."""
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | Path) -> ModelConfig:
+        """Read and validate a ``config.json``; raise ModelError if missing, not JSON or invalid."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ModelError(f"The model package has no config.json at '{path}'.") from None
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise ModelError(f"The model's config.json at '{path}' is not valid JSON ({error}).") from None
+        return cls.from_dict(data)
+
+
+def _expect(condition: bool, problem: str) -> None:
+    if not condition:
+        raise ModelError(f"The model's config.json is invalid: {problem}.")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_plain_json(value: Any) -> bool:
+    if isinstance(value, Mapping):
+        return all(isinstance(k, str) and _is_plain_json(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return all(_is_plain_json(v) for v in value)
+    return value is None or isinstance(value, (str, bool, int)) or _is_number(value)

@@ -1,0 +1,84 @@
+"""The training configuration file (``spectdenoise train --config FILE``): a JSON object of these fields."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+from ..models.config import ModelConfig
+
+
+@dataclasses.dataclass
+class TrainSettings:
+    """What to train, on which data, for how long, and where the result goes.
+
+    Attributes
+    ----------
+    model : the model's ``config.json`` contents (architecture, arguments, channels, sampling ...).
+    data : dataset folders (``manifest.json``) or folders of user pairs; paths relative to the settings file.
+    output : model package folder written at the end (best validation weights).
+    run_dir : checkpoints and the training log (resumed when present).
+    patch : training window, [y, x] for slice models or [z, y, x] for patch models, in voxels.
+    batch_size : samples per optimisation step (per process under torchrun).
+    steps : optimisation steps.
+    learning_rate : peak Adam learning rate (cosine decay to 5 % after a short warm-up).
+    ssim_weight : α of L1 + α(1 − SSIM) (deterministic models).
+    lesion_weight : β of the lesion-attention weight 1 + β·mask (0 = off).
+    validation_cases : cases held out from training for validation (the last ones of the sorted list).
+    validate_every : steps between validations and checkpoints.
+    seed : seeds sampling, noise and initial weights.
+    name, description : for the model card.
+    initial_weights : a model package whose weights start the run (fine-tuning).
+    """
+
+    model: dict[str, Any]
+    data: list[str]
+    output: str
+    run_dir: str
+    patch: list[int]
+    batch_size: int = 16
+    steps: int = 2000
+    learning_rate: float = 1e-3
+    ssim_weight: float = 0.5
+    lesion_weight: float = 0.0
+    validation_cases: int = 4
+    validate_every: int = 100
+    seed: int = 1
+    name: str = "model"
+    description: str = ""
+    initial_weights: str | None = None
+
+    @property
+    def model_config(self) -> ModelConfig:
+        """The validated model config."""
+        return ModelConfig.from_dict(self.model)
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainSettings:
+        """Read a settings file; relative paths in it are taken relative to the file's folder."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise InputError(f"Training settings file '{path}' does not exist.") from None
+        except json.JSONDecodeError as error:
+            raise InputError(f"Training settings file '{path}' is not valid JSON ({error}).") from None
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise InputError(f"Training settings file '{path}' has unknown keys {unknown}.")
+        try:
+            settings = cls(**data)
+        except TypeError as error:
+            raise InputError(f"Training settings file '{path}' is incomplete ({error}).") from None
+        base = path.parent
+        settings.data = [str(base / d) for d in settings.data]
+        settings.output = str(base / settings.output)
+        settings.run_dir = str(base / settings.run_dir)
+        if settings.initial_weights and not Path(settings.initial_weights).is_absolute() and (base / settings.initial_weights).exists():
+            settings.initial_weights = str(base / settings.initial_weights)
+        settings.model_config  # validates
+        return settings
