@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "info",
     "denoise",
     "metrics",
+    "models",
     "train",
 )
 

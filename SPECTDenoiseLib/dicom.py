@@ -61,7 +61,7 @@ def _scan(path: Path) -> dict[str, list[_SeriesFile]]:
             header = pydicom.dcmread(candidate, stop_before_pixels=True)
         except (pydicom.errors.InvalidDicomError, OSError, ValueError, EOFError):
             continue
-        if "PixelData" not in header and "Rows" not in header:
+        if "Rows" not in header:
             continue
         uid = str(header.get("SeriesInstanceUID", "unknown"))
         series.setdefault(uid, []).append(_SeriesFile(candidate, header))
@@ -100,7 +100,7 @@ def _pixels(path: Path) -> np.ndarray:
     dataset = pydicom.dcmread(path)
     try:
         return np.asarray(dataset.pixel_array)
-    except Exception as error:  # pydicom raises several types for undecodable transfer syntaxes
+    except (NotImplementedError, RuntimeError, ValueError) as error:  # no decoder for this transfer syntax
         syntax = getattr(dataset.file_meta, "TransferSyntaxUID", "unknown")
         raise InputError(
             f"DICOM file '{path}' uses transfer syntax {getattr(syntax, 'name', syntax)} that cannot be decoded here "

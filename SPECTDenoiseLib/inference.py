@@ -103,14 +103,14 @@ def denoise(
 
 
 def diffusion_model_hint() -> str:
-    """Return a phrase naming the catalogue's diffusion models, for error messages."""
-    try:
-        from .hub import diffusion_model_names
+    """Return a phrase naming the catalogue's diffusion models (entries with ``"kind": "diffusion"``)."""
+    from .hub import read_catalogue
 
-        names = diffusion_model_names()
-    except (ImportError, Exception):  # the catalogue is optional for this hint
+    try:
+        names = [entry["id"] for entry in read_catalogue()["models"] if entry.get("kind") == "diffusion"]
+    except ModelError:
         names = []
-    return f"a diffusion model ({', '.join(names)})" if names else "a diffusion (DDPM) model"
+    return f"a diffusion model such as {', '.join(names)}" if names else "a diffusion (DDPM) model"
 
 
 def _ignore(fraction: float, stage: str, message: str) -> None:

@@ -148,7 +148,7 @@ def ssim(image: np.ndarray, reference: np.ndarray, mask: np.ndarray, data_range:
 
 def sphere_kernel(spacing_mm: Sequence[float], radius_mm: float = PEAK_RADIUS_MM) -> np.ndarray:
     """Boolean ball [z, y, x] of the voxels whose centres lie within ``radius_mm`` of the centre voxel."""
-    half = [int(math.floor(radius_mm / s)) for s in spacing_mm]
+    half = [math.floor(radius_mm / s) for s in spacing_mm]
     grids = np.meshgrid(*[np.arange(-h, h + 1) * s for h, s in zip(half, spacing_mm)], indexing="ij")
     return sum(g**2 for g in grids) <= radius_mm**2 + 1e-9
 

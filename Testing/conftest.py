@@ -65,7 +65,7 @@ def run_cli() -> Callable[..., subprocess.CompletedProcess]:
     def run(*args: str | Path) -> subprocess.CompletedProcess:
         return subprocess.run(
             [sys.executable, "-m", "SPECTDenoiseLib", *map(str, args)],
-            capture_output=True, text=True, cwd=REPOSITORY, timeout=120,
+            capture_output=True, text=True, cwd=REPOSITORY, timeout=120, check=False,
         )
 
     return run

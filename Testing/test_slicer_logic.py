@@ -110,7 +110,6 @@ def test_roi_mask_matches_is_point_in_roi_world_for_a_rotated_roi(scene):
     centre = np.array(image.TransformContinuousIndexToPhysicalPoint((6.5, 5.5, 4.5))) * [-1, -1, 1]
     box.SetCenterWorld(centre)
     box.SetSizeWorld(14.0, 9.0, 20.0)
-    orientation = slicer.vtkMRMLTransformNode()
     import vtk
 
     rotation = vtk.vtkMatrix4x4()
@@ -124,7 +123,6 @@ def test_roi_mask_matches_is_point_in_roi_world_for_a_rotated_roi(scene):
     expected = np.array([box.IsPointInROIWorld(p) for p in centres.reshape(-1, 3)]).reshape(mask.shape)
     assert 10 < mask.sum() < mask.size / 2
     np.testing.assert_array_equal(mask, expected)
-    del orientation
 
 
 def test_roi_outside_the_volume_raises_a_clear_input_error(scene):
@@ -232,7 +230,11 @@ def _study_with_input(scene):
     hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
     patient = hierarchy.CreateSubjectItem(hierarchy.GetSceneItemID(), "Patient")
     study = hierarchy.CreateStudyItem(patient, "Study")
-    hierarchy.SetItemParent(hierarchy.GetItemByDataNode(node), study)
+    item = hierarchy.GetItemByDataNode(node)
+    if item:
+        hierarchy.SetItemParent(item, study)
+    else:
+        hierarchy.CreateItem(study, node)
     return node, hierarchy, study
 
 
@@ -269,7 +271,9 @@ def test_difference_uses_a_diverging_map_centred_on_zero(scene):
     colors = display.GetColorNode()
     assert display.GetLevel() == 0.0
     assert display.GetWindow() == pytest.approx(2 * np.abs(values).max())
-    low, middle, high = (colors.GetColor(i, c := [0.0] * 4) or c for i in (0, 128, 255))
+    low, middle, high = ([0.0] * 4 for _ in range(3))
+    for index, rgba in zip((0, 128, 255), (low, middle, high)):
+        assert colors.GetColor(index, rgba)
     assert low[2] > 0.9 and low[0] < 0.1 and high[0] > 0.9 and high[2] < 0.1 and min(middle[:3]) > 0.9
 
 

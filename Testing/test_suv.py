@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 
 import pytest
@@ -16,13 +17,12 @@ TC99M_HALF_LIFE_S = 21624.0
 
 def _tc99m_case(**changes) -> SUVParameters:
     """75 kg, 370 MBq Tc-99m injected at 09:00, scan at 10:30 (5400 s later), Bq/ml values decay-corrected to START."""
-    values = dict(
+    case = SUVParameters(
         weight_kg=75.0, injected_dose_mbq=370.0, injection_time=INJECTION,
         scan_time=INJECTION + datetime.timedelta(seconds=5400), half_life_s=TC99M_HALF_LIFE_S, units="BQML",
         decay_correction="START",
     )
-    values.update(changes)
-    return SUVParameters(**values)
+    return dataclasses.replace(case, **changes)
 
 
 def test_factor_matches_the_hand_computed_decay_case():

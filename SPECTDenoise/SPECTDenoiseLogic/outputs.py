@@ -97,6 +97,11 @@ def place_beside(input_node: slicer.vtkMRMLNode, output: slicer.vtkMRMLNode) -> 
     if hierarchy is None:
         return
     input_item = hierarchy.GetItemByDataNode(input_node)
+    if not input_item:
+        return
+    parent = hierarchy.GetItemParent(input_item)
     output_item = hierarchy.GetItemByDataNode(output)
-    if input_item and output_item:
-        hierarchy.SetItemParent(output_item, hierarchy.GetItemParent(input_item))
+    if output_item:
+        hierarchy.SetItemParent(output_item, parent)
+    else:  # without the application's subject hierarchy plugins, items are not created automatically
+        hierarchy.CreateItem(parent, output)

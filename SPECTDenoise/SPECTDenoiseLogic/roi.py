@@ -56,7 +56,9 @@ def roi_mask(roi: slicer.vtkMRMLMarkupsROINode, volume: slicer.vtkMRMLScalarVolu
         raise InputError(f"ROI '{roi.GetName()}' has not been placed yet; place it over the region first.")
     centre = np.zeros(3)
     roi.GetCenterWorld(centre)
-    half_size = np.array(roi.GetSizeWorld()) / 2.0
+    size = np.zeros(3)
+    roi.GetSizeWorld(size)
+    half_size = size / 2.0
     axes = []
     for getter in (roi.GetXAxisWorld, roi.GetYAxisWorld, roi.GetZAxisWorld):
         axis = np.zeros(3)

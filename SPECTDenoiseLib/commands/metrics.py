@@ -101,12 +101,16 @@ def _text(report: dict[str, Any]) -> str:
         f"Image:     {report['image']}",
         f"Reference: {report['reference']}",
         f"Mask:      {report['mask']}: {report['whole']['voxels']} voxels, {report['whole']['volume_ml']:.1f} ml",
-        f"RMSE {quality['rmse']:.6g}   NRMSE {quality['nrmse']:.4f} (by reference mean)   PSNR {psnr} dB "
-        f"(peak = reference max)   SSIM {quality['ssim']:.4f}",
+        (
+            f"RMSE {quality['rmse']:.6g}   NRMSE {quality['nrmse']:.4f} (by reference mean)   PSNR {psnr} dB "
+            f"(peak = reference max)   SSIM {quality['ssim']:.4f}"
+        ),
         f"SUV factor {report['suv_factor']:.6g}; values below in SUV" if report["suv_factor"] is not None
         else f"SUV not computable: {report['suv_missing']} Values below are in voxel units.",
-        f"{'region':<8}{'voxels':>9}{'ml':>9}{'mean':>11}{'ref mean':>11}{'bias %':>8}{'max':>11}{'ref max':>11}"
-        f"{'peak':>11}{'ref peak':>11}{'CoV':>7}",
+        (
+            f"{'region':<8}{'voxels':>9}{'ml':>9}{'mean':>11}{'ref mean':>11}{'bias %':>8}{'max':>11}{'ref max':>11}"
+            f"{'peak':>11}{'ref peak':>11}{'CoV':>7}"
+        ),
     ]
     suffix = "_suv" if report["suv_factor"] is not None else ""
     rows = [("mask", report["whole"])] + [(f"label {r['label']}", r) for r in report["labels"]]

@@ -1,0 +1,94 @@
+"""``spectdenoise denoise`` end to end in real subprocesses: every architecture, options, errors, batch mode."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from SPECTDenoiseLib.io import image_to_array, same_geometry
+from test_inference import FIXTURE_MODELS, make_package, phantom
+
+SHAPE = (64, 64, 64)
+
+
+@pytest.fixture(scope="module")
+def volume_64(tmp_path_factory) -> Path:
+    """A 64³ phantom with anisotropic spacing and an oblique direction, and its CT."""
+    folder = tmp_path_factory.mktemp("study")
+    sitk.WriteImage(phantom(SHAPE), str(folder / "spect.nrrd"))
+    sitk.WriteImage(sitk.Cast(phantom(SHAPE, seed=1) * 20 - 1000, sitk.sitkInt16), str(folder / "ct.nrrd"))
+    return folder / "spect.nrrd"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(FIXTURE_MODELS))
+def test_every_architecture_denoises_a_64_cube_through_the_cli(tmp_path, run_cli, volume_64, name):
+    model = make_package(tmp_path / name, name)
+    output, variance = tmp_path / "denoised.nii.gz", tmp_path / "variance.nrrd"
+    extra = ["--ct", volume_64.parent / "ct.nrrd"] if name == "u2net" else []
+    extra += ["--variance", variance, "--steps", "2"] if name == "ddpm" else []
+    result = run_cli("denoise", volume_64, "-o", output, "--model", model, "--device", "cpu", *extra)
+    assert result.returncode == 0, result.stderr
+    source = sitk.ReadImage(str(volume_64))
+    assert same_geometry(sitk.ReadImage(str(output)), source)
+    if name == "ddpm":
+        assert same_geometry(sitk.ReadImage(str(variance)), source)
+    assert f"denoised: {output}" in result.stdout
+
+
+def test_jsonl_progress_prints_the_worker_events(tmp_path, run_cli, volume_64):
+    model = make_package(tmp_path / "unet", "unet2d")
+    result = run_cli("denoise", volume_64, "-o", tmp_path / "out.nrrd", "--model", model, "--progress", "jsonl")
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    assert result.returncode == 0
+    assert events[0]["event"] == "progress" and events[-1]["event"] == "done"
+    assert events[-1]["outputs"] == {"denoised": str(tmp_path / "out.nrrd")}
+
+
+def test_same_seed_gives_the_same_file(tmp_path, run_cli, volume_64):
+    small = tmp_path / "small.nrrd"
+    sitk.WriteImage(phantom(), str(small))
+    model = make_package(tmp_path / "ddpm", "ddpm")
+    arrays = []
+    for index, seed in enumerate(("5", "5", "6")):
+        out = tmp_path / f"out{index}.nrrd"
+        assert run_cli("denoise", small, "-o", out, "--model", model, "--seed", seed).returncode == 0
+        arrays.append(image_to_array(sitk.ReadImage(str(out))))
+    np.testing.assert_array_equal(arrays[0], arrays[1])
+    assert not np.array_equal(arrays[0], arrays[2])
+
+
+def test_absent_device_exits_with_the_device_code(tmp_path, run_cli, volume_64):
+    model = make_package(tmp_path / "unet", "unet2d")
+    result = run_cli("denoise", volume_64, "-o", tmp_path / "out.nrrd", "--model", model, "--device", "cuda:7")
+    assert result.returncode == 6
+    assert "cuda:7" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_variance_from_a_deterministic_model_exits_with_the_model_code(tmp_path, run_cli, volume_64):
+    model = make_package(tmp_path / "unet", "unet2d")
+    result = run_cli("denoise", volume_64, "-o", tmp_path / "out.nrrd", "--model", model,
+                     "--variance", tmp_path / "variance.nrrd")
+    assert result.returncode == 4
+    assert "diffusion" in result.stderr
+    assert not (tmp_path / "out.nrrd").exists()
+
+
+def test_batch_mode_denoises_every_study_and_reports_the_failed_one(tmp_path, run_cli):
+    studies = tmp_path / "studies"
+    (studies / "dicom-series").mkdir(parents=True)
+    sitk.WriteImage(phantom(), str(studies / "a.nii.gz"))
+    sitk.WriteImage(phantom(seed=2), str(studies / "b.mha"))
+    (studies / "broken.nrrd").write_text("not an image", encoding="utf-8")
+    model = make_package(tmp_path / "unet", "unet2d")
+    result = run_cli("denoise", studies, "-o", tmp_path / "out", "--model", model,
+                     "--difference", tmp_path / "diff", "--jobs", "2")
+    assert result.returncode == 3
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.nii.gz", "b.mha"]
+    assert sorted(p.name for p in (tmp_path / "diff").iterdir()) == ["a.nii.gz", "b.mha"]
+    assert "[failed] broken:" in result.stderr and "[failed] dicom-series:" in result.stderr
+    assert "2 of 4 studies denoised" in result.stderr

@@ -1,0 +1,184 @@
+"""The module's background run: real worker subprocesses started, followed, imported and cancelled through the
+MRML logic (DenoiseRunner) on a real vtkMRMLScene."""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+slicer = pytest.importorskip("slicer")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "SPECTDenoise"))
+
+from SPECTDenoiseLib.models.config import ModelConfig  # noqa: E402
+from SPECTDenoiseLib.models.package import save_package  # noqa: E402
+from SPECTDenoiseLib.models.registry import build_network  # noqa: E402
+from SPECTDenoiseLogic.runner import DenoiseRequest, DenoiseRunner, State  # noqa: E402
+
+
+def _ddpm_package(folder: Path, steps: int, samples: int) -> Path:
+    config = ModelConfig.from_dict({
+        "architecture": "ddpm", "arguments": {"channels": [8, 8], "norm_groups": 4},
+        "kind": "diffusion", "diffusion": {"train_timesteps": 1000, "schedule": "linear_beta",
+                                           "default_steps": steps, "default_samples": samples},
+    })
+    return save_package(build_network(config), config, folder, "# Tiny DDPM fixture\n")
+
+
+@pytest.fixture
+def scene():
+    scene = slicer.vtkMRMLScene()
+    colors = slicer.vtkMRMLColorLogic()
+    colors.SetMRMLScene(scene)
+    yield scene
+    colors.SetMRMLScene(None)
+
+
+def _spect_node(scene, shape=(6, 16, 16)):
+    rng = np.random.default_rng(0)
+    z, y, x = np.indices(shape)
+    body = (y - shape[1] / 2) ** 2 + (x - shape[2] / 2) ** 2 < (0.4 * shape[1]) ** 2
+    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "SPECT")
+    node.SetSpacing(4.0, 4.0, 5.0)
+    node.SetOrigin(10.0, -5.0, 3.0)
+    slicer.util.updateVolumeFromArray(node, (np.where(body, 20.0, 0.0) + rng.poisson(5.0, shape) * body).astype(np.float32))
+    node.CreateDefaultDisplayNodes()
+    return node
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _wait_for(runner: DenoiseRunner, condition, timeout_s: float) -> list:
+    events, deadline = [], time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        events += runner.poll()
+        if condition(events):
+            return events
+        time.sleep(0.05)
+    raise AssertionError(f"condition not met in {timeout_s} s; state {runner.state}, events {events[-3:]}")
+
+
+@pytest.mark.slow
+def test_worker_run_imports_denoised_difference_and_variance_nodes(scene, tmp_path):
+    model = _ddpm_package(tmp_path / "ddpm", steps=2, samples=2)
+    node = _spect_node(scene)
+    runner = DenoiseRunner(scene, sys.executable)
+    request = DenoiseRequest(node, model=str(model), device="cpu",
+                             outputs={"denoised": None, "difference": None, "variance": None})
+    assert [e.state for e in runner.start(request)] == [State.STARTING, State.RUNNING]
+    folder = runner.folder
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    events = runner.wait(120)
+    assert runner.state is State.DONE, runner.message
+    assert any(e.state is State.RUNNING and 0 < (e.fraction or 0) < 1 for e in events)
+    assert events[-1].state is State.DONE and events[-1].fraction == 1.0
+    assert {kind: n.GetName() for kind, n in runner.outputs.items()} == {
+        "denoised": "SPECT denoised", "difference": "SPECT difference", "variance": "SPECT variance"}
+    denoised = runner.outputs["denoised"]
+    assert denoised.GetSpacing() == node.GetSpacing() and denoised.GetOrigin() == node.GetOrigin()
+    difference = slicer.util.arrayFromVolume(runner.outputs["difference"])
+    np.testing.assert_allclose(difference, slicer.util.arrayFromVolume(denoised) - slicer.util.arrayFromVolume(node),
+                               atol=1e-3)
+    assert not folder.exists()
+
+
+@pytest.mark.slow
+def test_cancel_kills_the_worker_and_its_launcher_and_leaves_nothing(scene, tmp_path):
+    model = _ddpm_package(tmp_path / "ddpm", steps=1000, samples=20)
+    launcher = tmp_path / "PythonSlicer"  # like Slicer's launcher: a parent process that starts Python
+    launcher.write_text(f'#!/bin/sh\n"{sys.executable}" "$@"\n')
+    launcher.chmod(0o755)
+    node = _spect_node(scene, shape=(8, 32, 32))
+    nodes_before = scene.GetNumberOfNodes()
+    runner = DenoiseRunner(scene, str(launcher), grace_s=5.0)
+    runner.start(DenoiseRequest(node, model=str(model), device="cpu"))
+    pgid, folder = runner.pid, runner.folder
+    _wait_for(runner, lambda events: any((e.fraction or 0) > 0.06 for e in events), timeout_s=120)
+    assert runner.state is State.RUNNING
+    cancelled_at = time.monotonic()
+    assert [e.state for e in runner.cancel()] == [State.CANCELLING]
+    events = runner.wait(30)
+    assert runner.state is State.IDLE and events[-1].message == "Cancelled."
+    assert time.monotonic() - cancelled_at < 10
+    assert not _group_alive(pgid)
+    assert not folder.exists()
+    assert scene.GetNumberOfNodes() == nodes_before
+
+
+def test_worker_error_is_reported_as_one_sentence(scene, tmp_path):
+    runner = DenoiseRunner(scene, sys.executable)
+    runner.start(DenoiseRequest(_spect_node(scene), model=str(tmp_path / "no-such-model"), device="cpu"))
+    events = runner.wait(120)
+    assert runner.state is State.FAILED
+    assert events[-1].state is State.FAILED and "Traceback" not in events[-1].message
+    assert "no-such-model" in runner.message
+
+
+def test_a_worker_ignoring_sigterm_is_killed_after_the_grace_period(scene, tmp_path):
+    stubborn = tmp_path / "stubborn"
+    stubborn.write_text("#!/bin/sh\ntrap '' TERM\n"
+                        "echo '{\"event\": \"progress\", \"fraction\": 0.1, \"stage\": \"x\", \"message\": \"busy\"}'\n"
+                        "sleep 60\n")
+    stubborn.chmod(0o755)
+    runner = DenoiseRunner(scene, str(stubborn), grace_s=0.5)
+    runner.start(DenoiseRequest(_spect_node(scene)))
+    events = _wait_for(runner, lambda events: any(e.message == "busy" for e in events), timeout_s=10)
+    assert events[-1].fraction == pytest.approx(0.1)
+    pgid = runner.pid
+    runner.cancel()
+    runner.wait(5)
+    assert runner.state is State.IDLE
+    assert not _group_alive(pgid)
+
+
+def test_a_crashing_worker_fails_with_its_last_stderr_line(scene, tmp_path):
+    crash = tmp_path / "crash"
+    crash.write_text("#!/bin/sh\necho 'not json'\necho 'Segmentation fault' >&2\nexit 139\n")
+    crash.chmod(0o755)
+    runner = DenoiseRunner(scene, str(crash))
+    runner.start(DenoiseRequest(_spect_node(scene)))
+    events = runner.wait(10)
+    assert runner.state is State.FAILED
+    assert events[-1].message == "The worker stopped unexpectedly (exit code 139): Segmentation fault"
+
+
+def test_start_while_running_is_refused_and_a_new_run_may_follow_a_failure(scene, tmp_path):
+    sleeper = tmp_path / "sleeper"
+    sleeper.write_text("#!/bin/sh\nsleep 60\n")
+    sleeper.chmod(0o755)
+    runner = DenoiseRunner(scene, str(sleeper), grace_s=1.0)
+    node = _spect_node(scene)
+    runner.start(DenoiseRequest(node))
+    with pytest.raises(RuntimeError, match="running to starting"):
+        runner.start(DenoiseRequest(node))
+    runner.cancel()
+    runner.wait(5)
+    assert runner.state is State.IDLE
+    failing = tmp_path / "failing"
+    failing.write_text("#!/bin/sh\nexit 1\n")
+    failing.chmod(0o755)
+    runner.python = str(failing)
+    runner.start(DenoiseRequest(node))
+    runner.wait(5)
+    assert runner.state is State.FAILED
+    runner.python = str(sleeper)
+    assert runner.start(DenoiseRequest(node))[-1].state is State.RUNNING
+    runner.cancel()
+    runner.wait(5)
+
+
+def test_cancel_when_idle_does_nothing(scene):
+    runner = DenoiseRunner(scene, sys.executable)
+    assert runner.cancel() == [] and runner.poll() == [] and runner.state is State.IDLE
