@@ -12,6 +12,8 @@ The catalogue is ``Resources/Models.json`` (``SPECTDENOISE_CATALOGUE`` names ano
      "models": [{"id": "...", "path": "Models/<folder>", "description": "..."},
                 {"id": "...", "repo_id": "org/name", "revision": "<40 hex>",
                  "sha256": {"config.json": "...", "model.safetensors": "..."}, "description": "..."}]}
+
+Entries may carry more keys for the GUI and error messages (e.g. ``"kind": "diffusion"``); they are kept as is.
 """
 
 from __future__ import annotations
@@ -51,7 +53,8 @@ def read_catalogue(path: Path | None = None) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ModelError(f"The model catalogue '{path}' cannot be read ({error}).") from None
     models = data.get("models") if isinstance(data, dict) else None
-    if not isinstance(models, list) or not all(isinstance(m, dict) and isinstance(m.get("id"), str) for m in models):
+    if not isinstance(models, list) or not all(isinstance(m, dict) and isinstance(m.get("id"), str)
+                                               for m in models):
         raise ModelError(f"The model catalogue '{path}' must hold a 'models' list of entries with an 'id'.")
     for entry in models:
         hub = "repo_id" in entry
@@ -84,7 +87,8 @@ def resolve_model(model: str | None, offline: bool | None = None, catalogue: Pat
         if "path" in entry:
             folder = entries["folder"] / entry["path"]
             if not folder.is_dir():
-                raise ModelError(f"The shipped model '{model}' is missing from '{folder}'; reinstall SPECTDenoise.")
+                raise ModelError(f"The shipped model '{model}' is missing from '{folder}'; "
+                                 "reinstall SPECTDenoise.")
             return folder
         folder = _snapshot(entry["repo_id"], entry["revision"], offline)
         _verify(folder, entry["sha256"], f"{entry['repo_id']}@{entry['revision']}")
@@ -93,7 +97,8 @@ def resolve_model(model: str | None, offline: bool | None = None, catalogue: Pat
         return Path(model).expanduser()
     match = _REPO_ID.match(model)
     if match is None:
-        raise ModelError(f"Unknown model '{model}': not a catalogue name ({', '.join(by_id) or 'none installed'}), "
+        known = ", ".join(by_id) or "none installed"
+        raise ModelError(f"Unknown model '{model}': not a catalogue name ({known}), "
                          "an existing folder, or a Hugging Face repo id org/name[@revision].")
     return _snapshot(match["repo"], match["revision"] or "main", offline)
 
@@ -159,8 +164,13 @@ def _env_offline() -> bool:
 
 def _snapshot(repo_id: str, revision: str, offline: bool | None) -> Path:
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import (HfHubHTTPError, HFValidationError, LocalEntryNotFoundError,
-                                        RepositoryNotFoundError, RevisionNotFoundError)
+    from huggingface_hub.errors import (
+        HfHubHTTPError,
+        HFValidationError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     offline = _env_offline() if offline is None else offline
     endpoint = (os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
@@ -207,13 +217,16 @@ def _repo_folder(repo_id: str) -> Path:
 
 def _cached_folder(repo_id: str, revision: str) -> Path | None:
     folder = _repo_folder(repo_id) / "snapshots" / revision
-    return folder if (folder / "config.json").is_file() else None
+    return folder if _is_package(folder) else None
 
 
 def _cached_snapshots() -> list[tuple[str, str]]:
     found = []
     for repo in sorted(hf_cache_dir().glob("models--*--*")):
         repo_id = repo.name[len("models--"):].replace("--", "/", 1)
-        found += [(repo_id, s.name) for s in sorted((repo / "snapshots").glob("*")) if (s / "config.json").is_file()
-                  and (s / "model.safetensors").is_file()]
+        found += [(repo_id, s.name) for s in sorted((repo / "snapshots").glob("*")) if _is_package(s)]
     return found
+
+
+def _is_package(folder: Path) -> bool:
+    return (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()

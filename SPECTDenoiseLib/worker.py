@@ -166,7 +166,7 @@ def serve(request: Request, emit: Emit) -> int:
     except MemoryError:
         emit({"event": "error", "message": "Out of memory; try a smaller volume or --device cpu.", "exit_code": 1})
         return 1
-    except Exception as error:  # a bug: one line on stdout for the caller, the traceback on stderr
+    except Exception as error:  # noqa: BLE001 - a bug: one line on stdout, the traceback on stderr
         traceback.print_exc(file=sys.stderr)
         emit({"event": "error", "message": f"Internal error: {type(error).__name__}: {error}.", "exit_code": 1})
         return 1

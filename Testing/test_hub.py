@@ -1,4 +1,4 @@
-"""Model resolution: catalogue, folders and Hub repos served by a local hub (Testing/hub_server.py), no internet."""
+"""Model resolution: catalogue, folders and Hub repos served by Testing/hub_server.py on 127.0.0.1, no internet."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ import subprocess
 import sys
 
 import pytest
-
 from hub_server import HubServer
+from test_models import TINY
+
 from SPECTDenoiseLib import hub
 from SPECTDenoiseLib.errors import HubError, ModelError
 from SPECTDenoiseLib.models.config import ModelConfig
 from SPECTDenoiseLib.models.package import save_package
 from SPECTDenoiseLib.models.registry import build_network
-from test_models import TINY
 
 
 def _package(folder, description):
@@ -56,7 +56,7 @@ def _sha256(path):
 
 def _cli(*args, **env):
     return subprocess.run([sys.executable, "-m", "SPECTDenoiseLib", *args], capture_output=True, text=True,
-                          env={**os.environ, **env}, timeout=120)
+                          env={**os.environ, **env}, timeout=120, check=False)
 
 
 def test_download_by_repo_id_follows_main(server):
@@ -73,7 +73,8 @@ def test_download_by_pinned_revision(server):
 
 def test_only_package_files_are_requested(server):
     hub.resolve_model(f"org/tiny@{server.v1}")
-    files = {path.rsplit("/", 1)[-1] for method, path in server.requests if method == "GET" and "/resolve/" in path}
+    files = {path.rsplit("/", 1)[-1] for method, path in server.requests
+             if method == "GET" and "/resolve/" in path}
     assert files == {"config.json", "model.safetensors", "README.md"}
 
 
@@ -83,7 +84,7 @@ def test_offline_subprocess_loads_from_the_cache(server):
     code = ("from SPECTDenoiseLib.hub import load_model; import sys; "
             "print(load_model(sys.argv[1]).config.description, load_model(sys.argv[2]).config.description)")
     result = subprocess.run([sys.executable, "-c", code, "org/tiny", f"org/tiny@{server.v1}"], text=True,
-                            capture_output=True, timeout=120,
+                            capture_output=True, timeout=120, check=False,
                             env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_ENDPOINT": _closed_port_url()})
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["version", "two", "version", "one"]

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+from test_models import TINY, _perturb
 
 from SPECTDenoiseLib.errors import DeviceError, InputError, ModelError
 from SPECTDenoiseLib.inference import denoise
@@ -17,7 +18,6 @@ from SPECTDenoiseLib.models.package import load_package, save_package
 from SPECTDenoiseLib.models.registry import build_network
 from SPECTDenoiseLib.normalisation import intensity_scale, normalise_ct, stack_slices
 from SPECTDenoiseLib.tiling import run_patches, run_slices
-from test_models import TINY, _perturb
 
 FIXTURE_MODELS = {
     "unet2d": {**TINY["unet2d"], "context_slices": 0},
@@ -40,7 +40,7 @@ def make_package(folder: Path, name: str, perturb: bool = True, **overrides) -> 
 def phantom(shape_zyx=(12, 20, 22), seed=0, oblique=True) -> sitk.Image:
     """A blob of activity in a noisy body, anisotropic spacing, oblique direction."""
     rng = np.random.default_rng(seed)
-    z, y, x = np.indices(shape_zyx, dtype=np.float32)
+    _, y, x = np.indices(shape_zyx, dtype=np.float32)
     centre = [(n - 1) / 2 for n in shape_zyx]
     body = ((y - centre[1]) / (0.4 * shape_zyx[1])) ** 2 + ((x - centre[2]) / (0.4 * shape_zyx[2])) ** 2 < 1
     values = np.where(body, 20.0, 0.0) + rng.poisson(5.0, shape_zyx) * body

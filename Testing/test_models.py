@@ -148,7 +148,8 @@ _json = st.recursive(
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
     max_leaves=12,
 )
-_fields = st.sampled_from(["architecture", "arguments", "input_channels", "sampling", "context_slices", "patch_size",
+_fields = st.sampled_from(["architecture", "arguments", "input_channels", "sampling", "context_slices",
+                           "patch_size",
                            "size_multiple", "normalisation", "kind", "diffusion", "voxel_mm_range",
                            "count_fractions", "tracers", "description", "__class__", "code"])
 

@@ -7,12 +7,12 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from test_models import TINY, _perturb
 
 from SPECTDenoiseLib.errors import ModelError
 from SPECTDenoiseLib.models.config import ModelConfig
 from SPECTDenoiseLib.models.package import load_package, save_package
 from SPECTDenoiseLib.models.registry import build_network
-from test_models import TINY, _perturb
 
 
 def _save(tmp_path, name="unet2d"):

@@ -323,3 +323,11 @@ def test_teaching_layout_puts_views_side_by_side(scene):
     shown = [_axis_aligned_node(scene, np.zeros((4, 4, 4), np.float32), f"v{i}") for i in range(3)]
     assert teaching.show_side_by_side(scene, shown) == 3
     assert [c.GetBackgroundVolumeID() for c in composites] == [v.GetID() for v in shown]
+
+
+def test_suv_scale_uses_hand_entered_values_over_dicom_and_says_what_is_missing():
+    tags = {"PatientWeight": "60", "RadionuclideTotalDose": "500000000", "Units": "BQML", "DecayCorrection": "ADMIN"}
+    scale, why = comparison.suv_scale(tags, weight_kg=80.0)
+    assert why == "" and scale == pytest.approx(80_000 / 500e6)
+    scale, why = comparison.suv_scale(None, weight_kg=80.0)
+    assert scale is None and "injected activity" in why

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 import SimpleITK as sitk
+from conftest import REPOSITORY
+from test_inference import make_package, phantom
 
 from SPECTDenoiseLib.errors import InputError
 from SPECTDenoiseLib.io import PARTIAL_PREFIX, same_geometry
 from SPECTDenoiseLib.worker import Request
-from conftest import REPOSITORY
-from test_inference import make_package, phantom
 
 
 def start_worker(tmp_path: Path, **request) -> subprocess.Popen:
@@ -78,7 +78,7 @@ def test_missing_ct_for_a_ct_model_is_one_error_event(tmp_path, study):
 def test_unreadable_request_is_an_error_event(tmp_path):
     (tmp_path / "request.json").write_text("{not json", encoding="utf-8")
     process = subprocess.run([sys.executable, "-m", "SPECTDenoiseLib.worker", str(tmp_path / "request.json")],
-                             cwd=REPOSITORY, capture_output=True, text=True, timeout=60)
+                             cwd=REPOSITORY, capture_output=True, text=True, timeout=60, check=False)
     assert process.returncode == 3
     assert json.loads(process.stdout)["event"] == "error"
 
@@ -88,6 +88,7 @@ def test_request_with_unknown_keys_is_refused():
         Request.from_dict({"input": "a.nrrd", "output": "b.nrrd", "colour": "red"})
 
 
+@pytest.mark.slow
 def test_sigterm_stops_the_worker_quickly_and_leaves_nothing(tmp_path, study):
     model = make_package(tmp_path / "ddpm", "ddpm", diffusion={"train_timesteps": 1000, "schedule": "linear_beta",
                                                                "default_steps": 1000, "default_samples": 50})
@@ -107,8 +108,8 @@ def test_sigterm_stops_the_worker_quickly_and_leaves_nothing(tmp_path, study):
 
 def test_leftover_of_a_killed_writer_is_removed_by_the_next_run(tmp_path, study):
     writer = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from SPECTDenoiseLib.io import atomic_output\n"
-         "with atomic_output(sys.argv[1]) as partial:\n    print(partial, flush=True); time.sleep(60)",
+        [sys.executable, "-c", ("import sys, time; from SPECTDenoiseLib.io import atomic_output\n"
+         "with atomic_output(sys.argv[1]) as partial:\n    print(partial, flush=True); time.sleep(60)"),
          study["output"]], cwd=REPOSITORY, stdout=subprocess.PIPE, text=True)
     leftover = Path(writer.stdout.readline().strip())
     writer.kill()

@@ -21,6 +21,7 @@ import vtk
 from SPECTDenoiseLib.errors import InputError
 from SPECTDenoiseLib.io import atomic_output, image_to_array, same_geometry
 from SPECTDenoiseLib.metrics import region_statistics
+from SPECTDenoiseLib.suv import SUVParameters, suv_factor, suv_parameters_from_dicom
 
 from .roi import Region, regions_from_node
 from .volumes import node_to_image
@@ -64,6 +65,19 @@ class ComparisonRow:
     def values(self) -> tuple:
         """The row's values in :data:`COLUMNS` order."""
         return tuple(getattr(self, field.name) for field in dataclasses.fields(self))
+
+
+def suv_scale(dicom_tags: Mapping | None, weight_kg: float = 0.0, dose_mbq: float = 0.0,
+              calibration: float = 0.0) -> tuple[float | None, str]:
+    """Return (SUV per voxel unit, "") from DICOM tags with hand-entered values (0 = not given) taking
+    precedence, or (None, the sentence saying what is missing)."""
+    given = SUVParameters(weight_kg=weight_kg or None, injected_dose_mbq=dose_mbq or None,
+                          calibration_bq_per_ml_per_count=calibration or None)
+    known = suv_parameters_from_dicom(dict(dicom_tags)) if dicom_tags else SUVParameters()
+    try:
+        return suv_factor(known.merged(given)), ""
+    except InputError as error:
+        return None, str(error)
 
 
 def compare_regions(

@@ -35,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
         elif not rows:
             print("No models installed or cached; download one with: spectdenoise models download org/name")
         for row in rows if not args.json else ():
-            flags = ("default, " if row["default"] else "") + ("available" if row["available"] else "not downloaded")
+            state = "available" if row["available"] else "not downloaded"
+            flags = ("default, " if row["default"] else "") + state
             print(f"{row['id']}  [{row['source']}; {flags}]  {row['description']}".rstrip())
     elif args.action == "info":
         info = hub.model_info(args.model)

@@ -48,7 +48,7 @@ class ConditionalNoisePredictor(nn.Module):
         self,
         condition_channels: int,
         centre_channel: int = 0,
-        channels: Sequence[int] = (32, 64, 64),
+        channels: Sequence[int] = (16, 32, 32),
         num_res_blocks: int = 1,
         attention_levels: Sequence[bool] | None = None,
         norm_groups: int = 8,
@@ -72,7 +72,8 @@ class ConditionalNoisePredictor(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-        """Predict the noise [B, 1, H, W] in ``x = concat([x_t, condition])`` [B, 1 + C, H, W] at ``timesteps`` [B]."""
+        """Predict the noise [B, 1, H, W] in ``x = concat([x_t, condition])`` [B, 1 + C, H, W] at ``timesteps``
+        [B]."""
         return self.unet(x, timesteps)
 
     def centre(self, condition: torch.Tensor) -> torch.Tensor:

@@ -66,7 +66,8 @@ def save_package(network: nn.Module, config: ModelConfig, folder: str | Path, ca
         raise OutputError(f"Cannot create the model folder '{folder}': {error.strerror}.") from None
     try:
         config.save(staging / CONFIG_FILE)
-        save_file(state, str(staging / WEIGHTS_FILE), metadata={"format": "pt", "architecture": config.architecture})
+        metadata = {"format": "pt", "architecture": config.architecture}
+        save_file(state, str(staging / WEIGHTS_FILE), metadata=metadata)
         (staging / CARD_FILE).write_text(card_markdown, encoding="utf-8")
         old = None
         if folder.exists():
@@ -114,7 +115,8 @@ def _check_weights(network: nn.Module, weights: dict[str, torch.Tensor], archite
         raise ModelError(f"The weights do not match architecture {architecture}: missing keys {_few(missing)}.")
     unexpected = sorted(set(weights) - set(expected))
     if unexpected:
-        raise ModelError(f"The weights do not match architecture {architecture}: unexpected keys {_few(unexpected)}.")
+        raise ModelError(f"The weights do not match architecture {architecture}: "
+                         f"unexpected keys {_few(unexpected)}.")
     for key, tensor in weights.items():
         if tensor.shape != expected[key].shape:
             raise ModelError(f"The weights do not match architecture {architecture}: '{key}' has shape "

@@ -54,10 +54,11 @@ def build_network(config: ModelConfig) -> nn.Module:
     accepted = set(inspect.signature(factory).parameters) - _DERIVED
     unknown = sorted(set(config.arguments) - accepted)
     if unknown:
-        raise ModelError(f"Architecture {name} does not take the arguments {unknown}; it takes {sorted(accepted)}.")
+        raise ModelError(f"Architecture {name} does not take the arguments {unknown}; "
+                         f"it takes {sorted(accepted)}.")
     channels_key = "condition_channels" if kind == "diffusion" else "in_channels"
     arguments = {channels_key: config.network_in_channels, "centre_channel": config.context_slices}
     try:
         return factory(**arguments, **config.arguments)
-    except Exception as error:  # any constructor complaint about user-supplied arguments
+    except Exception as error:  # noqa: BLE001 - any constructor complaint about user-supplied arguments
         raise ModelError(f"Architecture {name} cannot be built from the config's arguments: {error}.") from None

@@ -49,7 +49,8 @@ class ResidualUBlock(nn.Module):
         self.input_conv = _ConvNormAct(in_channels, out_channels)
         dilations = [2**level if dilated else 1 for level in range(height)]
         self.encoders = nn.ModuleList(
-            [_ConvNormAct(out_channels if level == 0 else mid, mid, dilations[level]) for level in range(height - 1)]
+            [_ConvNormAct(out_channels if level == 0 else mid, mid, dilations[level])
+             for level in range(height - 1)]
         )
         self.bottom = _ConvNormAct(mid, mid, dilations[-1] if dilated else 2)
         self.decoders = nn.ModuleList(

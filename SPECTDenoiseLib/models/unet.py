@@ -1,7 +1,7 @@
 """Residual U-Nets for slices (2D / 2.5D) and patches (3D), built on MONAI's ``UNet``.
 
-The network learns a correction to the low-count SPECT: ``output = x[:, centre] + unet(x)``. With the 1x1 output
-layer started at zero an untrained network is the identity, so training starts from "no denoising" rather than noise.
+The network learns a correction to the low-count SPECT: ``output = x[:, centre] + unet(x)``. With the 1x1
+output layer started at zero an untrained network is the identity, so training starts from "no denoising".
 """
 
 from __future__ import annotations

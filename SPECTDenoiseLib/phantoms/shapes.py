@@ -142,3 +142,18 @@ def intersection(*shapes: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.nd
 def shell(outer: Callable[[np.ndarray], np.ndarray], thickness: float) -> Callable[[np.ndarray], np.ndarray]:
     """Signed distance of a wall of ``thickness`` mm inside the surface of ``outer``."""
     return lambda coords: np.abs(outer(coords) + thickness / 2) - thickness / 2
+
+
+def ring(centre: Vector, radii_yx: tuple[float, float], thickness: float, half_length: float
+         ) -> Callable[[np.ndarray], np.ndarray]:
+    """Signed distance (mm) to an elliptic ring (tube wall of ``thickness`` inside ``radii_yx``) along z."""
+    section = ellipsoid((0.0, 0.0, 0.0), (1e6, *radii_yx))
+    origin = np.asarray(centre, np.float32).reshape(3, 1, 1, 1)
+
+    def distance(coords: np.ndarray) -> np.ndarray:
+        local = coords - origin
+        flat = np.concatenate([np.zeros_like(local[:1]), local[1:]])
+        wall = np.abs(section(flat) + thickness / 2) - thickness / 2
+        return np.maximum(wall, np.abs(local[0]) - half_length)
+
+    return distance
