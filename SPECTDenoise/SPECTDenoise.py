@@ -7,20 +7,25 @@ never imports torch and stays responsive; Cancel kills the worker's process tree
 
 from __future__ import annotations
 
-import logging
+import os
 import shutil
 import socket
 import sys
+import tempfile
 from importlib.util import find_spec
 
 import qt
 import slicer
 from slicer.parameterNodeWrapper import parameterNodeWrapper
-from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
-                                           ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
 from slicer.util import VTKObservationMixin
-
 from SPECTDenoiseLogic import comparison, parameters, teaching
+from SPECTDenoiseLogic.process import JsonLinesProcess
 from SPECTDenoiseLogic.runner import DenoiseRequest, DenoiseRunner, State
 
 # import name → pip requirement; torch comes through the PyTorch extension when it is installed.
@@ -227,15 +232,13 @@ class SPECTDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             f"variance: {'yes' if config['kind'] == 'diffusion' else 'no'}.")
 
     def onDownload(self):
-        from SPECTDenoiseLogic.process import JsonLinesProcess
-        import tempfile
-
         repo, revision = self.ui.hubRepoLineEdit.text.strip(), self.ui.hubRevisionLineEdit.text.strip()
         if not repo:
             self.ui.statusLabel.text = "Enter a Hub repository id such as organisation/model-name."
             return
         self._downloadId = f"{repo}@{revision}" if revision else repo
-        log = tempfile.NamedTemporaryFile(prefix="spectdenoise-download-", suffix=".log", delete=False).name
+        handle, log = tempfile.mkstemp(prefix="spectdenoise-download-", suffix=".log")
+        os.close(handle)
         self._download = JsonLinesProcess([self.logic.python, "-m", "SPECTDenoiseLib", "models", "download",
                                            self._downloadId], log)
         self.ui.downloadButton.enabled = False
@@ -345,7 +348,7 @@ class SPECTDenoiseTest(ScriptedLoadableModuleTest):
         denoised = logic.runner.outputs["denoised"]
         self.assertEqual(denoised.GetName(), "phantom denoised")
         roi = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "sphere")
-        roi.SetCenterWorld(*[-96.0 + 4.0 * 24, -96.0 + 4.0 * 24, 32.0])
+        roi.SetCenterWorld(96.0, 96.0, 32.0)  # voxel [8, 24, 24] at 4 mm spacing, identity IJK→RAS
         roi.SetSizeWorld(8.0, 8.0, 8.0)
         values.denoisedVolume, values.regionNode = denoised, roi
         table, _ = logic.compare(values)

@@ -14,8 +14,9 @@ import SimpleITK as sitk
 slicer = pytest.importorskip("slicer")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "SPECTDenoise"))
 
-from SPECTDenoiseLib.errors import InputError  # noqa: E402
-from SPECTDenoiseLogic import comparison, outputs, parameters, roi, teaching, volumes  # noqa: E402
+from SPECTDenoiseLogic import comparison, outputs, parameters, roi, teaching, volumes
+
+from SPECTDenoiseLib.errors import InputError
 
 
 def _matrix(vtk_matrix) -> np.ndarray:
@@ -331,3 +332,16 @@ def test_suv_scale_uses_hand_entered_values_over_dicom_and_says_what_is_missing(
     assert why == "" and scale == pytest.approx(80_000 / 500e6)
     scale, why = comparison.suv_scale(None, weight_kg=80.0)
     assert scale is None and "injected activity" in why
+
+
+@pytest.mark.slow
+def test_teaching_series_simulates_one_named_volume_per_fraction_on_the_input_grid(scene):
+    pytest.importorskip("SPECTDenoiseLib.simulate")
+    phantom, _ = _sphere_phantom((16, 32, 32), radius=5.0, hot=400.0, background=40.0)
+    full = _axis_aligned_node(scene, phantom, "full")
+    full.CreateDefaultDisplayNodes()
+    series = teaching.low_count_series(full, [0.5, 0.1], seed=3)
+    assert [node.GetName() for node in series] == ["full 50% counts", "full 10% counts"]
+    assert all(node.GetSpacing() == full.GetSpacing() for node in series)
+    noise = [np.std(slicer.util.arrayFromVolume(node)[phantom == 40.0]) for node in series]
+    assert noise[1] > noise[0]

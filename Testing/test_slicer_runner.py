@@ -4,7 +4,6 @@ MRML logic (DenoiseRunner) on a real vtkMRMLScene."""
 from __future__ import annotations
 
 import os
-import signal
 import stat
 import sys
 import time
@@ -16,10 +15,11 @@ import pytest
 slicer = pytest.importorskip("slicer")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "SPECTDenoise"))
 
-from SPECTDenoiseLib.models.config import ModelConfig  # noqa: E402
-from SPECTDenoiseLib.models.package import save_package  # noqa: E402
-from SPECTDenoiseLib.models.registry import build_network  # noqa: E402
-from SPECTDenoiseLogic.runner import DenoiseRequest, DenoiseRunner, State  # noqa: E402
+from SPECTDenoiseLogic.runner import DenoiseRequest, DenoiseRunner, State
+
+from SPECTDenoiseLib.models.config import ModelConfig
+from SPECTDenoiseLib.models.package import save_package
+from SPECTDenoiseLib.models.registry import build_network
 
 
 def _ddpm_package(folder: Path, steps: int, samples: int) -> Path:
@@ -42,7 +42,7 @@ def scene():
 
 def _spect_node(scene, shape=(6, 16, 16)):
     rng = np.random.default_rng(0)
-    z, y, x = np.indices(shape)
+    _, y, x = np.indices(shape)
     body = (y - shape[1] / 2) ** 2 + (x - shape[2] / 2) ** 2 < (0.4 * shape[1]) ** 2
     node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "SPECT")
     node.SetSpacing(4.0, 4.0, 5.0)

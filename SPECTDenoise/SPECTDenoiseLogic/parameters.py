@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Union
 
 import slicer
 
@@ -102,14 +102,12 @@ def wrapper_namespace(resolve: Callable[[str], type]) -> dict[str, Any]:
     ``resolve`` turns an MRML class name into the class (``lambda name: getattr(slicer, name)``); node fields
     accepting several classes become a ``typing.Union`` of them.
     """
-    from typing import Union
-
     annotations: dict[str, Any] = {}
     namespace: dict[str, Any] = {"__annotations__": annotations}
     for field in dataclasses.fields(SPECTDenoiseParameters):
         if field.name in NODE_FIELDS:
             classes = tuple(resolve(name) for name in NODE_FIELDS[field.name])
-            annotations[field.name] = classes[0] if len(classes) == 1 else Union[classes]
+            annotations[field.name] = classes[0] if len(classes) == 1 else Union[classes]  # noqa: UP007 (parameterNodeWrapper reads typing.Union)
         else:
             annotations[field.name] = type(field.default)
             namespace[field.name] = field.default

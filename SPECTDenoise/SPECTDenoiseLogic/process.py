@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, IO
+from typing import IO, Any
 
 
 class JsonLinesProcess:
@@ -28,15 +28,15 @@ class JsonLinesProcess:
                  env: Mapping[str, str] | None = None, cwd: str | os.PathLike | None = None) -> None:
         self.stderr_path = Path(stderr_path)
         self._events: queue.Queue[dict[str, Any]] = queue.Queue()
-        self._stderr = open(self.stderr_path, "wb")
         platform_options: dict[str, Any] = (
             {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP} if sys.platform == "win32"
             else {"start_new_session": True}
         )
-        self._process = subprocess.Popen(
-            list(command), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._stderr,
-            env=dict(env) if env is not None else None, cwd=cwd, **platform_options,
-        )
+        with open(self.stderr_path, "wb") as stderr:  # the child keeps its own handle
+            self._process = subprocess.Popen(
+                list(command), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr,
+                env=dict(env) if env is not None else None, cwd=cwd, **platform_options,
+            )
         self._reader = threading.Thread(target=self._read, args=(self._process.stdout,), daemon=True)
         self._reader.start()
         self._kill_deadline: float | None = None
@@ -84,7 +84,6 @@ class JsonLinesProcess:
             self._reader.join(timeout=0.05)
             if self._reader.is_alive():
                 return None
-        self._stderr.close()
         return code
 
     def terminate(self, grace_s: float = 5.0) -> None:

@@ -89,7 +89,7 @@ def _train(settings: TrainSettings, rank: int, world: int, device: torch.device,
                     save_checkpoint(run_dir / "best", network, optimizer, state)
                 save_checkpoint(run_dir / "last", network, optimizer, state)
                 _append_log(run_dir, dict(state, seconds=round(time.monotonic() - started, 1)))
-                log(f"step {step}/{settings.steps}  loss {float(loss):.4f}  validation {score:.4f}"
+                log(f"step {step}/{settings.steps}  loss {loss.item():.4f}  validation {score:.4f}"
                     f"{'  (best)' if improved else ''}  {time.monotonic() - started:.0f} s")
             if world > 1:
                 dist.barrier()

@@ -1,0 +1,57 @@
+"""The module's .ui loads with PySide6 offscreen and holds every widget and parameter the module uses."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+QtUiTools = pytest.importorskip("PySide6.QtUiTools")
+QtCore = pytest.importorskip("PySide6.QtCore")
+QtWidgets = pytest.importorskip("PySide6.QtWidgets")
+
+MODULE = Path(__file__).resolve().parents[1] / "SPECTDenoise"
+sys.path.insert(0, str(MODULE))
+
+
+@pytest.fixture(scope="module")
+def panel():
+    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
+    ui_file = QtCore.QFile(str(MODULE / "Resources" / "UI" / "SPECTDenoise.ui"))
+    assert ui_file.open(QtCore.QIODevice.ReadOnly)
+    widget = QtUiTools.QUiLoader().load(ui_file)
+    ui_file.close()
+    assert widget is not None
+    yield widget
+    widget.deleteLater()
+    app.processEvents()
+
+
+def _names(panel) -> set[str]:
+    return {child.objectName() for child in panel.findChildren(QtCore.QObject)}
+
+
+def test_every_widget_the_module_uses_exists_in_the_ui(panel):
+    used = set(re.findall(r"self\.ui\.(\w+)", (MODULE / "SPECTDenoise.py").read_text(encoding="utf-8")))
+    assert {"applyButton", "progressBar", "statusLabel", "comparisonTableView"} <= used
+    assert used - _names(panel) == set()
+
+
+def test_every_parameter_binding_names_a_parameter_field(panel):
+    from SPECTDenoiseLogic.parameters import SPECTDenoiseParameters
+
+    bound = {child.property("SlicerParameterName") for child in panel.findChildren(QtWidgets.QWidget)} - {None}
+    fields = {field.name for field in dataclasses.fields(SPECTDenoiseParameters)}
+    assert bound - fields == set()
+    assert {"inputVolume", "ctVolume", "referenceVolume", "device", "samples", "steps", "seed"} <= bound
+
+
+def test_apply_starts_disabled_and_the_device_list_offers_auto_first(panel):
+    assert not panel.findChild(QtWidgets.QPushButton, "applyButton").isEnabled()
+    devices = panel.findChild(QtWidgets.QComboBox, "deviceComboBox")
+    assert [devices.itemText(i) for i in range(devices.count())] == ["auto", "cpu", "cuda", "mps"]
