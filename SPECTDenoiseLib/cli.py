@@ -13,6 +13,7 @@ import importlib
 import sys
 import traceback
 from collections.abc import Sequence
+from typing import NoReturn
 
 from . import __version__
 from .errors import CancelledError, SPECTDenoiseError
@@ -24,11 +25,20 @@ COMMAND_MODULES = (
     "models",
     "train",
 )
+USAGE_EXIT_CODE = 2
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line on stderr (exit code 2), like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``spectdenoise: error: MESSAGE (see 'PROG --help').`` and exit with code 2."""
+        self.exit(USAGE_EXIT_CODE, f"spectdenoise: error: {message} (see '{self.prog} --help').\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Return the top-level parser with every sub-command registered."""
-    parser = argparse.ArgumentParser(
+    """Return the top-level parser with every sub-command registered (sub-parsers share its class)."""
+    parser = OneLineParser(
         prog="spectdenoise",
         description="Deep-learning denoising of low-count SPECT, simulation of low-count scans and metrics.",
     )

@@ -198,9 +198,17 @@ def region_statistics(
 def label_statistics(
     array: np.ndarray, labels: np.ndarray, spacing_mm: Sequence[float], scale: float = 1.0
 ) -> dict[int, RegionStatistics]:
-    """:func:`region_statistics` for every positive label value of ``labels`` ([z, y, x] ints), in label order."""
+    """:func:`region_statistics` for every positive label value of ``labels`` ([z, y, x] ints), in label order.
+
+    Raises
+    ------
+    InputError
+        If the label map's shape differs from the array's or it holds no positive label.
+    """
     if labels.shape != array.shape:
         raise InputError(f"The label map has size {labels.shape} but the image has {array.shape} [z, y, x].")
+    if not np.any(labels > 0):
+        raise InputError("The label map holds no region (every voxel is 0); give at least one region a value of 1 or more.")
     return {
         int(value): region_statistics(array, labels == value, spacing_mm, scale, name=f"label {int(value)}")
         for value in np.unique(labels)
