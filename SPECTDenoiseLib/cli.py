@@ -24,6 +24,9 @@ COMMAND_MODULES = (
     "metrics",
     "models",
     "train",
+    "phantom",
+    "simulate",
+    "dataset",
 )
 USAGE_EXIT_CODE = 2
 

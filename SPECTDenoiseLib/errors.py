@@ -2,7 +2,7 @@
 
 The CLI, the worker and the Slicer module show ``str(error)`` and never a traceback for these.
 
-Exit codes (documented in README.md):
+Exit codes (documented, with the policy decisions, in docs/ERRORS.md):
     0  success
     1  unexpected internal error (a bug: the traceback is shown with ``--debug``)
     2  command-line usage error (argparse)

@@ -1,7 +1,8 @@
 """Run a model package on a SPECT volume: checks, normalisation, batching, sampling, and back to image units.
 
 The returned images are float32, in the input's geometry (size, spacing, origin, direction) and units.
-Arrays are indexed [z, y, x]. Input policy: NaN / infinite voxels and all-zero volumes are refused (InputError);
+Arrays are indexed [z, y, x]. Input policy: NaN / infinite voxels, all-zero volumes and volumes over
+``io.max_voxels()`` (512³ unless ``SPECTDENOISE_MAX_VOXELS`` says otherwise) are refused (InputError);
 negative voxels (reconstruction undershoot) are set to 0 before denoising, with a warning through ``progress``.
 The denoised image is clipped at 0 (activity is never negative); the difference map is denoised − input.
 """
@@ -19,7 +20,15 @@ import torch
 
 from .devices import autocast, batch_size, choose_device
 from .errors import InputError, ModelError
-from .io import array_to_image, check_finite, check_volume, image_to_array, resample_to_reference, spacing_zyx
+from .io import (
+    array_to_image,
+    check_finite,
+    check_volume,
+    check_voxel_count,
+    image_to_array,
+    resample_to_reference,
+    spacing_zyx,
+)
 from .normalisation import intensity_scale, normalise_ct
 from .tiling import Predictor, count_windows, pad_amounts, run_patches, run_slices, slice_batches
 
@@ -79,6 +88,7 @@ def denoise(
     report(0.0, "preparing", f"Preparing the volume on {torch_device.type}.")
 
     spect = check_volume(spect, "The SPECT volume")
+    check_voxel_count(spect, "The SPECT volume")
     original = image_to_array(spect)
     check_finite(original, "The SPECT volume")
     if not np.any(original):

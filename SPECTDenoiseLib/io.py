@@ -25,6 +25,8 @@ from .errors import InputError, OutputError
 
 PARTIAL_PREFIX = ".spectdenoise-partial-"
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
+MAX_VOXELS = 512**3
+MAX_VOXELS_VARIABLE = "SPECTDENOISE_MAX_VOXELS"
 
 
 def _suffix(path: Path) -> str:
@@ -91,6 +93,27 @@ def check_volume(image: sitk.Image, name: str = "input") -> sitk.Image:
     if min(image.GetSize()) < 2:
         raise InputError(f"{name} has size {image.GetSize()}; a 3D volume needs at least 2 voxels along each axis.")
     return image
+
+
+def max_voxels() -> int:
+    """The largest volume (voxels) that is denoised: ``$SPECTDENOISE_MAX_VOXELS`` or :data:`MAX_VOXELS` (512³).
+
+    Inference keeps about ten float32 copies of the volume, so 512³ voxels need about 5 GB of memory.
+    """
+    value = os.environ.get(MAX_VOXELS_VARIABLE, "").strip()
+    if not value:
+        return MAX_VOXELS
+    if not value.isdigit() or int(value) < 1:
+        raise InputError(f"{MAX_VOXELS_VARIABLE} must be a positive whole number of voxels, not '{value}'.")
+    return int(value)
+
+
+def check_voxel_count(image: sitk.Image, name: str = "input") -> None:
+    """Raise InputError if ``image`` has more voxels than :func:`max_voxels`, naming the limit."""
+    voxels, limit = int(np.prod(image.GetSize(), dtype=np.int64)), max_voxels()
+    if voxels > limit:
+        raise InputError(f"{name} has {voxels:,} voxels, more than the limit of {limit:,} voxels "
+                         f"({MAX_VOXELS_VARIABLE} changes it); crop or downsample it first.")
 
 
 def check_finite(array: np.ndarray, name: str = "input") -> None:

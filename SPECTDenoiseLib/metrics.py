@@ -208,7 +208,8 @@ def label_statistics(
     if labels.shape != array.shape:
         raise InputError(f"The label map has size {labels.shape} but the image has {array.shape} [z, y, x].")
     if not np.any(labels > 0):
-        raise InputError("The label map holds no region (every voxel is 0); give at least one region a value of 1 or more.")
+        raise InputError("The label map holds no region (every voxel is 0); "
+                         "give at least one region a value of 1 or more.")
     return {
         int(value): region_statistics(array, labels == value, spacing_mm, scale, name=f"label {int(value)}")
         for value in np.unique(labels)

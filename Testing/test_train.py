@@ -189,3 +189,21 @@ def test_training_runs_under_torchrun_with_two_gloo_processes(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "2 process(es)" in result.stdout
     assert load_package(tmp_path / "package").config.architecture == "unet2d"
+
+
+def test_lesion_attention_uses_only_lesion_labels_of_a_manifest(tmp_path):
+    data = _write_pairs(tmp_path / "pairs", cases=1)
+    labels = np.zeros((12, 32, 32), dtype=np.int16)
+    labels[2:4] = 1  # soft tissue
+    labels[6, 10:14, 10:14] = 20  # a lesion
+    label_image = sitk.GetImageFromArray(labels)
+    label_image.SetSpacing((4.0, 4.0, 4.0))
+    sitk.WriteImage(label_image, str(data / "case0" / "labels.nii.gz"))
+    manifest = {"version": 1, "cases": [{"id": "c", "full": "case0/full.nii.gz", "low": {"0.2": "case0/low.nii.gz"},
+                                          "labels": "case0/labels.nii.gz",
+                                          "label_names": {"1": "soft_tissue", "20": "hot_lesion_11mm"}}]}
+    (data / "manifest.json").write_text(json.dumps(manifest))
+    (case,) = find_cases(data)
+    assert case.mask_labels == (20,)
+    mask = CaseCache([case], False)[0].mask
+    assert mask.sum() == 16 and mask[6, 11, 11]

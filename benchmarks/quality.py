@@ -36,11 +36,11 @@ from SPECTDenoiseLib.inference import denoise  # noqa: E402
 from SPECTDenoiseLib.metrics import image_quality  # noqa: E402
 from SPECTDenoiseLib.phantoms import make_phantom  # noqa: E402
 from SPECTDenoiseLib.simulate import simulate_pair  # noqa: E402
+from SPECTDenoiseLib.train.data import lesion_labels  # noqa: E402
 
 FRACTIONS = (0.1, 1 / 7, 0.25, 0.5)
 CASES = (("iec", 900001), ("torso", 900002), ("brain", 900003), ("cardiac", 900004), ("torso", 900005),
          ("iec", 900006))
-LESION_WORDS = ("sphere", "lesion", "caudate", "putamen", "defect", "tumour", "tumor", "hot", "cold")
 RESULTS = REPOSITORY / "benchmarks" / "results"
 
 
@@ -54,12 +54,8 @@ def simulate_case(family: str, seed: int) -> dict:
 
 def lesion_regions(phantom) -> dict[str, np.ndarray]:
     """Masks of the phantom's lesion-like labels (spheres, lesions, striata, defects) with ≥ 8 voxels."""
-    regions = {}
-    for value, name in phantom.label_names.items():
-        mask = phantom.labels == value
-        if any(word in name.lower() for word in LESION_WORDS) and mask.sum() >= 8:
-            regions[name] = mask
-    return regions
+    regions = {phantom.label_names[value]: phantom.labels == value for value in lesion_labels(phantom.label_names)}
+    return {name: mask for name, mask in regions.items() if mask.sum() >= 8}
 
 
 def region_bias(image: np.ndarray, reference: np.ndarray, regions: dict[str, np.ndarray]) -> dict[str, dict]:

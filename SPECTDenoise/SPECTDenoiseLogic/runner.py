@@ -20,6 +20,7 @@ import enum
 import json
 import os
 import shutil
+import signal
 import tempfile
 import time
 from pathlib import Path
@@ -233,6 +234,9 @@ class DenoiseRunner:
     def _failure_message(self, code: int) -> str:
         if self._finished is not None and self._finished.get("event") == "error":
             return str(self._finished.get("message") or f"The worker failed (exit code {code}).")
+        if code < 0:
+            return (f"The worker was killed by {signal.Signals(-code).name} (for example when the computer ran out "
+                    "of memory); nothing was imported. Run it again, or use a smaller volume or the CPU device.")
         tail = self._process.stderr_tail()
         detail = tail.splitlines()[-1] if tail else "no error message"
         return f"The worker stopped unexpectedly (exit code {code}): {detail}"

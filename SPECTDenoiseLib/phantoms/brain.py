@@ -16,8 +16,8 @@ from .shapes import Canvas, ellipsoid, rotation, shell
 def brain(seed: int = 0, voxel_mm: float = 2.5, size: int | None = None, slices: int | None = None) -> Phantom:
     """Return a DaT brain phantom (brain background ≈ 1)."""
     rng = np.random.default_rng(seed)
-    size = size or grid_size(250, voxel_mm)
-    slices = slices or min(size, grid_size(220, voxel_mm, 4))
+    size = size or grid_size(230, voxel_mm)
+    slices = slices or min(size, grid_size(210, voxel_mm, 4))
     pose = rotation(rng.uniform(-8, 8), rng.uniform(-12, 12), rng.uniform(-5, 5))
     canvas = Canvas((slices, size, size), (voxel_mm,) * 3, pose,
                     (rng.uniform(-8, 8), rng.uniform(-8, 8), rng.uniform(-8, 8)))

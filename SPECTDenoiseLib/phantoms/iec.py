@@ -22,14 +22,14 @@ def _body(offset: float):
     """D-shaped IEC body section (interior 294 × 224 mm) grown by ``offset`` mm; y = 0 at the ring centre."""
     top = cylinder((0, 0, 0), (147 + offset, 147 + offset), 90 + offset)
     clip = box((0, -500, 0), (90 + offset, 500, 500))
-    bottom = box((0, 38.5, 0), (90 + offset, 38.5 + offset, 147 + offset))
+    bottom = box((0, 33.5, 0), (90 + offset, 43.5 + offset, 147 + offset))
     return union(intersection(top, clip), bottom)
 
 
 def iec(seed: int = 0, voxel_mm: float = 4.0, size: int | None = None, slices: int | None = None) -> Phantom:
     """Return a NEMA IEC body phantom filled with Tc-99m (background ≈ 1 kBq/mL × a random level)."""
     rng = np.random.default_rng(seed)
-    size = size or grid_size(330, voxel_mm)
+    size = size or grid_size(370, voxel_mm)
     slices = slices or grid_size(220, voxel_mm, 4)
     pose = rotation(rng.uniform(-8, 8))
     shift = (rng.uniform(-10, 10), 35.0 + rng.uniform(-10, 10), rng.uniform(-10, 10))

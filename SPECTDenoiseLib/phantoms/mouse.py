@@ -17,7 +17,7 @@ def mouse(seed: int = 0, voxel_mm: float = 0.4, size: int | None = None, slices:
     rng = np.random.default_rng(seed)
     ry, rx = float(rng.uniform(9, 11)), float(rng.uniform(11, 14))
     size = size or grid_size(2 * rx + 8, voxel_mm)
-    slices = slices or min(size, grid_size(60, voxel_mm, 4))
+    slices = slices or min(size, grid_size(40, voxel_mm, 4))
     canvas = Canvas((slices, size, size), (voxel_mm,) * 3, rotation(rng.uniform(-10, 10), rng.uniform(-4, 4)),
                     (rng.uniform(-3, 3), rng.uniform(-1, 1), rng.uniform(-1, 1)))
     bone_tracer = bool(rng.random() < 0.5)
@@ -56,5 +56,5 @@ def mouse(seed: int = 0, voxel_mm: float = 0.4, size: int | None = None, slices:
                  name="tumour")
     if radius > 3 and rng.random() < 0.5:
         canvas.paint(ellipsoid(tumour, (radius / 2,) * 3), tumour, radius, activity=0.3, label=10, name="tumour_core")
-    return finish(canvas, "mouse", seed, "Tc99m-uSPECT", 2e6, tracer="bone" if bone_tracer else "tumour",
+    return finish(canvas, "mouse", seed, "Tc99m-uSPECT", 8e6, tracer="bone" if bone_tracer else "tumour",
                   tumour_diameter_mm=2 * radius, tumour_contrast=contrast)

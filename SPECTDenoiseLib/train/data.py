@@ -28,17 +28,29 @@ from ..models.config import ModelConfig
 from ..normalisation import body_mask, intensity_scale, normalise_ct, stack_slices
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
+LESION_WORDS = ("lesion", "sphere", "defect", "caudate", "putamen", "tumour", "tumor")
+
+
+def lesion_labels(label_names: dict) -> tuple[int, ...]:
+    """Label values whose names mark lesion-like regions (spheres, lesions, defects, striata)."""
+    return tuple(sorted(int(value) for value, name in label_names.items()
+                        if any(word in str(name).lower() for word in LESION_WORDS)))
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainingCase:
-    """One subject: low-count scans (by count fraction) and their full-count target, all on one grid."""
+    """One subject: low-count scans (by count fraction) and their full-count target, all on one grid.
+
+    ``mask`` is a label map for lesion attention; with ``mask_labels`` only those label values count as lesion,
+    otherwise every positive label does.
+    """
 
     name: str
     full: Path
     low: dict[float, Path]
     ct: Path | None = None
     mask: Path | None = None
+    mask_labels: tuple[int, ...] | None = None
 
 
 def find_cases(folder: str | Path) -> list[TrainingCase]:
@@ -75,6 +87,7 @@ def _cases_from_manifest(folder: Path, manifest: Path) -> list[TrainingCase]:
                 low={float(fraction): folder / path for fraction, path in entry["low"].items()},
                 ct=folder / entry["ct"] if entry.get("ct") else None,
                 mask=folder / entry["labels"] if entry.get("labels") else None,
+                mask_labels=lesion_labels(entry["label_names"]) if "label_names" in entry else None,
             )
         )
     return cases
@@ -138,7 +151,8 @@ def load_case(case: TrainingCase, needs_ct: bool) -> LoadedCase:
         mask_image = sitk.Cast(read_volume(case.mask), sitk.sitkInt16)
         if not same_geometry(mask_image, full_image):
             mask_image = resample_to_reference(mask_image, full_image, default_value=0.0, interpolator=sitk.sitkNearestNeighbor)
-        mask = sitk.GetArrayFromImage(mask_image) > 0
+        labels = sitk.GetArrayFromImage(mask_image)
+        mask = np.isin(labels, case.mask_labels) if case.mask_labels is not None else labels > 0
     full = np.clip(image_to_array(full_image), 0, None)
     return LoadedCase(full=full, low=lows, ct=ct, mask=mask, body=body_mask(full))
 

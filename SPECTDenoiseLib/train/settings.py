@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,16 +66,22 @@ class TrainSettings:
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise InputError(f"Training settings file '{path}' does not exist.") from None
-        except json.JSONDecodeError as error:
-            raise InputError(f"Training settings file '{path}' is not valid JSON ({error}).") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise InputError(f"Training settings file '{path}' is not a readable JSON file ({error}).") from None
+        if not isinstance(data, dict):
+            raise InputError(f"Training settings file '{path}' must hold a JSON object.")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise InputError(f"Training settings file '{path}' has unknown keys {unknown}.")
-        try:
-            settings = cls(**data)
-        except TypeError as error:
-            raise InputError(f"Training settings file '{path}' is incomplete ({error}).") from None
+        missing = sorted(f.name for f in dataclasses.fields(cls)
+                         if f.default is dataclasses.MISSING and f.name not in data)
+        if missing:
+            raise InputError(f"Training settings file '{path}' is incomplete: it needs {missing}.")
+        for key, value in data.items():
+            if not _FIELD_CHECKS[key](value):
+                raise InputError(f"Training settings file '{path}': '{key}' must be {_FIELD_RULES[key]}.")
+        settings = cls(**data)
         base = path.parent
         settings.data = [str(base / d) for d in settings.data]
         settings.output = str(base / settings.output)
@@ -82,3 +90,38 @@ class TrainSettings:
             settings.initial_weights = str(base / settings.initial_weights)
         settings.model_config  # validates
         return settings
+
+
+def _whole(low: int) -> Callable[[Any], bool]:
+    return lambda value: isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _number(low: float, strict: bool) -> Callable[[Any], bool]:
+    return lambda value: (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+                          and (value > low if strict else value >= low))
+
+
+def _text(value: Any) -> bool:
+    return isinstance(value, str) and bool(value)
+
+
+_FIELD_RULES = {
+    "model": "an object (a model config.json)", "data": "a non-empty list of folder names",
+    "output": "a folder name", "run_dir": "a folder name", "patch": "a list of 2 or 3 positive whole numbers",
+    "batch_size": "a whole number of at least 1", "steps": "a whole number of at least 1",
+    "learning_rate": "a number above 0", "ssim_weight": "a number of at least 0",
+    "lesion_weight": "a number of at least 0", "validation_cases": "a whole number of at least 0",
+    "validate_every": "a whole number of at least 1", "seed": "a whole number of at least 0",
+    "name": "a name", "description": "a string", "initial_weights": "a model name or folder, or null",
+}
+_FIELD_CHECKS: dict[str, Callable[[Any], bool]] = {
+    "model": lambda value: isinstance(value, dict),
+    "data": lambda value: isinstance(value, list) and bool(value) and all(map(_text, value)),
+    "output": _text, "run_dir": _text,
+    "patch": lambda value: isinstance(value, list) and len(value) in (2, 3) and all(map(_whole(1), value)),
+    "batch_size": _whole(1), "steps": _whole(1), "learning_rate": _number(0.0, strict=True),
+    "ssim_weight": _number(0.0, strict=False), "lesion_weight": _number(0.0, strict=False),
+    "validation_cases": _whole(0), "validate_every": _whole(1), "seed": _whole(0),
+    "name": _text, "description": lambda value: isinstance(value, str),
+    "initial_weights": lambda value: value is None or _text(value),
+}

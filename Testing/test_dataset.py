@@ -1,0 +1,76 @@
+"""Training-data generator: manifest layout, files, resumption, determinism."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from SPECTDenoiseLib.dataset import FamilyPlan, case_settings, generate_dataset
+from SPECTDenoiseLib.errors import InputError
+
+QUICK = {
+    "iec": FamilyPlan(1.0, (9.0, 10.0), ("Tc99m-LEHR", "I123-LEGP"), (2e5, 4e5)),
+    "mouse": FamilyPlan(1.0, (1.4, 1.5), ("Tc99m-uSPECT",), (2e5, 4e5)),
+}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    torch.set_num_threads(1)
+    folder = tmp_path_factory.mktemp("dataset")
+    manifest = generate_dataset(folder, 2, seed=3, plans=QUICK)
+    return folder, manifest
+
+
+def test_manifest_lists_every_case_with_relative_paths_that_exist(dataset):
+    folder, manifest = dataset
+    on_disk = json.loads((folder / "manifest.json").read_text())
+    assert on_disk == manifest and on_disk["version"] == 1
+    assert [case["id"] for case in on_disk["cases"]] == ["case_00000", "case_00001"]
+    for case in on_disk["cases"]:
+        for key in ("family", "collimator", "voxel_mm", "seed", "scatter", "iterations", "subsets", "label_names"):
+            assert key in case
+        assert len(case["low"]) == 3
+        for path in (case["full"], case["ct"], case["labels"], *case["low"].values()):
+            assert not path.startswith("/") and (folder / path).is_file()
+
+
+def test_low_and_full_share_geometry_and_keep_the_mean(dataset):
+    folder, manifest = dataset
+    case = manifest["cases"][0]
+    full = sitk.ReadImage(str(folder / case["full"]))
+    for path in case["low"].values():
+        low = sitk.ReadImage(str(folder / path))
+        assert low.GetSize() == full.GetSize() and low.GetSpacing() == full.GetSpacing()
+        assert sitk.GetArrayFromImage(low).mean() == pytest.approx(sitk.GetArrayFromImage(full).mean(), rel=0.1)
+
+
+def test_rerun_skips_finished_cases_and_adds_new_ones(dataset):
+    folder, _ = dataset
+    first_full = folder / "case_00000" / "full.nii.gz"
+    stamp = first_full.stat().st_mtime_ns
+    seen = []
+    manifest = generate_dataset(folder, 3, seed=3, plans=QUICK, progress=lambda d, n, c, s: seen.append((c, s)))
+    assert seen == [("case_00000", True), ("case_00001", True), ("case_00002", False)]
+    assert first_full.stat().st_mtime_ns == stamp
+    assert len(manifest["cases"]) == 3
+
+
+def test_case_settings_are_deterministic_and_span_the_ranges():
+    settings = [case_settings(i, seed=0) for i in range(200)]
+    assert settings[17] == case_settings(17, seed=0)
+    assert {s["family"] for s in settings} == {"iec", "torso", "brain", "cardiac", "mouse"}
+    assert {s["scatter"] for s in settings} == {True, False}
+    fractions = np.concatenate([s["fractions"] for s in settings])
+    assert fractions.min() == pytest.approx(0.05) and fractions.max() == pytest.approx(0.5)
+    clinical = [s["voxel_mm"] for s in settings if s["family"] != "mouse"]
+    assert 2.0 <= min(clinical) and max(clinical) <= 5.0
+
+
+def test_zero_cases_is_an_input_error(tmp_path):
+    with pytest.raises(InputError):
+        generate_dataset(tmp_path, 0)
