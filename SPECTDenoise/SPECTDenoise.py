@@ -1,8 +1,9 @@
 """SPECT Denoise: deep-learning denoising of low-count SPECT in 3D Slicer.
 
 The widget only binds the panel to the logic. MRML work lives in the Qt-free ``SPECTDenoiseLogic`` package
-(tested with slicer-core); models run in a background worker process (``SPECTDenoiseLib.worker``), so Slicer
-never imports torch and stays responsive; Cancel kills the worker's process tree.
+(tested with slicer-core); models run in a background worker process (``SPECTDenoiseLib.worker``) and teaching series
+are simulated by background ``python -m SPECTDenoiseLib simulate`` processes, so Slicer never imports torch and stays
+responsive; Cancel kills the running process tree.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 from SPECTDenoiseLogic import comparison, parameters, teaching
+from SPECTDenoiseLogic.denoising import DenoiseRequest
 from SPECTDenoiseLogic.process import JsonLinesProcess
-from SPECTDenoiseLogic.runner import DenoiseRequest, DenoiseRunner, State
+from SPECTDenoiseLogic.runner import BackgroundRunner, Job, State
 
 # import name → pip requirement; torch comes through the PyTorch extension when it is installed.
 REQUIREMENTS = {"monai": "monai>=1.5", "huggingface_hub": "huggingface_hub>=0.30", "safetensors": "safetensors>=0.4",
@@ -66,7 +68,7 @@ class SPECTDenoiseLogic(ScriptedLoadableModuleLogic):
     def __init__(self, python: str | None = None):
         ScriptedLoadableModuleLogic.__init__(self)
         self.python = python or shutil.which("PythonSlicer") or sys.executable
-        self.runner = DenoiseRunner(slicer.mrmlScene, self.python)
+        self.runner = BackgroundRunner(slicer.mrmlScene, self.python)
         self.rows: list[comparison.ComparisonRow] = []
 
     def getParameterNode(self):
@@ -81,6 +83,16 @@ class SPECTDenoiseLogic(ScriptedLoadableModuleLogic):
             outputs["variance"] = values.varianceVolume
         return DenoiseRequest(values.inputVolume, values.ctVolume, values.model or None, values.device, outputs,
                               values.samples or None, values.steps or None, values.seed)
+
+    def lowCountRequest(self, values: parameters.SPECTDenoiseParameters) -> teaching.LowCountRequest:
+        """The teaching series for the panel's values (raises InputError for unreadable fractions)."""
+        return teaching.LowCountRequest(values.inputVolume, teaching.parse_fractions(values.teachingFractions),
+                                        values.ctVolume, values.seed)
+
+    def seriesDenoiseRequests(self, series: list, values: parameters.SPECTDenoiseParameters) -> list[DenoiseRequest]:
+        """One denoised-only worker request per teaching volume, with the panel's model and device."""
+        return [DenoiseRequest(node, values.ctVolume, values.model or None, values.device, {"denoised": None})
+                for node in series]
 
     def compare(self, values: parameters.SPECTDenoiseParameters) -> tuple[slicer.vtkMRMLTableNode, str]:
         """Fill the comparison table; return it and a note on SUV (empty when SUV is known)."""
@@ -164,7 +176,8 @@ class SPECTDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.applyButton.enabled = state is not State.CANCELLING and (hasInput or state.busy)
         self.ui.compareButton.enabled = hasInput and self._parameterNode.regionNode is not None
         self.ui.exportCsvButton.enabled = bool(self.logic.rows)
-        self.ui.teachingButton.enabled = hasInput and not state.busy
+        self.ui.teachingButton.text = "Cancel" if state.busy else "Create low-count series"
+        self.ui.teachingButton.enabled = state is not State.CANCELLING and (hasInput or state.busy)
         self.ui.progressBar.visible = state.busy
 
     def onApply(self):
@@ -174,8 +187,8 @@ class SPECTDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         elif self.ensureDependencies():
             self.start(self.logic.request(self.values()))
 
-    def start(self, request: DenoiseRequest):
-        self.show(self.logic.runner.start(request))
+    def start(self, job: Job):
+        self.show(self.logic.runner.start(job))
         self.timer.start()
 
     def onTimer(self):
@@ -197,7 +210,10 @@ class SPECTDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.updateButtons()
 
     def showOutputs(self):
-        outputs = self.logic.runner.outputs
+        job, outputs = self.logic.runner.job, self.logic.runner.outputs
+        if isinstance(job, teaching.LowCountRequest):
+            self.showSeries(job.full_node, list(outputs.values()))
+            return
         self._parameterNode.denoisedVolume = outputs.get("denoised")
         self._parameterNode.differenceVolume = outputs.get("difference", self._parameterNode.differenceVolume)
         self._parameterNode.varianceVolume = outputs.get("variance", self._parameterNode.varianceVolume)
@@ -269,18 +285,22 @@ class SPECTDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 comparison.write_csv(self.logic.rows, path)
 
     def onTeaching(self):
+        if self.logic.runner.state.busy:
+            self.onApply()
+            return
+        with slicer.util.tryWithErrorDisplay("Could not create the low-count series."):
+            job = self.logic.lowCountRequest(self.values())
+            if self.ensureDependencies():
+                self.start(job)
+
+    def showSeries(self, full, series):
+        layoutNode = slicer.app.layoutManager().layoutLogic().GetLayoutNode()
+        teaching.use_side_by_side_layout(layoutNode, len(series) + 1)
+        slicer.app.processEvents()
+        teaching.show_side_by_side(slicer.mrmlScene, [full] + series)
         values = self.values()
-        with slicer.util.tryWithErrorDisplay("Could not create the low-count series.", waitCursor=True):
-            series = teaching.low_count_series(values.inputVolume, teaching.parse_fractions(values.teachingFractions),
-                                               values.ctVolume, values.seed)
-            layoutNode = slicer.app.layoutManager().layoutLogic().GetLayoutNode()
-            teaching.use_side_by_side_layout(layoutNode, len(series) + 1)
-            slicer.app.processEvents()
-            teaching.show_side_by_side(slicer.mrmlScene, [values.inputVolume] + series)
-            if values.teachingDenoise and self.ensureDependencies():
-                self._queue = [DenoiseRequest(node, values.ctVolume, values.model or None, values.device,
-                                              {"denoised": None}) for node in series]
-                self.start(self._queue.pop(0))
+        if values.teachingDenoise:
+            self._queue = self.logic.seriesDenoiseRequests(series, values)
 
     def ensureDependencies(self) -> bool:
         """Install what the worker needs into Slicer's Python after a confirmation; False if not possible."""

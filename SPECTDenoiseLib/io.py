@@ -240,6 +240,7 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     handle, temporary = tempfile.mkstemp(prefix=PARTIAL_PREFIX, suffix=_suffix(path), dir=folder)
     os.close(handle)
     temporary_path = Path(temporary)
+    os.chmod(temporary_path, 0o666 & ~_current_umask())  # mkstemp makes 0600; outputs get the usual permissions
     try:
         yield temporary_path
         os.replace(temporary_path, path)
@@ -249,6 +250,12 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         temporary_path.unlink(missing_ok=True)
         raise
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def remove_partial_outputs(folder: str | os.PathLike) -> list[Path]:

@@ -20,8 +20,16 @@ from scipy import ndimage
 
 from .errors import InputError
 from .io import array_to_image, check_finite, check_volume, image_to_array, resample_to_reference
-from .simulation import (OSEM, SPECTProjector, get_collimator, hu_to_mu, poisson_counts, scatter_projections,
-                         thin_counts, water_body_mu)
+from .simulation import (
+    OSEM,
+    SPECTProjector,
+    get_collimator,
+    hu_to_mu,
+    poisson_counts,
+    scatter_projections,
+    thin_counts,
+    water_body_mu,
+)
 
 
 @dataclass
@@ -52,7 +60,7 @@ def orbit_radius_mm(support: np.ndarray, spacing_mm: Sequence[float]) -> float:
     if not footprint.any():
         return 0.5 * max(ny * spacing_mm[1], nx * spacing_mm[2])
     y, x = np.nonzero(footprint)
-    radius = float(np.sqrt((((y - (ny - 1) / 2) * spacing_mm[1]) ** 2 + ((x - (nx - 1) / 2) * spacing_mm[2]) ** 2)).max())
+    radius = float(np.sqrt(((y - (ny - 1) / 2) * spacing_mm[1]) ** 2 + ((x - (nx - 1) / 2) * spacing_mm[2]) ** 2).max())
     return 1.2 * radius + (20.0 if radius >= 40.0 else 2.0)
 
 

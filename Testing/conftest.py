@@ -1,4 +1,6 @@
-"""Shared fixtures: small real volumes with oblique geometry, written to tmp_path, and the real CLI."""
+"""Shared fixtures: small real volumes with oblique geometry, written to tmp_path, the real CLI and an MRML scene.
+
+Tiny model packages come from ``model_fixtures.py`` (plain functions, usable outside fixtures too)."""
 
 from __future__ import annotations
 
@@ -69,3 +71,14 @@ def run_cli() -> Callable[..., subprocess.CompletedProcess]:
         )
 
     return run
+
+
+@pytest.fixture
+def scene():
+    """An empty MRML scene from the slicer-core wheel holding Slicer's default colour nodes (skip without it)."""
+    slicer = pytest.importorskip("slicer")
+    scene = slicer.vtkMRMLScene()
+    colors = slicer.vtkMRMLColorLogic()
+    colors.SetMRMLScene(scene)
+    yield scene
+    colors.SetMRMLScene(None)

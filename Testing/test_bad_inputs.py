@@ -24,7 +24,7 @@ import pytest
 import SimpleITK as sitk
 from conftest import REPOSITORY
 from hub_server import HubServer
-from test_inference import make_package, phantom
+from model_fixtures import make_package, phantom
 
 from SPECTDenoiseLib.errors import DeviceError, HubError, InputError, ModelError, OutputError
 from SPECTDenoiseLib.io import PARTIAL_PREFIX

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from test_inference import FIXTURE_MODELS, make_package, phantom
+from model_fixtures import FIXTURE_MODELS, make_package, phantom
 
 from SPECTDenoiseLib.inference import denoise
 from SPECTDenoiseLib.io import image_to_array, same_geometry

@@ -18,12 +18,10 @@ from pathlib import Path
 import pytest
 import SimpleITK as sitk
 from conftest import REPOSITORY
-from test_inference import make_package, phantom
+from model_fixtures import SLOW_DDPM, make_package, phantom
 from test_worker import run_worker, start_worker
 
 from SPECTDenoiseLib.io import PARTIAL_PREFIX, same_geometry
-
-SLOW_DDPM = {"train_timesteps": 1000, "schedule": "linear_beta", "default_steps": 1000, "default_samples": 50}
 
 
 @pytest.fixture
@@ -81,12 +79,13 @@ def test_sigterm_to_the_denoise_cli_exits_130_and_leaves_nothing(tmp_path):
 def test_slicer_runner_fails_cleanly_when_its_worker_is_killed_and_can_run_again(tmp_path):
     slicer = pytest.importorskip("slicer")
     sys.path.insert(0, str(REPOSITORY / "SPECTDenoise"))
-    from SPECTDenoiseLogic.runner import DenoiseRequest, DenoiseRunner, State
+    from SPECTDenoiseLogic.denoising import DenoiseRequest
+    from SPECTDenoiseLogic.runner import BackgroundRunner, State
     from test_slicer_runner import _spect_node, _wait_for
 
     scene = slicer.vtkMRMLScene()
     node = _spect_node(scene)
-    runner = DenoiseRunner(scene, sys.executable)
+    runner = BackgroundRunner(scene, sys.executable)
     slow = make_package(tmp_path / "ddpm", "ddpm", diffusion=SLOW_DDPM)
     runner.start(DenoiseRequest(node, model=str(slow), device="cpu"))
     folder = runner.folder

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-from test_models import TINY
+from model_fixtures import TINY
 
 from SPECTDenoiseLib import metrics
 from SPECTDenoiseLib.errors import InputError, ModelError

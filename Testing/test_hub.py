@@ -11,18 +11,15 @@ import sys
 
 import pytest
 from hub_server import HubServer
-from test_models import TINY
+from model_fixtures import make_package
 
 from SPECTDenoiseLib import hub
 from SPECTDenoiseLib.errors import HubError, ModelError
 from SPECTDenoiseLib.models.config import ModelConfig
-from SPECTDenoiseLib.models.package import save_package
-from SPECTDenoiseLib.models.registry import build_network
 
 
 def _package(folder, description):
-    config = ModelConfig.from_dict({**TINY["unet2d"], "description": description})
-    return save_package(build_network(config), config, folder, f"# {description}\n")
+    return make_package(folder, "unet25d", perturb=False, readme=f"# {description}\n", description=description)
 
 
 @pytest.fixture()

@@ -8,48 +8,14 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from test_models import TINY, _perturb
+from model_fixtures import FIXTURE_MODELS, make_package, phantom
 
 from SPECTDenoiseLib.errors import DeviceError, InputError, ModelError
 from SPECTDenoiseLib.inference import denoise
 from SPECTDenoiseLib.io import image_to_array, same_geometry
-from SPECTDenoiseLib.models.config import ModelConfig
-from SPECTDenoiseLib.models.package import load_package, save_package
-from SPECTDenoiseLib.models.registry import build_network
+from SPECTDenoiseLib.models.package import load_package
 from SPECTDenoiseLib.normalisation import intensity_scale, normalise_ct, stack_slices
 from SPECTDenoiseLib.tiling import run_patches, run_slices
-
-FIXTURE_MODELS = {
-    "unet2d": {**TINY["unet2d"], "context_slices": 0},
-    "unet25d": TINY["unet2d"],
-    "unet3d": TINY["unet3d"],
-    "u2net": TINY["u2net"],
-    "ddpm": TINY["ddpm"],
-}
-
-
-def make_package(folder: Path, name: str, perturb: bool = True, **overrides) -> Path:
-    """Save the tiny fixture model ``name`` (random weights unless ``perturb`` is False) into ``folder``."""
-    config = ModelConfig.from_dict({**FIXTURE_MODELS[name], **overrides})
-    network = build_network(config)
-    if perturb:
-        _perturb(network)
-    return save_package(network, config, folder, f"# Tiny {name} test model\n")
-
-
-def phantom(shape_zyx=(12, 20, 22), seed=0, oblique=True) -> sitk.Image:
-    """A blob of activity in a noisy body, anisotropic spacing, oblique direction."""
-    rng = np.random.default_rng(seed)
-    _, y, x = np.indices(shape_zyx, dtype=np.float32)
-    centre = [(n - 1) / 2 for n in shape_zyx]
-    body = ((y - centre[1]) / (0.4 * shape_zyx[1])) ** 2 + ((x - centre[2]) / (0.4 * shape_zyx[2])) ** 2 < 1
-    values = np.where(body, 20.0, 0.0) + rng.poisson(5.0, shape_zyx) * body
-    image = sitk.GetImageFromArray(values.astype(np.float32))
-    image.SetSpacing((3.3, 3.3, 4.1))
-    image.SetOrigin((-30.0, 12.5, 7.0))
-    if oblique:
-        image.SetDirection(sitk.VersorTransform((0.3, 0.2, 0.9), 0.35).GetMatrix())
-    return image
 
 
 def load(tmp_path: Path, name: str, perturb: bool = True):

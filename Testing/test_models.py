@@ -8,30 +8,13 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from model_fixtures import TINY, perturb_weights
 
 from SPECTDenoiseLib.errors import ModelError
 from SPECTDenoiseLib.models.config import ModelConfig
 from SPECTDenoiseLib.models.diffusion import make_scheduler, noise_prediction_loss, sample_ddim
 from SPECTDenoiseLib.models.registry import ARCHITECTURES, build_network
 from SPECTDenoiseLib.models.u2net import U2Net
-
-TINY = {
-    "unet2d": {"architecture": "unet2d", "arguments": {"channels": [4, 8, 8, 16]}, "context_slices": 1},
-    "unet3d": {"architecture": "unet3d", "arguments": {"channels": [4, 8, 8, 16]}, "sampling": "patches",
-               "patch_size": [16, 16, 16]},
-    "u2net": {"architecture": "u2net", "arguments": {"mid": 4, "width": 8}, "input_channels": ["spect", "ct"],
-              "size_multiple": 32},
-    "ddpm": {"architecture": "ddpm", "arguments": {"channels": [8, 8], "norm_groups": 4}, "context_slices": 1,
-             "kind": "diffusion", "diffusion": {"train_timesteps": 100, "schedule": "linear_beta",
-                                                "default_steps": 4, "default_samples": 2}},
-}
-
-
-def _perturb(network: torch.nn.Module, seed: int = 0) -> None:
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for parameter in network.parameters():
-            parameter.add_(0.1 * torch.randn(parameter.shape, generator=generator))
 
 
 def test_registry_lists_the_four_architectures():
@@ -54,7 +37,7 @@ def test_untrained_deterministic_network_returns_the_centre_spect_channel(name):
 def test_trained_deterministic_network_changes_the_input(name):
     config = ModelConfig.from_dict(TINY[name])
     network = build_network(config).eval()
-    _perturb(network)
+    perturb_weights(network)
     spatial = (16, 16, 16) if config.sampling == "patches" else (24, 40)
     x = torch.rand(1, config.network_in_channels, *spatial)
     with torch.no_grad():
@@ -79,7 +62,7 @@ def test_u2net_default_lite_width_is_small():
 def test_ddim_sampling_is_seeded_and_reports_each_step():
     config = ModelConfig.from_dict(TINY["ddpm"])
     network = build_network(config).eval()
-    _perturb(network)
+    perturb_weights(network)
     scheduler = make_scheduler(config)
     condition = torch.rand(2, config.network_in_channels, 16, 16)
     steps_seen = []

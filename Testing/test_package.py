@@ -6,8 +6,8 @@ import json
 
 import pytest
 import torch
+from model_fixtures import TINY, tiny_network
 from safetensors.torch import load_file, save_file
-from test_models import TINY, _perturb
 
 from SPECTDenoiseLib.errors import ModelError
 from SPECTDenoiseLib.models.config import ModelConfig
@@ -16,9 +16,7 @@ from SPECTDenoiseLib.models.registry import build_network
 
 
 def _save(tmp_path, name="unet2d"):
-    config = ModelConfig.from_dict(TINY[name])
-    network = build_network(config)
-    _perturb(network)
+    network, config = tiny_network(TINY[name])
     return network.eval(), save_package(network, config, tmp_path / "model", f"# Tiny {name}\n")
 
 

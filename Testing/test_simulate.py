@@ -10,7 +10,14 @@ import torch
 from SPECTDenoiseLib.errors import InputError
 from SPECTDenoiseLib.io import same_geometry
 from SPECTDenoiseLib.simulate import simulate_low_count, simulate_pair
-from SPECTDenoiseLib.simulation import PRESETS, SPECTProjector, get_collimator, hu_to_mu, thin_counts, water_body_mu
+from SPECTDenoiseLib.simulation import (
+    PRESETS,
+    SPECTProjector,
+    get_collimator,
+    hu_to_mu,
+    thin_counts,
+    water_body_mu,
+)
 
 SPACING = (4.0, 4.0, 4.0)
 

@@ -38,15 +38,6 @@ def _rotation(degrees_z: float, degrees_x: float) -> np.ndarray:
     return rz @ rx
 
 
-@pytest.fixture
-def scene():
-    scene = slicer.vtkMRMLScene()
-    colors = slicer.vtkMRMLColorLogic()
-    colors.SetMRMLScene(scene)
-    yield scene
-    colors.SetMRMLScene(None)
-
-
 def _oblique_node(scene, array: np.ndarray, name: str = "SPECT"):
     """A volume node with an oblique direction, anisotropic spacing and a ramp (RAS geometry)."""
     image = sitk.GetImageFromArray(array.astype(np.float32))
@@ -332,16 +323,3 @@ def test_suv_scale_uses_hand_entered_values_over_dicom_and_says_what_is_missing(
     assert why == "" and scale == pytest.approx(80_000 / 500e6)
     scale, why = comparison.suv_scale(None, weight_kg=80.0)
     assert scale is None and "injected activity" in why
-
-
-@pytest.mark.slow
-def test_teaching_series_simulates_one_named_volume_per_fraction_on_the_input_grid(scene):
-    pytest.importorskip("SPECTDenoiseLib.simulate")
-    phantom, _ = _sphere_phantom((16, 32, 32), radius=5.0, hot=400.0, background=40.0)
-    full = _axis_aligned_node(scene, phantom, "full")
-    full.CreateDefaultDisplayNodes()
-    series = teaching.low_count_series(full, [0.5, 0.1], seed=3)
-    assert [node.GetName() for node in series] == ["full 50% counts", "full 10% counts"]
-    assert all(node.GetSpacing() == full.GetSpacing() for node in series)
-    noise = [np.std(slicer.util.arrayFromVolume(node)[phantom == 40.0]) for node in series]
-    assert noise[1] > noise[0]

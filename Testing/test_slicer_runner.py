@@ -1,5 +1,5 @@
-"""The module's background run: real worker subprocesses started, followed, imported and cancelled through the
-MRML logic (DenoiseRunner) on a real vtkMRMLScene."""
+"""The module's background runs: real worker and simulator subprocesses started, followed, imported and cancelled
+through the MRML logic (BackgroundRunner) on a real vtkMRMLScene."""
 
 from __future__ import annotations
 
@@ -11,33 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from model_fixtures import SLOW_DDPM, ddpm_schedule, make_package
 
 slicer = pytest.importorskip("slicer")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "SPECTDenoise"))
 
-from SPECTDenoiseLogic.runner import DenoiseRequest, DenoiseRunner, State
-
-from SPECTDenoiseLib.models.config import ModelConfig
-from SPECTDenoiseLib.models.package import save_package
-from SPECTDenoiseLib.models.registry import build_network
-
-
-def _ddpm_package(folder: Path, steps: int, samples: int) -> Path:
-    config = ModelConfig.from_dict({
-        "architecture": "ddpm", "arguments": {"channels": [8, 8], "norm_groups": 4},
-        "kind": "diffusion", "diffusion": {"train_timesteps": 1000, "schedule": "linear_beta",
-                                           "default_steps": steps, "default_samples": samples},
-    })
-    return save_package(build_network(config), config, folder, "# Tiny DDPM fixture\n")
-
-
-@pytest.fixture
-def scene():
-    scene = slicer.vtkMRMLScene()
-    colors = slicer.vtkMRMLColorLogic()
-    colors.SetMRMLScene(scene)
-    yield scene
-    colors.SetMRMLScene(None)
+from SPECTDenoiseLogic.denoising import DenoiseRequest
+from SPECTDenoiseLogic.runner import BackgroundRunner, State
+from SPECTDenoiseLogic.teaching import LowCountRequest
 
 
 def _spect_node(scene, shape=(6, 16, 16)):
@@ -65,7 +46,7 @@ def _group_alive(pgid: int, settle_s: float = 5.0) -> bool:
         time.sleep(0.05)
 
 
-def _wait_for(runner: DenoiseRunner, condition, timeout_s: float) -> list:
+def _wait_for(runner: BackgroundRunner, condition, timeout_s: float) -> list:
     events, deadline = [], time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         events += runner.poll()
@@ -77,9 +58,9 @@ def _wait_for(runner: DenoiseRunner, condition, timeout_s: float) -> list:
 
 @pytest.mark.slow
 def test_worker_run_imports_denoised_difference_and_variance_nodes(scene, tmp_path):
-    model = _ddpm_package(tmp_path / "ddpm", steps=2, samples=2)
+    model = make_package(tmp_path / "ddpm", "ddpm", perturb=False, diffusion=ddpm_schedule(2, 2))
     node = _spect_node(scene)
-    runner = DenoiseRunner(scene, sys.executable)
+    runner = BackgroundRunner(scene, sys.executable)
     request = DenoiseRequest(node, model=str(model), device="cpu",
                              outputs={"denoised": None, "difference": None, "variance": None})
     assert [e.state for e in runner.start(request)] == [State.STARTING, State.RUNNING]
@@ -101,13 +82,13 @@ def test_worker_run_imports_denoised_difference_and_variance_nodes(scene, tmp_pa
 
 @pytest.mark.slow
 def test_cancel_kills_the_worker_and_its_launcher_and_leaves_nothing(scene, tmp_path):
-    model = _ddpm_package(tmp_path / "ddpm", steps=1000, samples=20)
+    model = make_package(tmp_path / "ddpm", "ddpm", perturb=False, diffusion=SLOW_DDPM)
     launcher = tmp_path / "PythonSlicer"  # like Slicer's launcher: a parent process that starts Python
     launcher.write_text(f'#!/bin/sh\n"{sys.executable}" "$@"\n')
     launcher.chmod(0o755)
     node = _spect_node(scene, shape=(8, 32, 32))
     nodes_before = scene.GetNumberOfNodes()
-    runner = DenoiseRunner(scene, str(launcher), grace_s=5.0)
+    runner = BackgroundRunner(scene, str(launcher), grace_s=5.0)
     runner.start(DenoiseRequest(node, model=str(model), device="cpu"))
     pgid, folder = runner.pid, runner.folder
     _wait_for(runner, lambda events: any((e.fraction or 0) > 0.05 for e in events), timeout_s=120)
@@ -123,7 +104,7 @@ def test_cancel_kills_the_worker_and_its_launcher_and_leaves_nothing(scene, tmp_
 
 
 def test_worker_error_is_reported_as_one_sentence(scene, tmp_path):
-    runner = DenoiseRunner(scene, sys.executable)
+    runner = BackgroundRunner(scene, sys.executable)
     runner.start(DenoiseRequest(_spect_node(scene), model=str(tmp_path / "no-such-model"), device="cpu"))
     events = runner.wait(120)
     assert runner.state is State.FAILED
@@ -137,7 +118,7 @@ def test_a_worker_ignoring_sigterm_is_killed_after_the_grace_period(scene, tmp_p
                         "echo '{\"event\": \"progress\", \"fraction\": 0.1, \"stage\": \"x\", \"message\": \"busy\"}'\n"
                         "sleep 60\n")
     stubborn.chmod(0o755)
-    runner = DenoiseRunner(scene, str(stubborn), grace_s=0.5)
+    runner = BackgroundRunner(scene, str(stubborn), grace_s=0.5)
     runner.start(DenoiseRequest(_spect_node(scene)))
     events = _wait_for(runner, lambda events: any(e.message == "busy" for e in events), timeout_s=10)
     assert events[-1].fraction == pytest.approx(0.1)
@@ -152,7 +133,7 @@ def test_a_crashing_worker_fails_with_its_last_stderr_line(scene, tmp_path):
     crash = tmp_path / "crash"
     crash.write_text("#!/bin/sh\necho 'not json'\necho 'Segmentation fault' >&2\nexit 139\n")
     crash.chmod(0o755)
-    runner = DenoiseRunner(scene, str(crash))
+    runner = BackgroundRunner(scene, str(crash))
     runner.start(DenoiseRequest(_spect_node(scene)))
     events = runner.wait(10)
     assert runner.state is State.FAILED
@@ -163,7 +144,7 @@ def test_start_while_running_is_refused_and_a_new_run_may_follow_a_failure(scene
     sleeper = tmp_path / "sleeper"
     sleeper.write_text("#!/bin/sh\nsleep 60\n")
     sleeper.chmod(0o755)
-    runner = DenoiseRunner(scene, str(sleeper), grace_s=1.0)
+    runner = BackgroundRunner(scene, str(sleeper), grace_s=1.0)
     node = _spect_node(scene)
     runner.start(DenoiseRequest(node))
     with pytest.raises(RuntimeError, match="running to starting"):
@@ -184,6 +165,72 @@ def test_start_while_running_is_refused_and_a_new_run_may_follow_a_failure(scene
     runner.wait(5)
 
 
+def _full_count_node(scene, shape=(24, 32, 32)):
+    """A full-count phantom: a hot sphere (400) in a warm cylinder (40), air outside; 4 mm voxels."""
+    z, y, x = np.indices(shape)
+    body = (y - shape[1] / 2) ** 2 + (x - shape[2] / 2) ** 2 < (0.4 * shape[1]) ** 2
+    sphere = (z - shape[0] / 2) ** 2 + (y - shape[1] / 2) ** 2 + (x - shape[2] / 2) ** 2 <= 25
+    array = np.where(sphere, 400.0, np.where(body, 40.0, 0.0)).astype(np.float32)
+    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "full")
+    node.SetSpacing(4.0, 4.0, 4.0)
+    slicer.util.updateVolumeFromArray(node, array)
+    node.CreateDefaultDisplayNodes()
+    return node, body & ~sphere
+
+
+def test_teaching_series_runs_one_simulate_process_per_fraction_and_reports_each(scene, tmp_path):
+    calls = tmp_path / "calls.txt"
+    copier = tmp_path / "python"  # stands in for the simulator: records its arguments, copies INPUT to OUTPUT
+    copier.write_text(f'#!/bin/sh\necho "$@" >> "{calls}"\ncp "$4" "$6"\n')
+    copier.chmod(0o755)
+    full, _ = _full_count_node(scene, shape=(4, 8, 8))
+    runner = BackgroundRunner(scene, str(copier))
+    assert runner.start(LowCountRequest(full, [0.5, 0.1], seed=3))[-1].message == "Simulating 50% counts (1 of 2)…"
+    folder = runner.folder
+    events = runner.wait(10)
+    assert runner.state is State.DONE, runner.message
+    assert [(e.fraction, e.message) for e in events[:-1]] == [(0.5, "Simulating 10% counts (2 of 2)…")]
+    assert [line.split()[:3] + line.split()[4:] for line in calls.read_text().splitlines()] == [
+        ["-m", "SPECTDenoiseLib", "simulate", "-o", str(folder / "low1.nrrd"), "--fraction", "0.5", "--seed", "3"],
+        ["-m", "SPECTDenoiseLib", "simulate", "-o", str(folder / "low2.nrrd"), "--fraction", "0.1", "--seed", "4"]]
+    assert [node.GetName() for node in runner.outputs.values()] == ["full 50% counts", "full 10% counts"]
+    for node in runner.outputs.values():
+        np.testing.assert_array_equal(slicer.util.arrayFromVolume(node), slicer.util.arrayFromVolume(full))
+        assert node.GetDisplayNode().GetColorNodeID() == full.GetDisplayNode().GetColorNodeID()
+    assert not folder.exists()
+
+
+@pytest.mark.slow
+def test_teaching_series_simulates_one_named_volume_per_fraction_on_the_input_grid(scene):
+    full, background = _full_count_node(scene)
+    runner = BackgroundRunner(scene, sys.executable)
+    runner.start(LowCountRequest(full, [0.5, 0.1], seed=3))
+    runner.wait(240)
+    assert runner.state is State.DONE, runner.message
+    series = list(runner.outputs.values())
+    assert [node.GetName() for node in series] == ["full 50% counts", "full 10% counts"]
+    assert all(node.GetSpacing() == full.GetSpacing() for node in series)
+    noise = [np.std(slicer.util.arrayFromVolume(node)[background]) for node in series]
+    assert noise[1] > noise[0]
+
+
+def test_cancel_stops_the_simulator_and_leaves_nothing(scene):
+    full, _ = _full_count_node(scene)
+    nodes_before = scene.GetNumberOfNodes()
+    runner = BackgroundRunner(scene, sys.executable, grace_s=3.0)
+    runner.start(LowCountRequest(full, [0.5, 0.1]))
+    pgid, folder = runner.pid, runner.folder
+    time.sleep(1.0)  # the simulator is under way
+    runner.poll()
+    assert runner.state is State.RUNNING and runner.pid == pgid
+    assert [e.state for e in runner.cancel()] == [State.CANCELLING]
+    events = runner.wait(10)
+    assert runner.state is State.IDLE and events[-1].message == "Cancelled."
+    assert not _group_alive(pgid)
+    assert not folder.exists()
+    assert scene.GetNumberOfNodes() == nodes_before
+
+
 def test_cancel_when_idle_does_nothing(scene):
-    runner = DenoiseRunner(scene, sys.executable)
+    runner = BackgroundRunner(scene, sys.executable)
     assert runner.cancel() == [] and runner.poll() == [] and runner.state is State.IDLE

@@ -1,7 +1,7 @@
 """Make the shipped sample in Resources/Samples: a simulated NEMA IEC phantom at full count and at 10 %.
 
-Seed 990004 (8:1 spheres; never used for training: training runs use seeds S·1 000 000 + i with small i). Settings:
-4 mm voxels, 96 × 96 × 64, Tc99m-LEHR, 4 M counts, scatter on, 120 views, OSEM 4 iterations × 8 subsets.
+Seed 990004 (8:1 spheres; never used for training, whose cases use seeds S·1 000 000 + i with small i).
+Settings: 4 mm voxels, 96 × 96 × 64, Tc99m-LEHR, 4 M counts, scatter on, 120 views, OSEM 4 iterations × 8 subsets.
 Run: ``python benchmarks/make_sample.py``.
 """
 

@@ -1,38 +1,40 @@
-"""Denoising in a background worker process, driven by an explicit state machine.
+"""Background runs (denoising, low-count simulation) in child processes, driven by an explicit state machine.
 
 ::
 
     idle ─start→ starting ─→ running ─done→ importing ─→ done
                     │           │ cancel            │
-                    └─→ failed ←┴─(error / crash)───┘      cancelling ─(worker ended)→ idle
+                    └─→ failed ←┴─(error / crash)───┘      cancelling ─(process ended)→ idle
 
-``start`` writes the inputs to a private temporary folder (mode 0700) and launches
-``python -m SPECTDenoiseLib.worker request.json`` with the given Python (Slicer's ``PythonSlicer`` in the
-application, ``sys.executable`` in tests). The widget calls :meth:`DenoiseRunner.poll` from a timer: it returns
-the progress events read so far and, when the worker has finished, imports its outputs as volume nodes. Slicer
-never waits on the worker; Cancel kills the worker's whole process group. The folder is deleted at the end.
+A run carries out one :class:`Job`: ``start`` makes a private temporary folder (mode 0700), the job writes its
+inputs there and names its :class:`Step` s, each one command ``PYTHON ARGUMENTS...`` run after the other with the
+given Python (Slicer's ``PythonSlicer`` in the application, ``sys.executable`` in tests). The widget calls
+:meth:`BackgroundRunner.poll` from a timer: it returns the progress read so far (JSON lines of the worker
+protocol within a step, and each finished step), starts the next step and, when the last one has ended, lets
+the job import its outputs as volume nodes. Slicer never waits on a child; Cancel kills the running child's
+whole process group. The folder is deleted at the end.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
-import json
 import os
 import shutil
 import signal
 import tempfile
 import time
 from pathlib import Path
+from typing import Protocol
 
 import slicer
 
 import SPECTDenoiseLib
 from SPECTDenoiseLib.errors import SPECTDenoiseError
 
-from .outputs import KINDS, finish_output, get_or_create_output
 from .process import JsonLinesProcess
-from .volumes import read_node, write_node
+
+CLI_ERROR_PREFIX = "spectdenoise: error: "
 
 
 class State(enum.Enum):
@@ -48,7 +50,7 @@ class State(enum.Enum):
 
     @property
     def busy(self) -> bool:
-        """True while a worker may be alive (Apply shows Cancel)."""
+        """True while a child process may be alive (Apply shows Cancel)."""
         return self in (State.STARTING, State.RUNNING, State.IMPORTING, State.CANCELLING)
 
 
@@ -72,34 +74,28 @@ class RunEvent:
     message: str
 
 
-@dataclasses.dataclass
-class DenoiseRequest:
-    """One denoising run.
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """One child process of a run: its arguments after the Python executable and the status line it starts with."""
 
-    Attributes
-    ----------
-    input_node : the low-count SPECT volume.
-    ct_node : co-registered CT for models that take it, or None.
-    model : catalogue name, hub repo id (``org/name[@revision]``) or local folder; None runs the default model.
-    device : ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"mps"``.
-    outputs : output kinds to produce (``"denoised"`` always), each optionally with an existing node to fill.
-    samples, steps : DDPM samples and sampling steps (None: the model's defaults).
-    seed : random seed of the sampler.
-    """
-
-    input_node: slicer.vtkMRMLScalarVolumeNode
-    ct_node: slicer.vtkMRMLScalarVolumeNode | None = None
-    model: str | None = None
-    device: str = "auto"
-    outputs: dict[str, slicer.vtkMRMLScalarVolumeNode | None] = dataclasses.field(
-        default_factory=lambda: {"denoised": None, "difference": None})
-    samples: int | None = None
-    steps: int | None = None
-    seed: int = 0
+    arguments: list[str]
+    message: str
 
 
-class DenoiseRunner:
-    """Runs one :class:`DenoiseRequest` at a time in a worker process; see the module docstring."""
+class Job(Protocol):
+    """What a run does; :class:`~SPECTDenoiseLogic.denoising.DenoiseRequest` and
+    :class:`~SPECTDenoiseLogic.teaching.LowCountRequest` are jobs."""
+
+    def write_inputs(self, folder: Path) -> list[Step]:
+        """Write the inputs into ``folder`` and return the steps to run there, in order."""
+
+    def import_outputs(self, scene: slicer.vtkMRMLScene, folder: Path) -> tuple[dict[str, slicer.vtkMRMLNode], str]:
+        """Read the outputs the steps left in ``folder`` into nodes; return them by name and a note ("" or
+        " (…)") for the status line."""
+
+
+class BackgroundRunner:
+    """Runs one :class:`Job` at a time in child processes; see the module docstring."""
 
     def __init__(self, scene: slicer.vtkMRMLScene, python: str, library_path: str | os.PathLike | None = None,
                  grace_s: float = 5.0) -> None:
@@ -108,13 +104,14 @@ class DenoiseRunner:
         self.library_path = Path(library_path or Path(SPECTDenoiseLib.__file__).parent.parent)
         self.grace_s = grace_s
         self.state = State.IDLE
-        self.outputs: dict[str, slicer.vtkMRMLScalarVolumeNode] = {}
+        self.job: Job | None = None
+        self.outputs: dict[str, slicer.vtkMRMLNode] = {}
         self.message = ""
-        self._request: DenoiseRequest | None = None
+        self._steps: list[Step] = []
+        self._step = 0
         self._process: JsonLinesProcess | None = None
         self._folder: Path | None = None
-        self._paths: dict[str, Path] = {}
-        self._finished: dict | None = None
+        self._error: dict | None = None
         self._started = 0.0
 
     @property
@@ -124,53 +121,35 @@ class DenoiseRunner:
 
     @property
     def pid(self) -> int | None:
-        """Process id of the running worker, or None."""
+        """Process id of the running child, or None."""
         return self._process.pid if self._process is not None else None
 
-    def start(self, request: DenoiseRequest) -> list[RunEvent]:
-        """Write the inputs and launch the worker; returns the events of this step (running or failed)."""
-        unknown = set(request.outputs) - set(KINDS)
-        if unknown:
-            raise ValueError(f"unknown output kinds {sorted(unknown)}")
+    def start(self, job: Job) -> list[RunEvent]:
+        """Write the job's inputs and launch its first step; returns the events of this step (running or failed)."""
         self._set(State.STARTING)
-        self._request, self.outputs, self._finished = request, {}, None
+        self.job, self.outputs, self._error, self._step = job, {}, None, 0
         self._started = time.monotonic()
         events = [RunEvent(State.STARTING, 0.0, "Writing inputs…")]
         try:
             self._folder = Path(tempfile.mkdtemp(prefix="spectdenoise-"))
             os.chmod(self._folder, 0o700)
-            command = [self.python, "-m", "SPECTDenoiseLib.worker", str(self._write_request(request))]
-            env = dict(os.environ)
-            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(self.library_path), env.get("PYTHONPATH")]))
-            self._process = JsonLinesProcess(command, self._folder / "worker.log", env=env, cwd=self._folder)
+            self._steps = job.write_inputs(self._folder)
+            self._launch()
         except (SPECTDenoiseError, OSError) as error:
             return events + [self._fail(str(error))]
         self._set(State.RUNNING)
-        return events + [RunEvent(State.RUNNING, 0.0, "Worker started…")]
+        return events + [RunEvent(State.RUNNING, 0.0, self._steps[0].message)]
 
-    def _write_request(self, request: DenoiseRequest) -> Path:
-        folder = self._folder
-        input_path = write_node(request.input_node, folder / "input.nrrd")
-        ct_path = write_node(request.ct_node, folder / "ct.nrrd") if request.ct_node is not None else None
-        self._paths = {kind: folder / f"{kind}.nrrd" for kind in KINDS if kind == "denoised" or kind in request.outputs}
-        body = {
-            "input": str(input_path),
-            "output": str(self._paths["denoised"]),
-            "ct": str(ct_path) if ct_path else None,
-            "model": request.model,
-            "device": request.device,
-            "difference": str(self._paths["difference"]) if "difference" in self._paths else None,
-            "variance": str(self._paths["variance"]) if "variance" in self._paths else None,
-            "samples": request.samples,
-            "steps": request.steps,
-            "seed": request.seed,
-        }
-        path = folder / "request.json"
-        path.write_text(json.dumps(body, indent=1), encoding="utf-8")
-        return path
+    def _launch(self) -> None:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(self.library_path), env.get("PYTHONPATH")]))
+        command = [self.python, *self._steps[self._step].arguments]
+        self._process = JsonLinesProcess(command, self._folder / f"step{self._step + 1}.log", env=env,
+                                         cwd=self._folder)
 
     def poll(self) -> list[RunEvent]:
-        """Return the events since the last call; when the worker has ended, import outputs or report why not."""
+        """Return the events since the last call; start the next step when one has ended, and after the last one
+        import the outputs or report why not."""
         if self.state not in (State.RUNNING, State.CANCELLING):
             return []
         events = []
@@ -179,9 +158,9 @@ class DenoiseRunner:
             if kind == "progress" and self.state is State.RUNNING:
                 fraction = event.get("fraction")
                 message = event.get("message") or event.get("stage") or ""
-                events.append(RunEvent(State.RUNNING, float(fraction) if fraction is not None else None, message))
-            elif kind in ("done", "error"):
-                self._finished = event
+                events.append(RunEvent(State.RUNNING, self._overall(fraction), message))
+            elif kind == "error":
+                self._error = event
         code = self._process.exit_code()
         if code is None:
             return events
@@ -189,12 +168,23 @@ class DenoiseRunner:
             self._set(State.IDLE)
             self._cleanup()
             return events + [RunEvent(State.IDLE, None, "Cancelled.")]
-        if code == 0 and self._finished is not None and self._finished.get("event") == "done":
+        if code != 0 or self._error is not None:
+            return events + [self._fail(self._failure_message(code))]
+        self._step += 1
+        if self._step == len(self._steps):
             return events + self._import()
-        return events + [self._fail(self._failure_message(code))]
+        try:
+            self._launch()
+        except OSError as error:
+            return events + [self._fail(str(error))]
+        return events + [RunEvent(State.RUNNING, self._overall(0.0), self._steps[self._step].message)]
+
+    def _overall(self, fraction: float | None) -> float | None:
+        """Progress of the whole run from the progress ``fraction`` of the current step."""
+        return None if fraction is None else (self._step + float(fraction)) / len(self._steps)
 
     def cancel(self) -> list[RunEvent]:
-        """Stop the worker (SIGTERM to its process group, SIGKILL after the grace period); no-op when idle."""
+        """Stop the running child (SIGTERM to its process group, SIGKILL after the grace period); no-op when idle."""
         if self.state is not State.RUNNING:
             return []
         self._set(State.CANCELLING)
@@ -202,7 +192,7 @@ class DenoiseRunner:
         return [RunEvent(State.CANCELLING, None, "Cancelling…")]
 
     def wait(self, timeout_s: float, interval_s: float = 0.05) -> list[RunEvent]:
-        """Poll until no worker is alive or ``timeout_s`` has passed (for scripts, tests and module close)."""
+        """Poll until no child is alive or ``timeout_s`` has passed (for scripts, tests and module close)."""
         deadline = time.monotonic() + timeout_s
         events = self.poll()
         while self.state.busy and time.monotonic() < deadline:
@@ -212,33 +202,24 @@ class DenoiseRunner:
 
     def _import(self) -> list[RunEvent]:
         self._set(State.IMPORTING)
-        request = self._request
         try:
-            for kind, path in self._paths.items():
-                if not path.exists():
-                    if kind == "denoised":
-                        raise FileNotFoundError("the worker finished without writing the denoised volume")
-                    continue
-                node = get_or_create_output(self.scene, request.input_node, kind, request.outputs.get(kind))
-                read_node(self.scene, path, node.GetName(), node)
-                finish_output(request.input_node, node, kind)
-                self.outputs[kind] = node
+            self.outputs, note = self.job.import_outputs(self.scene, self._folder)
         except (SPECTDenoiseError, OSError) as error:
             return [self._fail(f"Could not import the results: {error}")]
         self._set(State.DONE)
         self._cleanup()
-        missing = [kind for kind in self._paths if kind not in self.outputs]
-        note = f" (the model gives no {', '.join(missing)})" if missing else ""
         return [RunEvent(State.DONE, 1.0, f"Done in {time.monotonic() - self._started:.1f} s{note}.")]
 
     def _failure_message(self, code: int) -> str:
-        if self._finished is not None and self._finished.get("event") == "error":
-            return str(self._finished.get("message") or f"The worker failed (exit code {code}).")
+        if self._error is not None:
+            return str(self._error.get("message") or f"The worker failed (exit code {code}).")
         if code < 0:
             return (f"The worker was killed by {signal.Signals(-code).name} (for example when the computer ran out "
                     "of memory); nothing was imported. Run it again, or use a smaller volume or the CPU device.")
         tail = self._process.stderr_tail()
         detail = tail.splitlines()[-1] if tail else "no error message"
+        if detail.startswith(CLI_ERROR_PREFIX):  # the command line's one sentence for an error a user can fix
+            return detail[len(CLI_ERROR_PREFIX):]
         return f"The worker stopped unexpectedly (exit code {code}): {detail}"
 
     def _fail(self, message: str) -> RunEvent:

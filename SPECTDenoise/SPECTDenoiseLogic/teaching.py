@@ -1,24 +1,30 @@
 """Teaching: low-count versions of a full-count volume, laid out side by side so a class sees noise grow.
 
-The low-count volumes come from :func:`SPECTDenoiseLib.simulate.simulate_low_count` (projection, binomial
-thinning, reconstruction), never from image-domain noise. Each one may then be denoised with the runner.
+Each low-count volume is made by a background process, ``python -m SPECTDenoiseLib simulate`` (projection,
+binomial thinning, reconstruction — never image-domain noise), run by the module's
+:class:`~SPECTDenoiseLogic.runner.BackgroundRunner`, so Slicer never imports torch and stays responsive. Each one
+may then be denoised with the same runner.
 """
 
 from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
 
 import slicer
 
 from SPECTDenoiseLib.errors import InputError
 
-from .outputs import place_beside
-from .volumes import copy_voxel_units, image_to_node, node_to_image
+from .outputs import finish_output
+from .runner import Step
+from .volumes import read_node, write_node
 
 LAYOUT_ID = 5301  # a custom layout number outside Slicer's built-in ones
 VIEW_PREFIX = "Teaching"
 
 
 def parse_fractions(text: str) -> list[float]:
-    """Parse "0.5, 0.25, 10%" into count fractions in (0, 1]; raise InputError naming a bad entry."""
+    """Parse "0.5, 0.25, 10%" into distinct count fractions in (0, 1]; raise InputError naming a bad entry."""
     fractions = []
     for part in text.replace(";", ",").split(","):
         part = part.strip()
@@ -30,42 +36,59 @@ def parse_fractions(text: str) -> list[float]:
             raise InputError(f"'{part}' is not a count fraction; write e.g. 0.5, 0.25, 10%.") from None
         if not 0.0 < value <= 1.0:
             raise InputError(f"Count fraction {part} is outside (0, 1]; write e.g. 0.5, 0.25, 10%.")
-        fractions.append(value)
+        if value not in fractions:
+            fractions.append(value)
     if not fractions:
         raise InputError("Give at least one count fraction, e.g. 0.5, 0.25, 0.1.")
     return fractions
 
 
-def low_count_series(
-    full_node: slicer.vtkMRMLScalarVolumeNode, fractions: list[float],
-    ct_node: slicer.vtkMRMLScalarVolumeNode | None = None, seed: int = 0,
-) -> list[slicer.vtkMRMLScalarVolumeNode]:
-    """Simulate one low-count volume per fraction; return new nodes named "<input> <percent>% counts".
+def series_label(fraction: float) -> str:
+    """``"50% counts"`` for fraction 0.5: the name suffix of a low-count volume."""
+    return f"{100 * fraction:g}% counts"
 
-    The nodes carry the input's geometry, units, colour map and window/level and sit beside it in the subject
-    hierarchy. The fractions are simulated with seeds ``seed``, ``seed + 1``, ...
+
+@dataclasses.dataclass
+class LowCountRequest:
+    """Low-count versions of ``full_node`` at ``fractions`` (a :class:`~SPECTDenoiseLogic.runner.Job`).
+
+    Fraction ``i`` is simulated with seed ``seed + i``; ``ct_node`` (CT in HU) gives the attenuation map.
     """
-    from SPECTDenoiseLib.simulate import simulate_low_count
 
-    scene = full_node.GetScene()
-    image = node_to_image(full_node)
-    ct = node_to_image(ct_node) if ct_node is not None else None
-    nodes = []
-    for index, fraction in enumerate(fractions):
-        low, _ = simulate_low_count(image, fraction, ct=ct, seed=seed + index)
-        node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", f"{full_node.GetName()} {100 * fraction:g}% counts")
-        image_to_node(low, node)
-        node.SetAndObserveTransformNodeID(full_node.GetTransformNodeID())
-        copy_voxel_units(full_node, node)
-        node.CreateDefaultDisplayNodes()
-        source = full_node.GetDisplayNode()
-        if source is not None:
-            node.GetDisplayNode().SetAndObserveColorNodeID(source.GetColorNodeID())
-            node.GetDisplayNode().SetAutoWindowLevel(False)
-            node.GetDisplayNode().SetWindowLevel(source.GetWindow(), source.GetLevel())
-        place_beside(full_node, node)
-        nodes.append(node)
-    return nodes
+    full_node: slicer.vtkMRMLScalarVolumeNode
+    fractions: list[float]
+    ct_node: slicer.vtkMRMLScalarVolumeNode | None = None
+    seed: int = 0
+
+    def write_inputs(self, folder: Path) -> list[Step]:
+        """Write the full-count volume (and CT) into ``folder``; one ``simulate`` step per fraction."""
+        full = write_node(self.full_node, folder / "full.nrrd")
+        ct = ["--ct", str(write_node(self.ct_node, folder / "ct.nrrd"))] if self.ct_node is not None else []
+        return [
+            Step(["-m", "SPECTDenoiseLib", "simulate", str(full), "-o", str(self._path(folder, index)),
+                  "--fraction", repr(fraction), "--seed", str(self.seed + index), *ct],
+                 f"Simulating {series_label(fraction)} ({index + 1} of {len(self.fractions)})…")
+            for index, fraction in enumerate(self.fractions)
+        ]
+
+    def import_outputs(self, scene: slicer.vtkMRMLScene, folder: Path) -> tuple[dict[str, slicer.vtkMRMLNode], str]:
+        """Read the low-count volumes into new nodes ``"<input> 50% counts"``, …, in the order of the fractions.
+
+        They carry the input's geometry, units, colour map and window/level and sit beside it in the subject
+        hierarchy.
+        """
+        outputs = {}
+        for index, fraction in enumerate(self.fractions):
+            label = series_label(fraction)
+            node = read_node(scene, self._path(folder, index), f"{self.full_node.GetName()} {label}")
+            node.SetAndObserveTransformNodeID(self.full_node.GetTransformNodeID())
+            finish_output(self.full_node, node, "denoised")  # displayed like the input, as a denoised volume is
+            outputs[label] = node
+        return outputs, ""
+
+    @staticmethod
+    def _path(folder: Path, index: int) -> Path:
+        return folder / f"low{index + 1}.nrrd"
 
 
 def view_names(count: int) -> list[str]:

@@ -28,12 +28,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--angles", type=int, default=120, help="camera views over 360° (default 120)")
     parser.add_argument("--scatter", action="store_true", help="add a scatter component (the preset's fraction)")
     parser.add_argument("--full-output", metavar="PATH", help="also write the re-reconstructed full-count volume")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (default 1: on a busy machine more threads run slower)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Read INPUT (and CT), simulate and write the outputs."""
     from pathlib import Path
+
+    import torch
 
     from ..errors import OutputError
     from ..io import read_volume, write_volume
@@ -42,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_fraction(args.fraction)
     get_collimator(args.collimator)
+    torch.set_num_threads(max(1, args.threads))
     inputs = {Path(args.input).resolve()} | ({Path(args.ct).resolve()} if args.ct else set())
     for output in filter(None, (args.output, args.full_output)):
         if Path(output).resolve() in inputs:

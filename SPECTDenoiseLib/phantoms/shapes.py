@@ -52,8 +52,8 @@ class Canvas:
         slices = []
         for axis in range(3):
             mid = (self.shape[axis] - 1) / 2.0
-            lo = int(math.floor((grid_centre[axis] - reach_mm) / self.spacing_mm[axis] + mid)) - 1
-            hi = int(math.ceil((grid_centre[axis] + reach_mm) / self.spacing_mm[axis] + mid)) + 2
+            lo = math.floor((grid_centre[axis] - reach_mm) / self.spacing_mm[axis] + mid) - 1
+            hi = math.ceil((grid_centre[axis] + reach_mm) / self.spacing_mm[axis] + mid) + 2
             lo, hi = max(lo, 0), min(hi, self.shape[axis])
             if lo >= hi:
                 return None

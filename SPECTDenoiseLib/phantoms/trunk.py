@@ -96,7 +96,7 @@ def _bone_lesions(canvas: Canvas, rng: np.random.Generator, bone_uptake: float, 
         hot = rng.random() < 0.8
         contrast = float(rng.uniform(1.5, 6.0) if hot else rng.uniform(0.05, 0.4))
         radii = tuple(diameter / 2 * rng.uniform(0.8, 1.2, 3))
-        name = f"{'hot' if hot else 'cold'}_lesion_{int(round(diameter))}mm"
+        name = f"{'hot' if hot else 'cold'}_lesion_{round(diameter)}mm"
         canvas.paint(ellipsoid(centre, radii), centre, max(radii) + 2, activity=contrast * bone_uptake,
                      hu=800.0 if hot else 100.0, label=20 + index, name=name)
         lesions.append({"name": name, "diameter_mm": diameter, "contrast_to_bone": contrast})

@@ -17,7 +17,7 @@ def scatter_projections(primary: torch.Tensor, scatter_fraction: float, spacing_
     sigma = fwhm_mm / 2.355
     blurred = primary
     for axis, step in ((1, spacing_mm[0]), (2, spacing_mm[1])):
-        radius = int(math.ceil(3 * sigma / step))
+        radius = math.ceil(3 * sigma / step)
         offsets = torch.arange(-radius, radius + 1, dtype=primary.dtype, device=primary.device) * step
         kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
         kernel = kernel / kernel.sum()

@@ -67,8 +67,8 @@ class SPECTProjector:
         centre = (nx - 1) / 2.0
         depth_mm = (np.arange(nx) - centre) * dx
         sigmas = np.array([collimator.sigma_mm(self.orbit_radius_mm + t) for t in depth_mm])
-        self.pad_u = _fft_size(nx + int(math.ceil(3 * sigmas.max() / dx)) + 1)
-        self.pad_z = _fft_size(nz + int(math.ceil(3 * sigmas.max() / dz)) + 1)
+        self.pad_u = _fft_size(nx + math.ceil(3 * sigmas.max() / dx) + 1)
+        self.pad_z = _fft_size(nz + math.ceil(3 * sigmas.max() / dz) + 1)
         fu = np.fft.fftfreq(self.pad_u, d=dx)
         fz = np.fft.rfftfreq(self.pad_z, d=dz)
         freq2 = fu[:, None] ** 2 + fz[None, :] ** 2
