@@ -61,7 +61,8 @@ def _train(settings: TrainSettings, rank: int, world: int, device: torch.device,
         step, best = int(state["step"]), float(state["best"])
         log(f"resumed from {run_dir / 'last'} at step {step}")
     objective = _objective(config, settings, device)
-    sampler = PatchSampler(CaseCache(training, config.needs_ct), config, tuple(settings.patch),
+    # Every training case stays in memory (a few MB each): re-reading compressed files per sample would dominate.
+    sampler = PatchSampler(CaseCache(training, config.needs_ct, capacity=len(training)), config, tuple(settings.patch),
                            seed=settings.seed * 7919 + rank * 104729 + step)
     validation_batches = _validation_batches(validation, config, settings)
     generator = torch.Generator(device="cpu").manual_seed(settings.seed + rank + step)
