@@ -207,6 +207,7 @@ class PatchSampler:
         self.patch = tuple(int(p) for p in patch)
         self.rng = np.random.default_rng(seed)
         self.scale_jitter = scale_jitter
+        self._scales: dict[tuple[int, int], float] = {}
 
     def batch(self, size: int) -> Batch:
         """Return ``size`` samples from randomly chosen cases."""
@@ -216,8 +217,11 @@ class PatchSampler:
     def sample(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Return (input [C, ...], target [1, ...], mask [1, ...]) from case ``index``."""
         case = self.cache[index]
-        low = case.low[int(self.rng.integers(len(case.low)))]
-        scale = intensity_scale(low, self.config.normalisation) * (1 + self.rng.uniform(-1, 1) * self.scale_jitter)
+        which = int(self.rng.integers(len(case.low)))
+        low = case.low[which]
+        if (index, which) not in self._scales:  # the body mask behind the scale costs more than the sample
+            self._scales[index, which] = intensity_scale(low, self.config.normalisation)
+        scale = self._scales[index, which] * (1 + self.rng.uniform(-1, 1) * self.scale_jitter)
         volumes = [low / scale] + ([normalise_ct(case.ct)] if self.config.needs_ct else [])
         target = case.full / scale
         mask = case.mask if case.mask is not None else np.zeros(case.full.shape, dtype=bool)
