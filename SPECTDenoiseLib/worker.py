@@ -34,6 +34,7 @@ from typing import Any
 
 from .errors import CancelledError, InputError, OutputError, SPECTDenoiseError
 from .io import VOLUME_SUFFIXES
+from .records import unknown_keys
 
 Emit = Callable[[dict], None]
 LOADING_END, DENOISING_END = 0.05, 0.95
@@ -60,8 +61,7 @@ class Request:
         """Build a request from its JSON form; raise InputError naming the first problem."""
         if not isinstance(data, Mapping):
             raise InputError("The worker request must be a JSON object.")
-        known = {field.name for field in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = unknown_keys(data, cls)
         if unknown:
             raise InputError(f"The worker request has unknown keys {unknown}.")
         if not data.get("input") or not data.get("output"):

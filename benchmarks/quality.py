@@ -9,8 +9,12 @@ Classical filters (Gaussian, TV, NLM, BM4D with Anscombe) get their best paramet
 For diffusion models: Spearman correlation between per-voxel variance and squared error in the body, and the
 ratio of mean squared error in the 10 % highest-variance voxels to the rest.
 
-Results: benchmarks/results/quality.json; then ``python benchmarks/report.py`` writes BENCHMARKS.md and plots.
-Usage: python benchmarks/quality.py [--quick] [--models ID ...] [--no-slow-baselines]
+NLM and BM4D take minutes per volume on 2 CPU cores, so they run only at the count levels of ``--slow-fractions``
+(default 10 %, the level of the targets).
+
+Results: benchmarks/results/quality*.json (``--cases`` and ``--output`` split the work over processes); then
+``python benchmarks/report.py`` merges them into BENCHMARKS.md with plots.
+Usage: python benchmarks/quality.py [--cases iec-900001 ...] [--models ID ...] [--output FILE]
 """
 
 from __future__ import annotations
@@ -29,14 +33,14 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from baselines import run_baselines  # noqa: E402
+from baselines import run_baselines
 
-from SPECTDenoiseLib.hub import load_model, read_catalogue  # noqa: E402
-from SPECTDenoiseLib.inference import denoise  # noqa: E402
-from SPECTDenoiseLib.metrics import image_quality  # noqa: E402
-from SPECTDenoiseLib.phantoms import make_phantom  # noqa: E402
-from SPECTDenoiseLib.simulate import simulate_pair  # noqa: E402
-from SPECTDenoiseLib.train.data import lesion_labels  # noqa: E402
+from SPECTDenoiseLib.hub import load_model, read_catalogue
+from SPECTDenoiseLib.inference import denoise
+from SPECTDenoiseLib.metrics import image_quality
+from SPECTDenoiseLib.phantoms import make_phantom
+from SPECTDenoiseLib.simulate import simulate_pair
+from SPECTDenoiseLib.train.data import lesion_labels
 
 FRACTIONS = (0.1, 1 / 7, 0.25, 0.5)
 CASES = (("iec", 900001), ("torso", 900002), ("brain", 900003), ("cardiac", 900004), ("torso", 900005),
@@ -87,16 +91,17 @@ def uncertainty_agreement(variance: np.ndarray, error: np.ndarray, body: np.ndar
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="two cases, fractions 0.1 and 0.25")
+    parser.add_argument("--cases", nargs="*", help="family-seed names (default: all of CASES)")
     parser.add_argument("--models", nargs="*", help="catalogue ids (default: every shipped model)")
-    parser.add_argument("--no-slow-baselines", action="store_true", help="skip NLM and BM4D")
+    parser.add_argument("--slow-fractions", nargs="*", type=float, default=[0.1],
+                        help="count levels at which NLM and BM4D run (default 0.1)")
     parser.add_argument("--output", default=str(RESULTS / "quality.json"))
     args = parser.parse_args()
     catalogue = read_catalogue()
     model_ids = args.models or [entry["id"] for entry in catalogue["models"] if "path" in entry]
     models = {model_id: load_model(model_id) for model_id in model_ids}
-    cases = CASES[:2] if args.quick else CASES
-    fractions = (0.1, 0.25) if args.quick else FRACTIONS
+    cases = [c for c in CASES if args.cases is None or f"{c[0]}-{c[1]}" in args.cases]
+    fractions = FRACTIONS
     records = []
     for family, seed in cases:
         started = time.perf_counter()
@@ -111,7 +116,8 @@ def main() -> None:
             low = case["low"][fraction]
             outputs: dict[str, tuple[np.ndarray, dict]] = {"input": (low, {})}
             for name, (output, parameter) in run_baselines(low, reference, body, spacing,
-                                                           include_slow=not args.no_slow_baselines).items():
+                                                           include_slow=any(abs(fraction - f) < 1e-6 for f in
+                                                                            args.slow_fractions)).items():
                 outputs[name] = (output, {"parameter": parameter})
             for model_id, model in models.items():
                 t0 = time.perf_counter()

@@ -12,8 +12,8 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 RESULTS = REPOSITORY / "benchmarks" / "results"
@@ -34,8 +34,9 @@ def nrmse_plot(records: list[dict], methods: list[str], fractions: list[float], 
     means = mean_by(records, "fraction", "nrmse")
     figure, axis = plt.subplots(figsize=(6.5, 4))
     for method in methods:
-        axis.plot([100 * f for f in fractions], [means[(method, round(f, 4))] for f in fractions], marker="o",
-                  linestyle="--" if method in CLASSICAL or method == "input" else "-", label=method)
+        points = [(100 * f, means[(method, round(f, 4))]) for f in fractions if (method, round(f, 4)) in means]
+        axis.plot(*zip(*points), marker="o", linestyle="--" if method in CLASSICAL or method == "input" else "-",
+                  label=method)
     axis.set_xlabel("counts (% of full)")
     axis.set_ylabel("NRMSE in body vs full count")
     axis.set_xscale("log")
@@ -63,10 +64,11 @@ def sphere_bias(records: list[dict], fraction: float) -> dict[str, dict[str, flo
 
 
 def main() -> None:
-    quality = json.loads((RESULTS / "quality.json").read_text())
-    records = quality["records"]
-    fractions = quality["fractions"]
-    models = quality["models"]
+    parts = [json.loads(path.read_text()) for path in sorted(RESULTS.glob("quality*.json"))]
+    records = [record for part in parts for record in part["records"]]
+    fractions = parts[0]["fractions"]
+    models = parts[0]["models"]
+    quality = {"cases": [case for part in parts for case in part["cases"]]}
     methods = ["input", *[m for m in CLASSICAL if any(r["method"] == m for r in records)], *models]
     IMAGES.mkdir(parents=True, exist_ok=True)
     nrmse_plot(records, methods, fractions, IMAGES / "benchmark_nrmse.png")
@@ -87,7 +89,7 @@ def main() -> None:
     lines += [header, "|---|" + "---|" * len(fractions)]
     for method in methods:
         cells = [f"{nrmse[(method, round(f, 4))]:.3f} / {psnr[(method, round(f, 4))]:.1f} / "
-                 f"{ssim[(method, round(f, 4))]:.3f}" for f in fractions]
+                 f"{ssim[(method, round(f, 4))]:.3f}" if (method, round(f, 4)) in nrmse else "–" for f in fractions]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     lines += ["", "### Against the targets (DESIGN §7) at 10 % counts", ""]
     ten = round(0.1, 4)

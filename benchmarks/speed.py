@@ -28,8 +28,8 @@ from scipy.ndimage import gaussian_filter
 REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))
 
-from SPECTDenoiseLib.hub import read_catalogue, resolve_model  # noqa: E402
-from SPECTDenoiseLib.models.config import ModelConfig  # noqa: E402
+from SPECTDenoiseLib.hub import read_catalogue, resolve_model
+from SPECTDenoiseLib.models.config import ModelConfig
 
 SIZES = {"128^3": (128, 128, 128), "256x256x200": (200, 256, 256)}
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ModelError
+from ..records import unknown_keys
 
 INPUT_CHANNELS = ("spect", "ct")
 SAMPLING_MODES = ("slices", "patches")
@@ -83,8 +84,7 @@ class ModelConfig:
 
         if not isinstance(data, Mapping):
             raise ModelError("The model's config.json must hold a JSON object.")
-        known = {field.name for field in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = unknown_keys(data, cls)
         if unknown:
             raise ModelError(f"The model's config.json has unknown keys {unknown}; it may need a newer SPECTDenoise.")
         if "architecture" not in data or "arguments" not in data:

@@ -33,13 +33,13 @@ def model_card(settings: TrainSettings, config: ModelConfig, network: nn.Module,
         "",
         "## Training",
         f"- Data: {_describe_data(settings.data)}",
-        f"- Loss: " + ("DDPM noise prediction (epsilon, MSE)" if config.kind == "diffusion" else
+        "- Loss: " + ("DDPM noise prediction (epsilon, MSE)" if config.kind == "diffusion" else
                        f"L1 + {settings.ssim_weight:g}·(1 − SSIM), lesion attention β = {settings.lesion_weight:g}"),
         f"- {settings.steps} steps, batch {settings.batch_size}, patch {settings.patch}, Adam lr "
         f"{settings.learning_rate:g} (cosine), seed {settings.seed}; {seconds / 60:.0f} min on {_where()}",
         f"- Best validation loss (held-out cases): {best_validation:.4f}",
-        f"- Reproduce: `spectdenoise train --config <the settings file>` (see `benchmarks/training/` in the "
-        f"SPECTDenoise repository); on a GPU raise `steps`, `batch_size` and the network width.",
+        "- Reproduce: `spectdenoise train --config <the settings file>` (see `benchmarks/training/` in the "
+        "SPECTDenoise repository); on a GPU raise `steps`, `batch_size` and the network width.",
         "",
         "## Evaluation",
         "See `BENCHMARKS.md` in the SPECTDenoise repository for RMSE/PSNR/SSIM and SUV bias on held-out simulated "

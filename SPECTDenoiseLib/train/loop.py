@@ -23,7 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ..errors import ModelError
 from ..models.config import ModelConfig
 from ..models.diffusion import make_scheduler, noise_prediction_loss
-from ..models.package import load_package, save_package
+from ..models.package import save_package
 from ..models.registry import build_network
 from .card import model_card
 from .checkpoint import load_checkpoint, save_checkpoint

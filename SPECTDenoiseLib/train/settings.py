@@ -11,6 +11,7 @@ from typing import Any
 
 from ..errors import InputError
 from ..models.config import ModelConfig
+from ..records import unknown_keys
 
 
 @dataclasses.dataclass
@@ -70,8 +71,7 @@ class TrainSettings:
             raise InputError(f"Training settings file '{path}' is not a readable JSON file ({error}).") from None
         if not isinstance(data, dict):
             raise InputError(f"Training settings file '{path}' must hold a JSON object.")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = unknown_keys(data, cls)
         if unknown:
             raise InputError(f"Training settings file '{path}' has unknown keys {unknown}.")
         missing = sorted(f.name for f in dataclasses.fields(cls)
@@ -88,7 +88,7 @@ class TrainSettings:
         settings.run_dir = str(base / settings.run_dir)
         if settings.initial_weights and not Path(settings.initial_weights).is_absolute() and (base / settings.initial_weights).exists():
             settings.initial_weights = str(base / settings.initial_weights)
-        settings.model_config  # validates
+        ModelConfig.from_dict(settings.model)  # raises ModelError when the model section is invalid
         return settings
 
 
