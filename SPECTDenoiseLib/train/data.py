@@ -123,7 +123,7 @@ def _cases_from_pairs(folder: Path) -> list[TrainingCase]:
 
 @dataclasses.dataclass
 class LoadedCase:
-    """A case's arrays ([z, y, x] float32; mask bool) in image units, ready for sampling."""
+    """A case's arrays ([z, y, x]; float32 in image units, CT already through ``normalise_ct``; masks bool)."""
 
     full: np.ndarray
     low: list[np.ndarray]
@@ -145,7 +145,7 @@ def load_case(case: TrainingCase, needs_ct: bool) -> LoadedCase:
     if needs_ct:
         if case.ct is None:
             raise InputError(f"The model needs CT but case '{case.name}' has none.")
-        ct = image_to_array(resample_to_reference(read_volume(case.ct), full_image))
+        ct = normalise_ct(image_to_array(resample_to_reference(read_volume(case.ct), full_image)))
     mask = None
     if case.mask is not None:
         mask_image = sitk.Cast(read_volume(case.mask), sitk.sitkInt16)
@@ -222,22 +222,21 @@ class PatchSampler:
         if (index, which) not in self._scales:  # the body mask behind the scale costs more than the sample
             self._scales[index, which] = intensity_scale(low, self.config.normalisation)
         scale = self._scales[index, which] * (1 + self.rng.uniform(-1, 1) * self.scale_jitter)
-        volumes = [low / scale] + ([normalise_ct(case.ct)] if self.config.needs_ct else [])
-        target = case.full / scale
+        volumes = [low] + ([case.ct] if self.config.needs_ct else [])
         mask = case.mask if case.mask is not None else np.zeros(case.full.shape, dtype=bool)
         centre = self._body_voxel(case.body)
+        # Cut the window first and scale only it: whole-volume arithmetic per sample would dominate training.
         if self.config.sampling == "slices":
             z = centre[0]
-            k = self.config.context_slices
-            inputs = stack_slices(volumes, [z], k)[0]
-            target, mask = target[z][None], mask[z][None].astype(np.float32)
-            inputs, target, mask = (self._crop(a, centre[1:], self.patch) for a in (inputs, target, mask))
+            inputs = stack_slices(volumes, [z], self.config.context_slices)[0]
+            inputs, target, mask = (self._crop(a, centre[1:], self.patch)
+                                    for a in (inputs, case.full[z][None], mask[z][None]))
         else:
-            inputs = np.stack(volumes)
-            inputs, target, mask = (
-                self._crop(a, centre, self.patch) for a in (inputs, target[None], mask[None].astype(np.float32))
-            )
-        return self._augment(inputs, target, mask)
+            inputs, target, mask = (self._crop(a, centre, self.patch)
+                                    for a in (np.stack(volumes), case.full[None], mask[None]))
+        spect_channels = 2 * self.config.context_slices + 1 if self.config.sampling == "slices" else 1
+        inputs[:spect_channels] /= scale
+        return self._augment(inputs, target / scale, mask.astype(np.float32))
 
     def _body_voxel(self, body: np.ndarray) -> tuple[int, ...]:
         for _ in range(20):
@@ -247,14 +246,15 @@ class PatchSampler:
         return tuple(n // 2 for n in body.shape)
 
     def _crop(self, array: np.ndarray, centre: tuple[int, ...], size: tuple[int, ...]) -> np.ndarray:
-        """Crop [C, *spatial] around ``centre`` to ``size``, padding with edge values where the volume is small."""
+        """Copy a ``size`` window of [C, *spatial] around ``centre``, kept inside the volume where it fits and
+        padded with edge values along axes where the volume is smaller than the window."""
         spatial = array.shape[1:]
-        pads = [(0, 0)] + [(max(0, s - n) // 2, max(0, s - n) - max(0, s - n) // 2) for s, n in zip(size, spatial)]
-        array = np.pad(array, pads, mode="edge")
-        centre = tuple(c + p[0] for c, p in zip(centre, pads[1:]))
-        starts = [min(max(0, c - s // 2), n - s) for c, s, n in zip(centre, size, array.shape[1:])]
-        window = (slice(None),) + tuple(slice(a, a + s) for a, s in zip(starts, size))
-        return np.ascontiguousarray(array[window])
+        starts = [min(max(0, c - s // 2), max(0, n - s)) for c, s, n in zip(centre, size, spatial)]
+        window = array[(slice(None),) + tuple(slice(a, a + s) for a, s in zip(starts, size))]
+        short = [s - w for s, w in zip(size, window.shape[1:])]
+        if any(short):
+            window = np.pad(window, [(0, 0)] + [(d // 2, d - d // 2) for d in short], mode="edge")
+        return np.array(window, dtype=np.float32)
 
     def _augment(self, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
         axes = (-2, -1)
