@@ -74,6 +74,32 @@ def _crop(volume: np.ndarray, padding: tuple[tuple[int, int], ...]) -> np.ndarra
     return volume[tuple(slice(before, volume.shape[axis] - after) for axis, (before, after) in enumerate(padding))]
 
 
+def reconstruct_acquisitions(projector: SPECTProjector, acquisitions: Sequence[tuple[float, torch.Tensor]],
+                             iterations: int, subsets: int, scale: float = 1.0,
+                             background: torch.Tensor | None = None, postfilter_fwhm_mm: float = 0.0,
+                             progress: Callable[[float, str], None] | None = None) -> list[np.ndarray]:
+    """Reconstruct every (fraction F, counts [angle, z, u]) pair with identical OSEM settings.
+
+    Each estimate is divided by ``scale`` × F, so all images share the units of the full-count one (a low-count
+    image is not 1/F darker); ``background`` is the expected full-count scatter, scaled by F for each
+    acquisition. Returns float32 arrays [z, y, x] on the projector's grid, optionally Gaussian post-filtered.
+    """
+    report = progress or (lambda fraction, stage: None)
+    osem = OSEM(projector, int(subsets))
+    images = []
+    for index, (fraction, counts) in enumerate(acquisitions):
+        def step(done: float, index: int = index) -> None:
+            report(0.1 + 0.9 * (index + done) / len(acquisitions), "reconstructing")
+
+        additive = None if background is None else background * (scale * fraction)
+        estimate = osem.reconstruct(counts, int(iterations), additive, step)
+        image = (estimate / (scale * fraction)).cpu().numpy()
+        if postfilter_fwhm_mm > 0:
+            image = ndimage.gaussian_filter(image, [postfilter_fwhm_mm / 2.355 / s for s in projector.spacing_mm])
+        images.append(image.astype(np.float32))
+    return images
+
+
 def simulate_pair(activity: np.ndarray, spacing_mm: Sequence[float], mu_map: np.ndarray | None = None,
                   fractions: Sequence[float] = (0.1,), total_counts: float = 3e6,
                   collimator: str = "Tc99m-LEHR", iterations: int = 4, subsets: int = 8, angles: int = 120,
@@ -136,17 +162,8 @@ def simulate_pair(activity: np.ndarray, spacing_mm: Sequence[float], mu_map: np.
         full_counts = poisson_counts((primary + background) * scale, rng)
         acquisitions = [(1.0, full_counts)] + [(f, thin_counts(full_counts, f, rng)) for f in fractions]
         report(0.05, "sensitivity")
-        osem = OSEM(projector, int(subsets))
-        images = []
-        for index, (fraction, counts) in enumerate(acquisitions):
-            def step(done: float, index: int = index) -> None:
-                report(0.1 + 0.9 * (index + done) / len(acquisitions), "reconstructing")
-
-            estimate = osem.reconstruct(counts, int(iterations), background * (scale * fraction), step)
-            image = _crop((estimate / (scale * fraction)).cpu().numpy(), padding)
-            if postfilter_fwhm_mm > 0:
-                image = ndimage.gaussian_filter(image, [postfilter_fwhm_mm / 2.355 / s for s in spacing])
-            images.append(image.astype(np.float32))
+        images = [_crop(image, padding) for image in reconstruct_acquisitions(
+            projector, acquisitions, iterations, subsets, scale, background, postfilter_fwhm_mm, report)]
     settings = {
         "collimator": preset.name, "iterations": int(iterations), "subsets": int(subsets), "angles": int(angles),
         "scatter_fraction": scatter_fraction, "total_counts": float(total_counts), "seed": int(seed),
@@ -181,3 +198,27 @@ def simulate_low_count(image: sitk.Image, fraction: float, ct: sitk.Image | None
     result = simulate_pair(activity, spacing, mu_map, fractions=(fraction,), total_counts=total_counts,
                            collimator=preset.name, seed=seed, **options)
     return array_to_image(result.low[fraction], image), array_to_image(result.full, image)
+
+
+def simulate_low_count_projections(path: str, fraction: float, ct: sitk.Image | None = None,
+                                   collimator: str = "Tc99m-LEHR", seed: int = 0, energy_window: int | None = None,
+                                   iterations: int = 4, subsets: int = 8) -> tuple[sitk.Image, sitk.Image]:
+    """Return (low-count, full-count) reconstructions of the measured projections in a DICOM NM TOMO file.
+
+    The measured counts are thinned binomially to ``fraction`` and both data sets are reconstructed with the same
+    OSEM settings (see :func:`SPECTDenoiseLib.projections.thin_and_reconstruct`); ``ct`` (HU) is resampled onto
+    the reconstruction grid for the μ-map, otherwise a water body is outlined. Units: counts per voxel of the
+    full acquisition (the low image is divided by F).
+    """
+    from .projections import projection_geometry, read_nm_projections, thin_and_reconstruct
+
+    fraction = check_fraction(fraction)
+    preset = get_collimator(collimator)
+    projections = read_nm_projections(path, energy_window)
+    mu_map = None
+    if ct is not None:
+        grid = projection_geometry(projections)
+        ct_array = image_to_array(resample_to_reference(check_volume(ct, "The CT"), grid, default_value=-1000.0))
+        mu_map = hu_to_mu(ct_array, preset)
+    full, low, _ = thin_and_reconstruct(projections, (fraction,), preset.name, iterations, subsets, seed, mu_map)
+    return low[fraction], full

@@ -14,7 +14,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "and write the low-count image in INPUT's units and geometry. --full-output writes the full-count data "
         "reconstructed with the same settings, so low and full compare like with like.",
     )
-    parser.add_argument("input", metavar="INPUT", help="full-count SPECT volume (file or DICOM folder)")
+    parser.add_argument("input", metavar="INPUT",
+                        help="full-count SPECT volume (file or DICOM folder), or a DICOM NM TOMO projection file: "
+                        "its measured counts are thinned and reconstructed (--counts, --angles, --scatter unused)")
     parser.add_argument("-o", "--output", required=True, metavar="OUTPUT", help="low-count volume to write")
     parser.add_argument("--fraction", type=float, required=True, metavar="F", help="count fraction in (0, 1], e.g. 0.1")
     parser.add_argument("--seed", type=int, default=0, help="seed of the Poisson and thinning draws (default 0)")
@@ -27,6 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--subsets", type=int, default=8, help="OSEM subsets (default 8)")
     parser.add_argument("--angles", type=int, default=120, help="camera views over 360° (default 120)")
     parser.add_argument("--scatter", action="store_true", help="add a scatter component (the preset's fraction)")
+    parser.add_argument("--energy-window", type=int, metavar="N",
+                        help="for NM projection files with several energy windows: the window to use (1-based; "
+                        "1 is usually the photopeak)")
     parser.add_argument("--full-output", metavar="PATH", help="also write the re-reconstructed full-count volume")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (default 1: on a busy machine more threads run slower)")
@@ -41,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
 
     from ..errors import OutputError
     from ..io import read_volume, write_volume
-    from ..simulate import check_fraction, simulate_low_count
+    from ..projections import is_nm_file
+    from ..simulate import check_fraction, simulate_low_count, simulate_low_count_projections
     from ..simulation import get_collimator
 
     check_fraction(args.fraction)
@@ -51,13 +57,19 @@ def run(args: argparse.Namespace) -> int:
     for output in filter(None, (args.output, args.full_output)):
         if Path(output).resolve() in inputs:
             raise OutputError(f"Output '{output}' would overwrite an input; choose another name.")
-    image = read_volume(args.input)
     ct = read_volume(args.ct) if args.ct else None
-    low, full = simulate_low_count(image, args.fraction, ct=ct, total_counts=args.counts, collimator=args.collimator,
-                                   seed=args.seed, iterations=args.iterations, subsets=args.subsets,
-                                   angles=args.angles, scatter=args.scatter)
+    if is_nm_file(args.input):
+        low, full = simulate_low_count_projections(args.input, args.fraction, ct=ct, collimator=args.collimator,
+                                                   seed=args.seed, energy_window=args.energy_window,
+                                                   iterations=args.iterations, subsets=args.subsets)
+        source = "the measured counts"
+    else:
+        low, full = simulate_low_count(read_volume(args.input), args.fraction, ct=ct, total_counts=args.counts,
+                                       collimator=args.collimator, seed=args.seed, iterations=args.iterations,
+                                       subsets=args.subsets, angles=args.angles, scatter=args.scatter)
+        source = f"{args.counts:g} counts"
     write_volume(low, args.output)
     if args.full_output:
         write_volume(full, args.full_output)
-    print(f"wrote {args.output} ({args.fraction:g} of {args.counts:g} counts)")
+    print(f"wrote {args.output} ({args.fraction:g} of {source})")
     return 0
