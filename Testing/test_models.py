@@ -12,7 +12,7 @@ from model_fixtures import TINY, perturb_weights
 
 from SPECTDenoiseLib.errors import ModelError
 from SPECTDenoiseLib.models.config import ModelConfig
-from SPECTDenoiseLib.models.diffusion import make_scheduler, noise_prediction_loss, sample_ddim
+from SPECTDenoiseLib.models.diffusion import leading_timesteps, make_scheduler, noise_prediction_loss, sample_ddim
 from SPECTDenoiseLib.models.registry import ARCHITECTURES, build_network
 from SPECTDenoiseLib.models.u2net import U2Net
 
@@ -74,6 +74,24 @@ def test_ddim_sampling_is_seeded_and_reports_each_step():
     assert torch.equal(first, again)
     assert not torch.equal(first, other)
     assert steps_seen == [(1, 4), (2, 4), (3, 4), (4, 4)]
+
+
+def test_ddim_steps_land_on_the_timesteps_the_scheduler_steps_back_to():
+    timesteps = leading_timesteps(1000, 10)
+    assert timesteps.tolist() == [900, 800, 700, 600, 500, 400, 300, 200, 100, 0]
+    assert all(int(a) - 1000 // 10 == int(b) for a, b in zip(timesteps[:-1], timesteps[1:]))
+
+
+def test_ddim_sampling_stays_bounded_under_the_cosine_schedule():
+    config = ModelConfig.from_dict(dict(TINY["ddpm"], diffusion={"train_timesteps": 1000, "schedule": "cosine",
+                                                                  "default_steps": 10, "default_samples": 2}))
+    network = build_network(config).eval()
+    for parameter in network.parameters():  # an untrained network that predicts no noise at all
+        torch.nn.init.zeros_(parameter)
+    condition = torch.rand(2, config.network_in_channels, 16, 16)
+    sample = sample_ddim(network, make_scheduler(config), condition, 10, torch.Generator().manual_seed(0))
+    # The first step divides by √ᾱ of the first timestep: ≈ 0.15 with leading spacing, ≈ 5e-5 at t = 999.
+    assert (sample - condition[:, :1]).abs().max() < 50
 
 
 def test_ddim_rejects_more_steps_than_training_timesteps():

@@ -121,6 +121,7 @@ def sample_ddim(
     if not 1 <= steps <= scheduler.num_train_timesteps:
         raise ModelError(f"The number of diffusion steps must be between 1 and {scheduler.num_train_timesteps}.")
     scheduler.set_timesteps(steps, device=condition.device)
+    scheduler.timesteps = leading_timesteps(scheduler.num_train_timesteps, steps, condition.device)
     shape = (condition.shape[0], 1, *condition.shape[2:])
     sample = torch.randn(shape, generator=generator, device=generator.device).to(condition.device, condition.dtype)
     with torch.no_grad():
@@ -131,6 +132,18 @@ def sample_ddim(
             if on_step is not None:
                 on_step(done, steps)
     return network.centre(condition) + network.residual_scale * sample
+
+
+def leading_timesteps(train_timesteps: int, steps: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """DDIM timesteps ``(steps-1)·r, …, r, 0`` with ``r = train_timesteps // steps`` ("leading" spacing).
+
+    MONAI's ``DDIMScheduler.set_timesteps`` spaces steps by ``linspace(T-1, 0)`` while its ``step`` goes back by
+    ``T // steps``: the two disagree, and the first step at t = T-1 divides by √ᾱ ≈ 5e-5 under the cosine
+    schedule, which blows the sample up. With leading spacing every step lands on the timestep the next one uses
+    and sampling starts where ᾱ still carries signal (as in the DDIM paper).
+    """
+    ratio = train_timesteps // steps
+    return (torch.arange(steps, device=device) * ratio).flip(0).long()
 
 
 def noise_prediction_loss(
