@@ -95,6 +95,8 @@ def main() -> None:
     parser.add_argument("--models", nargs="*", help="catalogue ids (default: every shipped model)")
     parser.add_argument("--slow-fractions", nargs="*", type=float, default=[0.1],
                         help="count levels at which NLM and BM4D run (default 0.1)")
+    parser.add_argument("--no-baselines", action="store_true",
+                        help="models only (e.g. to add a model to results that already hold the baselines)")
     parser.add_argument("--output", default=str(RESULTS / "quality.json"))
     args = parser.parse_args()
     catalogue = read_catalogue()
@@ -115,9 +117,9 @@ def main() -> None:
         for fraction in fractions:
             low = case["low"][fraction]
             outputs: dict[str, tuple[np.ndarray, dict]] = {"input": (low, {})}
-            for name, (output, parameter) in run_baselines(low, reference, body, spacing,
-                                                           include_slow=any(abs(fraction - f) < 1e-6 for f in
-                                                                            args.slow_fractions)).items():
+            slow = any(abs(fraction - f) < 1e-6 for f in args.slow_fractions)
+            baselines = {} if args.no_baselines else run_baselines(low, reference, body, spacing, include_slow=slow)
+            for name, (output, parameter) in baselines.items():
                 outputs[name] = (output, {"parameter": parameter})
             for model_id, model in models.items():
                 t0 = time.perf_counter()

@@ -67,8 +67,8 @@ def main() -> None:
     parts = [json.loads(path.read_text()) for path in sorted(RESULTS.glob("quality*.json"))]
     records = [record for part in parts for record in part["records"]]
     fractions = parts[0]["fractions"]
-    models = parts[0]["models"]
-    quality = {"cases": [case for part in parts for case in part["cases"]]}
+    models = list(dict.fromkeys(model for part in parts for model in part["models"]))
+    quality = {"cases": list(dict.fromkeys(case for part in parts for case in part["cases"]))}
     methods = ["input", *[m for m in CLASSICAL if any(r["method"] == m for r in records)], *models]
     IMAGES.mkdir(parents=True, exist_ok=True)
     nrmse_plot(records, methods, fractions, IMAGES / "benchmark_nrmse.png")

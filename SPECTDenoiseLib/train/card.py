@@ -17,7 +17,7 @@ def model_card(settings: TrainSettings, config: ModelConfig, network: nn.Module,
                log: list[dict]) -> str:
     """Return the Markdown model card: what the model is for, how it was trained and how to retrain it."""
     parameters = sum(p.numel() for p in network.parameters())
-    seconds = log[-1]["seconds"] if log else 0.0
+    seconds = _training_seconds(log)
     lines = [
         f"# {settings.name}",
         "",
@@ -38,12 +38,13 @@ def model_card(settings: TrainSettings, config: ModelConfig, network: nn.Module,
         f"- {settings.steps} steps, batch {settings.batch_size}, patch {settings.patch}, Adam lr "
         f"{settings.learning_rate:g} (cosine), seed {settings.seed}; {seconds / 60:.0f} min on {_where()}",
         f"- Best validation loss (held-out cases): {best_validation:.4f}",
-        "- Reproduce: `spectdenoise train --config <the settings file>` (see `benchmarks/training/` in the "
-        "SPECTDenoise repository); on a GPU raise `steps`, `batch_size` and the network width.",
+        f"- Reproduce: `spectdenoise train --config benchmarks/training/{settings.name}.json` in the SPECTDenoise "
+        "repository after making the data above (the data runs stopped at the case counts given); on a GPU raise "
+        "`steps`, `batch_size` and the network width.",
         "",
         "## Evaluation",
         "See `BENCHMARKS.md` in the SPECTDenoise repository for RMSE/PSNR/SSIM and SUV bias on held-out simulated "
-        "cases at 5–50 % counts against Gaussian, TV, NLM and BM4D filters.",
+        "cases at 10–50 % counts against Gaussian, TV, NLM and BM4D filters.",
         "",
         "## Limits",
         "- Trained on simulated SPECT (analytic phantoms, parallel-hole collimators, OSEM). Real scans differ in "
@@ -57,6 +58,16 @@ def model_card(settings: TrainSettings, config: ModelConfig, network: nn.Module,
     return "\n".join(lines)
 
 
+def _training_seconds(log: list[dict]) -> float:
+    """Total training time over resumed segments (each segment's clock restarts at 0)."""
+    total, previous = 0.0, 0.0
+    for record in log:
+        if record["seconds"] < previous:
+            total += previous
+        previous = record["seconds"]
+    return total + previous
+
+
 def _describe_data(folders: list[str]) -> str:
     descriptions = []
     for folder in folders:
@@ -68,11 +79,14 @@ def _describe_data(folders: list[str]) -> str:
         families = Counter(case.get("family", "?") for case in cases)
         collimators = sorted({case.get("collimator", "?") for case in cases})
         fractions = sorted({float(f) for case in cases for f in case.get("low", {})})
-        voxels = sorted({case.get("voxel_mm") for case in cases if case.get("voxel_mm")})
+        voxels = [case["voxel_mm"] for case in cases if case.get("voxel_mm")]
+        run_seeds = sorted({case["seed"] // 1_000_000 for case in cases if "seed" in case})
         descriptions.append(
-            f"{len(cases)} simulated cases ({', '.join(f'{n} {k}' for k, n in sorted(families.items()))}); "
-            f"collimators {', '.join(collimators)}; count fractions {', '.join(f'{f:g}' for f in fractions)}; "
-            f"voxel sizes {', '.join(f'{v:g}' for v in voxels)} mm"
+            f"'{Path(folder).name}': {len(cases)} simulated cases "
+            f"({', '.join(f'{n} {k}' for k, n in sorted(families.items()))}; made by `spectdenoise dataset -o "
+            f"{Path(folder).name} --n {len(cases)} --seed {', '.join(map(str, run_seeds))}`); collimators "
+            f"{', '.join(collimators)}; count fractions {', '.join(f'{f:g}' for f in fractions)}; voxel sizes "
+            f"{min(voxels):g}–{max(voxels):g} mm"
         )
     return "; ".join(descriptions)
 
