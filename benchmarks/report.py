@@ -45,6 +45,7 @@ def nrmse_plot(records: list[dict], methods: list[str], fractions: list[float], 
     axis.set_xlabel("counts (% of full)")
     axis.set_ylabel("NRMSE in body vs full count")
     axis.set_xscale("log")
+    axis.minorticks_off()
     axis.set_xticks([100 * f for f in fractions], [f"{100 * f:.0f}" for f in fractions])
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)

@@ -41,16 +41,17 @@ def main() -> None:
         panels += [(f"{diffusion[0]} mean", sitk.GetArrayFromImage(sampled.denoised)),
                    (f"{diffusion[0]} variance", sitk.GetArrayFromImage(sampled.variance))]
     panels.append(("full count (reference)", full))
-    z = int(np.argmax([(labels[k] >= 3).sum() for k in range(labels.shape[0])]))  # slice through the spheres
+    spheres = (labels >= 3) & (labels <= 8)  # the six spheres (Resources/Samples/README.md)
+    z = int(np.argmax(spheres.sum(axis=(1, 2))))
     body = body_mask(full)
     top = float(np.percentile(full[body], 99.5))
-    figure, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3.3))
+    figure, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3.6))
     for axis, (title, volume) in zip(axes, panels):
         if title.startswith("difference"):
             limit = float(np.percentile(np.abs(volume[body]), 99))
             axis.imshow(volume[z], cmap="RdBu_r", vmin=-limit, vmax=limit)
         elif title.endswith("variance"):
-            axis.imshow(volume[z], cmap="inferno")
+            axis.imshow(volume[z], cmap="inferno", vmin=0, vmax=float(np.percentile(volume[body], 99)))
         else:
             axis.imshow(volume[z], cmap="hot", vmin=0, vmax=top)
             if "difference" not in title and "reference" not in title:
