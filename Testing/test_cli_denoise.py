@@ -62,8 +62,10 @@ def test_seed_reaches_the_sampler_and_fixes_the_output(tmp_path, run_cli):
     same = image_to_array(denoise(phantom(), model, device="cpu", seed=5).denoised)
     other = image_to_array(denoise(phantom(), model, device="cpu", seed=6).denoised)
     written = image_to_array(sitk.ReadImage(str(tmp_path / "out.nrrd")))
-    np.testing.assert_array_equal(written, same)
-    assert not np.array_equal(written, other)
+    # The CLI process may use another number of torch threads than this one, which reorders float sums: the same
+    # seed agrees to float rounding, another seed differs by orders of magnitude more.
+    np.testing.assert_allclose(written, same, rtol=1e-4, atol=1e-4)
+    assert np.abs(written - other).max() > 100 * np.abs(written - same).max()
 
 
 def test_absent_device_exits_with_the_device_code(tmp_path, run_cli, volume_64):
