@@ -108,6 +108,9 @@ def main() -> None:
         cells = [f"{nrmse[(method, round(f, 4))]:.3f} / {psnr[(method, round(f, 4))]:.1f} / "
                  f"{ssim[(method, round(f, 4))]:.3f}" if (method, round(f, 4)) in nrmse else "–" for f in fractions]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    if any(method.endswith("-stage1") for method in methods):
+        lines += ["", "Rows named `*-stage1` are earlier training stages of a shipped model, kept for comparison "
+                      "(not shipped): `unet25d-stage1` is `spect-unet25d` before its lesion-attention fine-tuning."]
     lines += ["", "### Against the targets (DESIGN §7) at 10 % counts", ""]
     ten = round(0.1, 4)
     best_classical = min((m for m in CLASSICAL if (m, ten) in nrmse), key=lambda m: nrmse[(m, ten)])

@@ -38,9 +38,8 @@ def model_card(settings: TrainSettings, config: ModelConfig, network: nn.Module,
         f"- {settings.steps} steps, batch {settings.batch_size}, patch {settings.patch}, Adam lr "
         f"{settings.learning_rate:g} (cosine), seed {settings.seed}; {seconds / 60:.0f} min on {_where()}",
         f"- Best validation loss (held-out cases): {best_validation:.4f}",
-        f"- Reproduce: `spectdenoise train --config benchmarks/training/{settings.name}.json` in the SPECTDenoise "
-        "repository after making the data above (the data runs stopped at the case counts given); on a GPU raise "
-        "`steps`, `batch_size` and the network width.",
+        f"- Reproduce: {_reproduce(settings)} in the SPECTDenoise repository after making the data above (the data "
+        "runs stopped at the case counts given); on a GPU raise `steps`, `batch_size` and the network width.",
         "",
         "## Evaluation",
         "See `BENCHMARKS.md` in the SPECTDenoise repository for RMSE/PSNR/SSIM and SUV bias on held-out simulated "
@@ -56,6 +55,16 @@ def model_card(settings: TrainSettings, config: ModelConfig, network: nn.Module,
         "",
     ]
     return "\n".join(lines)
+
+
+def _reproduce(settings: TrainSettings) -> str:
+    """The command that repeats this run: ``train`` with its settings file, or ``finetune`` with its options."""
+    if not settings.initial_weights:
+        return f"`spectdenoise train --config benchmarks/training/{settings.name}.json`"
+    return (f"`spectdenoise finetune --model {settings.initial_weights} --data {' '.join(settings.data)} -o OUTPUT "
+            f"--steps {settings.steps} --learning-rate {settings.learning_rate:g} --batch-size {settings.batch_size} "
+            f"--lesion-weight {settings.lesion_weight:g} --validation-cases {settings.validation_cases} "
+            f"--seed {settings.seed}`")
 
 
 def _training_seconds(log: list[dict]) -> float:
