@@ -10,14 +10,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import SimpleITK as sitk
 
 from SPECTDenoiseLib.hub import load_model, read_catalogue
 from SPECTDenoiseLib.inference import denoise
 from SPECTDenoiseLib.metrics import nrmse
-from SPECTDenoiseLib.phantoms import make_phantom
+from SPECTDenoiseLib.io import array_to_image
+from SPECTDenoiseLib.phantoms import make_phantom, phantom_images
 from SPECTDenoiseLib.simulate import simulate_pair
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -30,14 +30,8 @@ def held_out_case() -> dict:
     phantom = make_phantom("iec", seed=CHECK_SEED, voxel_mm=6.0)
     result = simulate_pair(phantom.activity, phantom.spacing_mm, phantom.mu_map, fractions=(0.1,),
                            total_counts=phantom.total_counts, collimator=phantom.collimator, seed=CHECK_SEED)
-    spacing = tuple(reversed(phantom.spacing_mm))
-
-    def image(array: np.ndarray) -> sitk.Image:
-        volume = sitk.GetImageFromArray(array.astype(np.float32))
-        volume.SetSpacing(spacing)
-        return volume
-
-    return {"low": image(result.low[0.1]), "full": result.full, "ct": image(phantom.ct), "body": phantom.ct > -500}
+    ct = phantom_images(phantom)["ct"]
+    return {"low": array_to_image(result.low[0.1], ct), "full": result.full, "ct": ct, "body": phantom.ct > -500}
 
 
 def test_the_catalogue_has_a_shipped_default_model():

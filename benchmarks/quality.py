@@ -38,7 +38,8 @@ from baselines import run_baselines
 from SPECTDenoiseLib.hub import load_model, read_catalogue
 from SPECTDenoiseLib.inference import denoise
 from SPECTDenoiseLib.metrics import image_quality
-from SPECTDenoiseLib.phantoms import make_phantom
+from SPECTDenoiseLib.io import array_to_image
+from SPECTDenoiseLib.phantoms import make_phantom, phantom_images
 from SPECTDenoiseLib.simulate import simulate_pair
 from SPECTDenoiseLib.train.data import lesion_labels
 
@@ -75,12 +76,6 @@ def region_bias(image: np.ndarray, reference: np.ndarray, regions: dict[str, np.
     return out
 
 
-def to_image(array: np.ndarray, spacing_zyx) -> sitk.Image:
-    image = sitk.GetImageFromArray(array.astype(np.float32))
-    image.SetSpacing(tuple(reversed(spacing_zyx)))
-    return image
-
-
 def uncertainty_agreement(variance: np.ndarray, error: np.ndarray, body: np.ndarray) -> dict[str, float]:
     """How well the per-voxel variance predicts the squared error inside the body."""
     v, e = variance[body], error[body] ** 2
@@ -113,22 +108,25 @@ def main() -> None:
         regions = lesion_regions(phantom)
         reference = case["full"]
         spacing = phantom.spacing_mm
-        ct_image = to_image(phantom.ct, spacing)
+        ct_image = phantom_images(phantom)["ct"]
         for fraction in fractions:
             low = case["low"][fraction]
             outputs: dict[str, tuple[np.ndarray, dict]] = {"input": (low, {})}
             slow = any(abs(fraction - f) < 1e-6 for f in args.slow_fractions)
-            baselines = {} if args.no_baselines else run_baselines(low, reference, body, spacing, include_slow=slow)
+            baselines = ({} if args.no_baselines
+                         else run_baselines(low, reference, body, spacing, include_slow=slow))
             for name, (output, parameter) in baselines.items():
                 outputs[name] = (output, {"parameter": parameter})
             for model_id, model in models.items():
                 t0 = time.perf_counter()
-                result = denoise(to_image(low, spacing), model, ct=ct_image if model.config.needs_ct else None,
-                                 device="cpu", seed=0, want_variance=model.config.kind == "diffusion")
+                result = denoise(array_to_image(low, ct_image), model,
+                                 ct=ct_image if model.config.needs_ct else None, device="cpu", seed=0,
+                                 want_variance=model.config.kind == "diffusion")
                 denoised = sitk.GetArrayFromImage(result.denoised)
                 extra = {"seconds": round(time.perf_counter() - t0, 2)}
                 if result.variance is not None:
-                    extra.update(uncertainty_agreement(sitk.GetArrayFromImage(result.variance), denoised - reference, body))
+                    variance = sitk.GetArrayFromImage(result.variance)
+                    extra.update(uncertainty_agreement(variance, denoised - reference, body))
                 outputs[model_id] = (denoised, extra)
             for method, (output, extra) in outputs.items():
                 records.append({"case": f"{family}-{seed}", "family": family, "fraction": round(fraction, 4),

@@ -75,24 +75,24 @@ def run_single(args: argparse.Namespace) -> int:
         "difference": args.difference, "variance": args.variance, "samples": args.samples, "steps": args.steps,
         "seed": args.seed,
     })
-    reference = _read_reference(Path(args.reference), Path(args.input)) if args.reference else None
+    pair = _read_with_reference(Path(args.input), Path(args.reference)) if args.reference else None
     code = serve(request, emit_json_line if args.progress == "jsonl" else HumanProgress())
-    if code == 0 and reference is not None:
-        print_comparison(Path(args.input), Path(args.output), Path(args.reference), reference)
+    if code == 0 and pair is not None:
+        print_comparison(*pair, Path(args.output), Path(args.reference).name)
     return code
 
 
-def _read_reference(reference: Path, low: Path):
-    """Read the reference before denoising, so that a bad reference costs no denoising time."""
+def _read_with_reference(low: Path, reference: Path):
+    """Read the input and the reference before denoising, so that a bad reference costs no denoising time."""
     from ..io import read_volume, same_geometry
 
-    image = read_volume(reference)
-    if not same_geometry(image, read_volume(low)):
+    low_image, reference_image = read_volume(low), read_volume(reference)
+    if not same_geometry(reference_image, low_image):
         raise InputError(f"The reference '{reference}' is not on the grid of '{low}'; resample it first.")
-    return image
+    return low_image, reference_image
 
 
-def print_comparison(low: Path, denoised: Path, reference: Path, reference_image) -> None:
+def print_comparison(low_image, reference_image, denoised: Path, reference_name: str) -> None:
     """Print image-quality metrics of the input and the denoised image against a full-count reference."""
     from ..io import check_finite, image_to_array, read_volume
     from ..metrics import body_mask, image_quality
@@ -100,9 +100,9 @@ def print_comparison(low: Path, denoised: Path, reference: Path, reference_image
     truth = image_to_array(reference_image)
     check_finite(truth, "The reference")
     body = body_mask(truth)
-    print(f"Against the reference '{reference.name}' in the body ({int(body.sum())} voxels):")
-    for name, path in (("input", low), ("denoised", denoised)):
-        quality = image_quality(image_to_array(read_volume(path)), truth, body)
+    print(f"Against the reference '{reference_name}' in the body ({int(body.sum())} voxels):")
+    for name, image in (("input", low_image), ("denoised", read_volume(denoised))):
+        quality = image_quality(image_to_array(image), truth, body)
         print(f"  {name:9s} RMSE {quality['rmse']:.4g}  NRMSE {quality['nrmse']:.3f}  "
               f"PSNR {quality['psnr_db']:.2f} dB  SSIM {quality['ssim']:.3f}")
 

@@ -150,7 +150,9 @@ def load_case(case: TrainingCase, needs_ct: bool) -> LoadedCase:
     if case.mask is not None:
         mask_image = sitk.Cast(read_volume(case.mask), sitk.sitkInt16)
         if not same_geometry(mask_image, full_image):
-            mask_image = resample_to_reference(mask_image, full_image, default_value=0.0, interpolator=sitk.sitkNearestNeighbor)
+            mask_image = resample_to_reference(mask_image, full_image, default_value=0.0,
+                                               interpolator=sitk.sitkNearestNeighbor, moving_name="mask",
+                                               reference_name="full-count image")
         labels = sitk.GetArrayFromImage(mask_image)
         mask = np.isin(labels, case.mask_labels) if case.mask_labels is not None else labels > 0
     full = np.clip(image_to_array(full_image), 0, None)
