@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from . import __version__
-from .errors import CancelledError, SPECTDenoiseError
+from .errors import CancelledError, SPECTDenoiseError, as_memory_error, cancellable
 
 COMMAND_MODULES = (
     "info",
@@ -54,27 +54,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line and return its exit code (see :mod:`SPECTDenoiseLib.errors`)."""
+    """Run the command line and return its exit code (see :mod:`SPECTDenoiseLib.errors`).
+
+    SIGTERM and SIGINT cancel any command: exit code 130, outputs removed (see :func:`errors.cancellable`).
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
-    except SPECTDenoiseError as error:
-        if args.debug:
-            traceback.print_exc()
-        print(f"spectdenoise: error: {error}", file=sys.stderr)
-        return error.exit_code
-    except KeyboardInterrupt:
-        print("spectdenoise: error: cancelled.", file=sys.stderr)
+        with cancellable():
+            return int(args.func(args) or 0)
+    except KeyboardInterrupt:  # CancelledError (SIGTERM, SIGINT) is a KeyboardInterrupt
+        print("spectdenoise: error: Cancelled.", file=sys.stderr)
         return CancelledError.exit_code
-    except MemoryError:
+    except Exception as error:  # noqa: BLE001 - user errors, out of memory, and bugs: one line each
         if args.debug:
             traceback.print_exc()
-        print("spectdenoise: error: out of memory; try a smaller volume or --device cpu.", file=sys.stderr)
-        return 1
-    except Exception as error:  # a bug, not a user error: one line, the traceback only on request
-        if args.debug:
-            traceback.print_exc()
+        known = error if isinstance(error, SPECTDenoiseError) else as_memory_error(error)
+        if known is not None:
+            print(f"spectdenoise: error: {known}", file=sys.stderr)
+            return known.exit_code
         print(
             f"spectdenoise: internal error: {type(error).__name__}: {error} (run with --debug for details)",
             file=sys.stderr,

@@ -9,12 +9,16 @@ Exit codes (documented, with the policy decisions, in docs/ERRORS.md):
     3  bad input data (missing, unreadable, wrong dimension, NaN, no overlap, empty ROI, ...)
     4  model problem (unknown, missing files, invalid config, weights not matching)
     5  hub problem (repository or revision not found, offline and not cached, checksum mismatch)
-    6  device problem (requested device not available)
+    6  device problem (requested device not available, out of memory)
     7  output problem (not writable, would overwrite an input, disk full)
     130 cancelled (SIGTERM / SIGINT / Cancel in Slicer)
 """
 
 from __future__ import annotations
+
+import contextlib
+import signal
+from collections.abc import Iterator
 
 
 class SPECTDenoiseError(Exception):
@@ -53,7 +57,47 @@ class OutputError(SPECTDenoiseError):
     exit_code = 7
 
 
-class CancelledError(SPECTDenoiseError):
-    """The run was cancelled by the user (Cancel, SIGTERM or Ctrl-C)."""
+class DeviceMemoryError(DeviceError):
+    """The computer or the GPU ran out of memory while running a model."""
+
+
+class CancelledError(KeyboardInterrupt):
+    """The run was cancelled by the user (Cancel, SIGTERM or Ctrl-C).
+
+    Like ``KeyboardInterrupt`` it is not an ``Exception``: handlers that catch ``Exception`` (a constructor's
+    complaints, a reader's errors) never swallow a cancel; only ``except KeyboardInterrupt`` (or this class) and
+    ``finally`` blocks see it.
+    """
 
     exit_code = 130
+
+
+@contextlib.contextmanager
+def cancellable() -> Iterator[None]:
+    """While active, the first SIGTERM or SIGINT raises CancelledError in the main thread; later ones are ignored."""
+    fired = False
+
+    def cancel(signum: int, frame: object) -> None:
+        nonlocal fired
+        if not fired:
+            fired = True
+            raise CancelledError("Cancelled.")
+
+    previous = {sig: signal.signal(sig, cancel) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def as_memory_error(error: BaseException) -> DeviceMemoryError | None:
+    """Return the one-sentence DeviceMemoryError for an out-of-memory error of Python/numpy (``MemoryError``) or
+    torch (CPU ``RuntimeError``, CUDA ``OutOfMemoryError``, MPS), or None for any other error."""
+    text = str(error).lower()
+    if type(error).__name__ == "OutOfMemoryError" or (isinstance(error, RuntimeError) and "out of memory" in text):
+        return DeviceMemoryError("The GPU ran out of memory; use --device cpu, or a smaller volume (crop it).")
+    if isinstance(error, MemoryError) or (isinstance(error, RuntimeError) and "can't allocate memory" in text):
+        return DeviceMemoryError("The computer ran out of memory; close other programs, or use a smaller volume "
+                                 "(crop or downsample it) or a smaller model.")
+    return None
