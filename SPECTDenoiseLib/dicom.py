@@ -10,8 +10,12 @@ Arrays are indexed [z, y, x] (frame or slice, row, column).
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import math
 import os
+import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,23 +90,67 @@ def _select_series(path: Path, series_uid: str | None) -> list[_SeriesFile]:
     return next(iter(series.values()))
 
 
-def _floats(value: Any, count: int, name: str, where: Path) -> np.ndarray:
-    if value is None or len(value) != count:
-        raise InputError(f"DICOM file '{where}' lacks a valid {name}; its geometry cannot be determined.")
-    return np.asarray([float(v) for v in value], dtype=np.float64)
+def _floats(value: Any, count: int, name: str, where: Path, positive: bool = False) -> np.ndarray:
+    """The ``count`` finite numbers (positive ones if ``positive``) of a DICOM value, else InputError naming it."""
+    items = value if isinstance(value, Sequence) and not isinstance(value, (str, bytes)) else [value]
+    try:
+        numbers = np.asarray([float(v) for v in items], dtype=np.float64) if value is not None else np.empty(0)
+    except (TypeError, ValueError):
+        numbers = np.empty(0)
+    if numbers.size != count or not np.all(np.isfinite(numbers)) or (positive and np.any(numbers <= 0)):
+        held = "is missing" if value is None else f"holds {_shown(value)}"
+        raise InputError(f"DICOM file '{where}' lacks a valid {name} (it {held}); its geometry cannot be determined.")
+    return numbers
 
 
-def _rescale(dataset: Dataset) -> tuple[float, float]:
-    return float(dataset.get("RescaleSlope", 1.0) or 1.0), float(dataset.get("RescaleIntercept", 0.0) or 0.0)
+def _number(dataset: Dataset, keyword: str, where: Path, default: float) -> float:
+    """The finite number in ``keyword`` of ``dataset``, ``default`` when it is absent or empty, else InputError."""
+    value = dataset.get(keyword)
+    if value is None or value == "":
+        return default
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number):
+        raise InputError(f"DICOM file '{where}' has an invalid {keyword} ({_shown(value)}); it must be a number.")
+    return number
+
+
+def _shown(value: Any) -> str:
+    items = value if isinstance(value, Sequence) and not isinstance(value, (str, bytes)) else [value]
+    return "\\".join(str(v) for v in items)[:80] or "an empty value"
+
+
+def _frame_count(dataset: Dataset, where: Path) -> int:
+    frames = _number(dataset, "NumberOfFrames", where, 1.0)
+    if frames < 1 or frames != int(frames):
+        raise InputError(f"DICOM file '{where}' has an invalid NumberOfFrames ({_shown(dataset.NumberOfFrames)}); "
+                         "it must be a whole number of at least 1.")
+    return int(frames)
+
+
+def _rescale(dataset: Dataset, where: Path) -> tuple[float, float]:
+    return (_number(dataset, "RescaleSlope", where, 1.0) or 1.0), _number(dataset, "RescaleIntercept", where, 0.0)
+
+
+def _first_item(dataset: Dataset, sequence: str) -> Dataset | None:
+    """The first item of the sequence ``sequence`` of ``dataset``; None when it is absent or empty."""
+    return dataset[sequence][0] if sequence in dataset and len(dataset[sequence].value) else None
 
 
 def _pixels(path: Path) -> np.ndarray:
     dataset = pydicom.dcmread(path)
+    if not any(keyword in dataset for keyword in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        raise InputError(f"DICOM file '{path}' has no pixel data (it may hold only a report or a header).")
+    syntax = getattr(dataset.file_meta, "TransferSyntaxUID", None)
     try:
         return np.asarray(dataset.pixel_array)
-    except (NotImplementedError, RuntimeError, ValueError) as error:  # no decoder for this transfer syntax
-        syntax = getattr(dataset.file_meta, "TransferSyntaxUID", "unknown")
-        raise InputError(
+    except (NotImplementedError, RuntimeError, ValueError, AttributeError, TypeError) as error:
+        if syntax is not None and not syntax.is_compressed:
+            raise InputError(f"DICOM file '{path}' has pixel data that do not match its Rows, Columns, BitsAllocated "
+                             f"and NumberOfFrames ({error}); the file is damaged.") from None
+        raise InputError(  # no decoder for this transfer syntax
             f"DICOM file '{path}' uses transfer syntax {getattr(syntax, 'name', syntax)} that cannot be decoded here "
             f"({error}); decompress it (e.g. with dcmdjpeg) or install pylibjpeg."
         ) from None
@@ -145,10 +193,10 @@ def _read_single_frames(files: list[_SeriesFile], where: Path) -> sitk.Image:
     if len(files) < 2:
         raise InputError(f"DICOM series '{where}' has a single 2D slice; a 3D volume is needed.")
     spacing_z = _slice_spacing(positions, direction[:, 2], where)
-    pixel_spacing = _floats(first.get("PixelSpacing"), 2, "PixelSpacing", files[0].path)
+    pixel_spacing = _floats(first.get("PixelSpacing"), 2, "PixelSpacing", files[0].path, positive=True)
     slices = []
     for item in files:
-        slope, intercept = _rescale(item.header)
+        slope, intercept = _rescale(item.header, item.path)
         slices.append(_pixels(item.path).astype(np.float64) * slope + intercept)
     if len({s.shape for s in slices}) != 1:
         raise InputError(f"DICOM series '{where}' mixes slices of different sizes; it is not one volume.")
@@ -160,16 +208,19 @@ def _frame_item(dataset: Dataset, frame: int, sequence: str) -> Dataset | None:
     """The first item of functional group ``sequence`` for ``frame``: per-frame first, then shared."""
     for groups, index in (("PerFrameFunctionalGroupsSequence", frame), ("SharedFunctionalGroupsSequence", 0)):
         if groups in dataset and len(dataset[groups].value) > index:
-            group = dataset[groups][index]
-            if sequence in group and len(group[sequence].value):
-                return group[sequence][0]
+            item = _first_item(dataset[groups][index], sequence)
+            if item is not None:
+                return item
     return None
 
 
 def _read_multi_frame(path: Path) -> sitk.Image:
     dataset = pydicom.dcmread(path, stop_before_pixels=True)
-    frames = int(dataset.get("NumberOfFrames", 1))
-    pixels = _pixels(path).astype(np.float64).reshape(frames, int(dataset.Rows), int(dataset.Columns))
+    frames = _frame_count(dataset, path)
+    pixels = _pixels(path).astype(np.float64)
+    if pixels.shape[:1] != (frames,) or pixels.ndim != 3:
+        raise InputError(f"DICOM file '{path}' holds pixel data of shape {pixels.shape}, not {frames} grey-value "
+                         "frames; colour or damaged images cannot be read as a volume.")
     if "PerFrameFunctionalGroupsSequence" in dataset:
         return _read_enhanced(dataset, pixels, path)
     image_type = [str(v).upper() for v in dataset.get("ImageType", [])]
@@ -178,16 +229,16 @@ def _read_multi_frame(path: Path) -> sitk.Image:
             f"DICOM file '{path}' holds NM {' '.join(image_type[2:3]) or 'planar'} frames (projections or planar "
             "images), not a reconstructed tomographic volume; reconstruct it first."
         )
-    detector = dataset.DetectorInformationSequence[0] if "DetectorInformationSequence" in dataset else dataset
+    detector = _first_item(dataset, "DetectorInformationSequence") or dataset
     direction = _orientation(detector.get("ImageOrientationPatient"), path)
     origin = _floats(detector.get("ImagePositionPatient"), 3, "ImagePositionPatient", path)
-    step = float(dataset.get("SpacingBetweenSlices", 0) or dataset.get("SliceThickness", 0) or 0)
+    step = _number(dataset, "SpacingBetweenSlices", path, 0.0) or _number(dataset, "SliceThickness", path, 0.0)
     if step == 0:
         raise InputError(f"DICOM file '{path}' has neither SpacingBetweenSlices nor SliceThickness; slice spacing is unknown.")
     if step < 0:
         direction[:, 2] *= -1
-    pixel_spacing = _floats(dataset.get("PixelSpacing"), 2, "PixelSpacing", path)
-    slope, intercept = _rescale(dataset)
+    pixel_spacing = _floats(dataset.get("PixelSpacing"), 2, "PixelSpacing", path, positive=True)
+    slope, intercept = _rescale(dataset, path)
     spacing = np.array([pixel_spacing[1], pixel_spacing[0], abs(step)])
     return _image(pixels * slope + intercept, origin, spacing, direction)
 
@@ -201,13 +252,13 @@ def _read_enhanced(dataset: Dataset, pixels: np.ndarray, path: Path) -> sitk.Ima
         plane = _frame_item(dataset, frame, "PlanePositionSequence")
         positions.append(_floats(plane.get("ImagePositionPatient") if plane else None, 3, "ImagePositionPatient", path))
         transform = _frame_item(dataset, frame, "PixelValueTransformationSequence")
-        slope, intercept = _rescale(transform if transform is not None else dataset)
+        slope, intercept = _rescale(transform if transform is not None else dataset, path)
         volume.append(pixels[frame] * slope + intercept)
     positions_array = np.stack(positions)
     order = np.argsort(positions_array @ direction[:, 2])
     positions_array = positions_array[order]
     measures = _frame_item(dataset, 0, "PixelMeasuresSequence")
-    pixel_spacing = _floats(measures.get("PixelSpacing") if measures else None, 2, "PixelSpacing", path)
+    pixel_spacing = _floats(measures.get("PixelSpacing") if measures else None, 2, "PixelSpacing", path, positive=True)
     spacing = np.array([pixel_spacing[1], pixel_spacing[0], _slice_spacing(positions_array, direction[:, 2], path)])
     return _image(np.stack(volume)[order], positions_array[0], spacing, direction)
 
@@ -235,16 +286,32 @@ def read_dicom_series(path: str | os.PathLike, series_uid: str | None = None) ->
     path = Path(path)
     if not path.exists():
         raise InputError(f"Input '{path}' does not exist.")
-    files = _select_series(path, series_uid)
-    frames = int(files[0].header.get("NumberOfFrames", 1) or 1)
-    if frames > 1:
-        if len(files) > 1:
-            raise InputError(
-                f"DICOM series in '{path}' has {len(files)} multi-frame files (gated or dynamic data?); "
-                "only one volume per series can be read."
-            )
-        return _read_multi_frame(files[0].path)
-    return _read_single_frames(files, path)
+    with _reading(path):
+        files = _select_series(path, series_uid)
+        if _frame_count(files[0].header, files[0].path) > 1:
+            if len(files) > 1:
+                raise InputError(
+                    f"DICOM series in '{path}' has {len(files)} multi-frame files (gated or dynamic data?); "
+                    "only one volume per series can be read."
+                )
+            return _read_multi_frame(files[0].path)
+        return _read_single_frames(files, path)
+
+
+@contextlib.contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """Read DICOM values without pydicom's warnings about invalid ones (the values used are checked here) and
+    turn pydicom's error for an attribute whose byte length does not fit its VR into an InputError."""
+    mode = pydicom.config.settings.reading_validation_mode
+    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+    try:
+        yield
+    except pydicom.errors.BytesLengthException as error:
+        tag = re.search(r"\([0-9A-Fa-f]{4},[0-9A-Fa-f]{4}\)", str(error))
+        raise InputError(f"A DICOM file in '{path}' has a damaged attribute {tag[0] if tag else ''} whose value has "
+                         "the wrong length; the file cannot be read.".replace("  ", " ")) from None
+    finally:
+        pydicom.config.settings.reading_validation_mode = mode
 
 
 def _plain(value: Any) -> Any:
@@ -270,13 +337,15 @@ def read_dicom_tags(path: str | os.PathLike, series_uid: str | None = None) -> d
     path = Path(path)
     if not path.exists():
         raise InputError(f"Input '{path}' does not exist.")
-    header = _select_series(path, series_uid)[0].header
-    tags = {k: _plain(header.get(k)) for k in TAG_KEYWORDS if header.get(k) not in (None, "")}
-    if "RadiopharmaceuticalInformationSequence" in header and len(header.RadiopharmaceuticalInformationSequence):
-        info = header.RadiopharmaceuticalInformationSequence[0]
-        tags.update({k: _plain(info.get(k)) for k in RADIOPHARMACEUTICAL_KEYWORDS if info.get(k) not in (None, "")})
-        if "RadionuclideCodeSequence" in info and len(info.RadionuclideCodeSequence):
-            tags["Radionuclide"] = str(info.RadionuclideCodeSequence[0].get("CodeMeaning", ""))
+    with _reading(path):
+        header = _select_series(path, series_uid)[0].header
+        tags = {k: _plain(header.get(k)) for k in TAG_KEYWORDS if header.get(k) not in (None, "")}
+        info = _first_item(header, "RadiopharmaceuticalInformationSequence")
+        if info is not None:
+            tags.update({k: _plain(info.get(k)) for k in RADIOPHARMACEUTICAL_KEYWORDS if info.get(k) not in (None, "")})
+            code = _first_item(info, "RadionuclideCodeSequence")
+            if code is not None:
+                tags["Radionuclide"] = str(code.get("CodeMeaning", ""))
     return tags
 
 
@@ -290,13 +359,33 @@ def _ds(value: float) -> DSfloat:
     return DSfloat(float(value), auto_format=True)
 
 
-def _quantise(array: np.ndarray) -> tuple[np.ndarray, float, float]:
-    """Map float values to uint16 stored values; return (stored, slope, intercept). Integer data stay exact."""
-    low, high = float(array.min()), float(array.max())
-    integer = np.all(np.equal(np.mod(array, 1), 0)) and high - low <= 65535
-    slope = 1.0 if integer or high == low else (high - low) / 65535.0
-    stored = np.rint((array - low) / slope)
-    return np.clip(stored, 0, 65535).astype(np.uint16), slope, low
+def quantise(values: np.ndarray) -> tuple[np.ndarray, float]:
+    """Map real values to 16-bit stored values with RescaleIntercept 0; return ``(stored, slope)``.
+
+    Stored values are uint16 when no value is negative, else int16 (set PixelRepresentation from the dtype).
+    Whole numbers that fit are stored exactly (slope 1). Otherwise slope = max|value| / 65535 (unsigned) or
+    max|value| / 32767 (signed), rounded to the DS string written to the file, so every value read back lies
+    within half a step of the original: at most max|value| / 131070 (unsigned) or max|value| / 65534 (signed),
+    i.e. 0.0008 % or 0.0015 % of the largest magnitude. The intercept is 0 because PET images require it.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    signed = bool(values.min() < 0)
+    top = 32767 if signed else 65535
+    peak = float(np.abs(values).max())
+    exact = peak <= top and bool(np.all(values == np.rint(values)))
+    slope = 1.0 if exact or peak == 0 else float(str(_ds(peak / top)))
+    stored = np.clip(np.rint(values / slope), -top if signed else 0, top)
+    return stored.astype(np.int16 if signed else np.uint16), slope
+
+
+def set_pixels(dataset: Dataset, stored: np.ndarray, slope: float) -> None:
+    """Set 16-bit pixel data from :func:`quantise` output, with its pixel representation and rescale."""
+    dataset.SamplesPerPixel, dataset.PhotometricInterpretation = 1, "MONOCHROME2"
+    dataset.BitsAllocated, dataset.BitsStored, dataset.HighBit = 16, 16, 15
+    dataset.PixelRepresentation = int(stored.dtype == np.int16)
+    dataset.RescaleSlope, dataset.RescaleIntercept = _ds(slope), _ds(0.0)
+    dataset.PixelData = np.ascontiguousarray(stored).astype(stored.dtype.newbyteorder("<")).tobytes()
+    dataset["PixelData"].VR = "OW"
 
 
 def _base_dataset(modality: str, image: sitk.Image, tags: dict[str, Any], series_uid: str, frame_uid: str,
@@ -320,9 +409,6 @@ def _base_dataset(modality: str, image: sitk.Image, tags: dict[str, Any], series
     spacing = image.GetSpacing()
     dataset.PixelSpacing = [_ds(spacing[1]), _ds(spacing[0])]
     dataset.SliceThickness = _ds(spacing[2])
-    dataset.SamplesPerPixel = 1
-    dataset.PhotometricInterpretation = "MONOCHROME2"
-    dataset.BitsAllocated, dataset.BitsStored, dataset.HighBit, dataset.PixelRepresentation = 16, 16, 15, 0
     _set_tags(dataset, tags)
     return dataset
 
@@ -345,8 +431,8 @@ def write_dicom_series(image: sitk.Image, folder: str | os.PathLike, modality: s
     """Write a 3D ``image`` as a new DICOM series into ``folder`` (created if missing) and return the files.
 
     ``NM`` writes one multi-frame NM "RECON TOMO" file; ``PT`` and ``CT`` write one file per slice. Values are
-    stored as uint16 with RescaleSlope/RescaleIntercept (per slice for PT/CT, per file for NM): integer data
-    within a 65535 range are kept exactly, other data to within half a slope step. Geometry (LPS origin,
+    stored as 16-bit integers with a RescaleSlope (per slice for PT/CT, per file for NM; see :func:`quantise`):
+    whole numbers that fit are kept exactly, other data to within half a slope step. Geometry (LPS origin,
     spacing, direction) is kept exactly as long as the direction is a right-handed rotation. ``tags`` maps DICOM
     keywords to values (a list of dicts becomes a sequence), e.g. ``PatientWeight``, ``Units`` or
     ``RadiopharmaceuticalInformationSequence``; they override the defaults.
@@ -369,7 +455,7 @@ def write_dicom_series(image: sitk.Image, folder: str | os.PathLike, modality: s
     written = []
     if modality == "NM":
         dataset = _base_dataset(modality, image, tags, series_uid, frame_uid, study_uid, rows, columns)
-        stored, slope, intercept = _quantise(array)
+        stored, slope = quantise(array)
         dataset.ImageType = ["ORIGINAL", "PRIMARY", "RECON TOMO", "EMISSION"]
         dataset.NumberOfFrames = frames
         dataset.NumberOfSlices = frames
@@ -380,20 +466,18 @@ def write_dicom_series(image: sitk.Image, folder: str | os.PathLike, modality: s
         detector.ImagePositionPatient = [_ds(v) for v in origin]
         detector.ImageOrientationPatient = orientation
         dataset.DetectorInformationSequence = [detector]
-        dataset.RescaleSlope, dataset.RescaleIntercept = _ds(slope), _ds(intercept)
-        dataset.PixelData = stored.tobytes()
+        set_pixels(dataset, stored, slope)
         batches = [(dataset, "NM000001.dcm")]
     else:
         batches = []
         for index in range(frames):
             dataset = _base_dataset(modality, image, tags, series_uid, frame_uid, study_uid, rows, columns)
-            stored, slope, intercept = _quantise(array[index])
+            stored, slope = quantise(array[index])
             dataset.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
             dataset.InstanceNumber = index + 1
             dataset.ImagePositionPatient = [_ds(v) for v in origin + index * spacing[2] * direction[:, 2]]
             dataset.ImageOrientationPatient = orientation
-            dataset.RescaleSlope, dataset.RescaleIntercept = _ds(slope), _ds(intercept)
-            dataset.PixelData = stored.tobytes()
+            set_pixels(dataset, stored, slope)
             batches.append((dataset, f"{modality}{index + 1:06d}.dcm"))
     for dataset, name in batches:
         dataset.SOPInstanceUID = generate_uid()

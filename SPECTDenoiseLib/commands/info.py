@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 from typing import Any
 
+from ..records import strict_json
 from ..suv import SUVParameters, add_suv_arguments
 
 
@@ -29,14 +29,13 @@ def describe(path: str, overrides: SUVParameters) -> dict[str, Any]:
 
     from ..dicom import dicom_tags_or_empty
     from ..io import image_to_array, read_volume
-    from ..suv import suv_parameters_from_dicom, try_suv_factor
+    from ..suv import suv_from_tags
 
     image = read_volume(path)
     array = image_to_array(image)
     finite = array[np.isfinite(array)]
     dicom = dicom_tags_or_empty(path)
-    params = suv_parameters_from_dicom(dicom).merged(overrides)
-    factor, reason = try_suv_factor(params)
+    params, factor, reason = suv_from_tags(dicom, overrides)
     return {
         "path": str(path),
         "size_xyz": list(image.GetSize()),
@@ -86,5 +85,5 @@ def run(args: argparse.Namespace) -> int:
     from ..suv import suv_parameters_from_arguments
 
     report = describe(args.file, suv_parameters_from_arguments(args))
-    print(json.dumps(report, indent=2) if args.json else _text(report))
+    print(strict_json(report) if args.json else _text(report))
     return 0

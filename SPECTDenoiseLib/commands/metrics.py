@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
-import math
 from typing import Any
 
+from ..records import strict_json
 from ..suv import add_suv_arguments
 
 
@@ -47,7 +46,7 @@ def compute(args: argparse.Namespace) -> dict[str, Any]:
     from ..dicom import dicom_tags_or_empty
     from ..errors import InputError
     from ..io import check_finite, image_to_array, read_label_map, read_volume, same_geometry, spacing_zyx
-    from ..suv import suv_parameters_from_arguments, suv_parameters_from_dicom, try_suv_factor
+    from ..suv import suv_from_tags, suv_parameters_from_arguments
 
     image, reference = read_volume(args.image), read_volume(args.reference)
     if not same_geometry(image, reference):
@@ -65,7 +64,7 @@ def compute(args: argparse.Namespace) -> dict[str, Any]:
         mask = metrics.body_mask(reference_array)
         mask_name = "body (automatic)"
     tags = dicom_tags_or_empty(args.image) or dicom_tags_or_empty(args.reference)
-    factor, reason = try_suv_factor(suv_parameters_from_dicom(tags).merged(suv_parameters_from_arguments(args)))
+    _, factor, reason = suv_from_tags(tags, suv_parameters_from_arguments(args))
     spacing = spacing_zyx(reference)
     quality = metrics.image_quality(image_array, reference_array, mask)
     whole = _region_record(
@@ -86,7 +85,7 @@ def compute(args: argparse.Namespace) -> dict[str, Any]:
         "image": str(args.image),
         "reference": str(args.reference),
         "mask": mask_name,
-        "quality": {k: (None if math.isinf(v) else v) for k, v in quality.items()},
+        "quality": quality,
         "suv_factor": factor,
         "suv_missing": reason,
         "whole": whole,
@@ -96,13 +95,12 @@ def compute(args: argparse.Namespace) -> dict[str, Any]:
 
 def _text(report: dict[str, Any]) -> str:
     quality = report["quality"]
-    psnr = "inf" if quality["psnr_db"] is None else f"{quality['psnr_db']:.2f}"
     lines = [
         f"Image:     {report['image']}",
         f"Reference: {report['reference']}",
         f"Mask:      {report['mask']}: {report['whole']['voxels']} voxels, {report['whole']['volume_ml']:.1f} ml",
         (
-            f"RMSE {quality['rmse']:.6g}   NRMSE {quality['nrmse']:.4f} (by reference mean)   PSNR {psnr} dB "
+            f"RMSE {quality['rmse']:.6g}   NRMSE {quality['nrmse']:.4f} (by reference mean)   PSNR {quality['psnr_db']:.2f} dB "
             f"(peak = reference max)   SSIM {quality['ssim']:.4f}"
         ),
         f"SUV factor {report['suv_factor']:.6g}; values below in SUV" if report["suv_factor"] is not None
@@ -127,5 +125,5 @@ def _text(report: dict[str, Any]) -> str:
 def run(args: argparse.Namespace) -> int:
     """Print the metrics report for ``args``; return 0."""
     report = compute(args)
-    print(json.dumps(report, indent=2) if args.json else _text(report))
+    print(strict_json(report) if args.json else _text(report))
     return 0
