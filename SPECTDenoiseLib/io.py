@@ -6,16 +6,23 @@ Conventions
   as ITK and DICOM store it. (3D Slicer's MRML scene is RAS: flip the sign of x and y when crossing over.)
 * ``image_to_array`` returns a float32 numpy array indexed **[z, y, x]** (slice, row, column); ``array_to_image``
   takes the same order and copies the geometry from a reference image.
-* Writers never leave a partial file: data go to a temporary name in the destination folder and are renamed
-  over the destination in one step.
+* Writers never leave a partial file: data go to a private staging folder in the destination folder, named
+  ``.spectdenoise-partial-<host>-<pid>-*``, and are renamed over the destination (the data file of a
+  ``.mhd``/``.nhdr`` header first, the header last). Only staging folders of dead processes on this computer
+  are removed as leftovers, so concurrent runs into one folder never delete each other's files.
+* Volume headers are read before the voxels: a volume over :func:`max_voxels` is refused without decoding it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
+import re
+import shutil
+import socket
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +32,11 @@ from .errors import InputError, OutputError
 
 PARTIAL_PREFIX = ".spectdenoise-partial-"
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
+DATA_FILE_SUFFIXES = {".mhd": (".zraw", ".raw"), ".nhdr": (".raw.gz", ".raw")}
+"""Data files SimpleITK writes beside a header: ``name.mhd`` → ``name.zraw`` (compressed) or ``name.raw``."""
+_DATA_FILE_LINE = re.compile(r"^(?:ElementDataFile\s*=|data ?file:)\s*(?P<name>\S[^\r\n]*?)\s*$",
+                             re.IGNORECASE | re.MULTILINE)
+_PARTIAL_OWNER = re.compile(re.escape(PARTIAL_PREFIX) + r"(?P<host>[0-9a-f]{8})-(?P<pid>[0-9]+)-")
 MAX_VOXELS = 512**3
 MAX_VOXELS_VARIABLE = "SPECTDENOISE_MAX_VOXELS"
 
@@ -50,7 +62,8 @@ def read_volume(path: str | os.PathLike) -> sitk.Image:
     Raises
     ------
     InputError
-        If the path does not exist, cannot be read, or is not a scalar 3D volume.
+        If the path does not exist, cannot be read, is not a scalar 3D volume, or has more voxels than
+        :func:`max_voxels` (checked from the file's header, before the voxels are decoded).
     """
     path = Path(path)
     if not path.exists():
@@ -62,10 +75,18 @@ def read_volume(path: str | os.PathLike) -> sitk.Image:
 
         image = read_dicom_series(path)
     else:
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
         try:
-            image = sitk.ReadImage(str(path))
+            reader.ReadImageInformation()
         except RuntimeError as error:
             raise InputError(f"Input '{path}' is not an image file that can be read ({_first_line(error)}).") from None
+        _check_size(reader.GetSize(), reader.GetNumberOfComponents(), f"Input '{path}'")  # before decoding
+        try:
+            image = reader.Execute()
+        except RuntimeError as error:
+            raise InputError(f"Input '{path}' is not an image file that can be read ({_first_line(error)}).") from None
+    check_voxel_count(image, f"Input '{path}'")
     return check_volume(image, str(path))
 
 
@@ -110,7 +131,11 @@ def max_voxels() -> int:
 
 def check_voxel_count(image: sitk.Image, name: str = "input") -> None:
     """Raise InputError if ``image`` has more voxels than :func:`max_voxels`, naming the limit."""
-    voxels, limit = int(np.prod(image.GetSize(), dtype=np.int64)), max_voxels()
+    _check_size(image.GetSize(), image.GetNumberOfComponentsPerPixel(), name)
+
+
+def _check_size(size: tuple[int, ...], components: int, name: str) -> None:
+    voxels, limit = int(np.prod(size, dtype=object)) * max(1, int(components)), max_voxels()
     if voxels > limit:
         raise InputError(f"{name} has {voxels:,} voxels, more than the limit of {limit:,} voxels "
                          f"({MAX_VOXELS_VARIABLE} changes it); crop or downsample it first.")
@@ -224,10 +249,12 @@ def read_label_map(path: str | os.PathLike, reference: sitk.Image, name: str = "
 
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success rename it to ``path``, on any error delete it.
+    """Yield a temporary path for writing ``path``; on success move what was written there onto ``path``, on any
+    error (or cancel) delete it.
 
-    The temporary name keeps the destination's suffix (so writers pick the right format) and starts with
-    ``.spectdenoise-partial-`` so that leftovers of a killed process can be recognised and removed.
+    The temporary path has the destination's name (so writers pick the right format and a ``.mhd``/``.nhdr``
+    header names its data file by the final name) inside a staging folder from :func:`partial_folder`. Data files
+    written beside the header are moved first and the header last, so a header never points at a missing file.
     """
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
@@ -237,19 +264,35 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
         raise OutputError(f"Output folder '{folder}' is not writable.")
     if path.is_dir():
         raise OutputError(f"Output '{path}' is a folder; give a file name such as '{path / 'denoised.nrrd'}'.")
-    handle, temporary = tempfile.mkstemp(prefix=PARTIAL_PREFIX, suffix=_suffix(path), dir=folder)
-    os.close(handle)
-    temporary_path = Path(temporary)
-    os.chmod(temporary_path, 0o666 & ~_current_umask())  # mkstemp makes 0600; outputs get the usual permissions
+    staging = partial_folder(folder)
+    temporary = staging / path.name
     try:
-        yield temporary_path
-        os.replace(temporary_path, path)
+        yield temporary
+        for written in sorted(staging.iterdir(), key=lambda entry: entry == temporary):  # the header last
+            os.replace(written, folder / written.name)
+        staging.rmdir()
     except OSError as error:
-        temporary_path.unlink(missing_ok=True)
+        shutil.rmtree(staging, ignore_errors=True)
         raise OutputError(f"Could not write '{path}': {error.strerror or error}.") from None
     except BaseException:
-        temporary_path.unlink(missing_ok=True)
+        shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def partial_folder(parent: str | os.PathLike) -> Path:
+    """Create and return a private staging folder in ``parent`` whose name records this process and computer
+    (``.spectdenoise-partial-<host>-<pid>-*``), so :func:`remove_partial_outputs` knows when it is abandoned.
+
+    Raises OutputError if it cannot be created.
+    """
+    try:
+        return Path(tempfile.mkdtemp(prefix=f"{PARTIAL_PREFIX}{_host_tag()}-{os.getpid()}-", dir=parent))
+    except OSError as error:
+        raise OutputError(f"Cannot write into the folder '{parent}': {error.strerror or error}.") from None
+
+
+def _host_tag() -> str:
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
 
 
 def _current_umask() -> int:
@@ -259,12 +302,105 @@ def _current_umask() -> int:
 
 
 def remove_partial_outputs(folder: str | os.PathLike) -> list[Path]:
-    """Delete temporary files left in ``folder`` by a killed writer; return what was removed."""
+    """Delete the staging folders left in ``folder`` by killed writers; return what was removed.
+
+    Only entries named by :func:`partial_folder` for this computer whose process no longer runs are removed:
+    a running writer's files (another run into the same folder), anything written on another computer, and
+    user files that merely look like partial names are kept. Entries that cannot be removed are skipped.
+    """
     removed = []
     for leftover in Path(folder).glob(PARTIAL_PREFIX + "*"):
-        leftover.unlink(missing_ok=True)
+        owner = _PARTIAL_OWNER.match(leftover.name)
+        if owner is None or owner["host"] != _host_tag() or _process_exists(int(owner["pid"])):
+            continue
+        try:
+            if leftover.is_dir() and not leftover.is_symlink():
+                shutil.rmtree(leftover)
+            else:
+                leftover.unlink()
+        except OSError:
+            continue
         removed.append(leftover)
     return removed
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return pid > 0  # running as another user (or not a valid pid at all)
+    return True
+
+
+def volume_files(path: str | os.PathLike) -> list[Path]:
+    """The files that make up the volume at ``path``: the path itself and, for a ``.mhd``/``.nhdr`` header, its
+    data file (as named in an existing header, or every name SimpleITK may write for a new one)."""
+    path = Path(path)
+    suffix = _suffix(path)
+    if suffix not in DATA_FILE_SUFFIXES:
+        return [path]
+    named = _data_file_named_in(path) if path.is_file() else None
+    if named is not None:
+        return [path, named]
+    stem = path.name[: len(path.name) - len(suffix)]
+    return [path] + [path.with_name(stem + data) for data in DATA_FILE_SUFFIXES[suffix]]
+
+
+def _data_file_named_in(header: Path) -> Path | None:
+    try:
+        with open(header, "rb") as handle:
+            text = handle.read(1 << 16).decode("latin-1")
+    except OSError:
+        return None
+    match = _DATA_FILE_LINE.search(text)
+    if match is None or match["name"].split()[0].upper() in ("LOCAL", "LIST"):
+        return None
+    return header.parent / match["name"]
+
+
+def remove_volume(path: str | os.PathLike) -> None:
+    """Delete the volume written at ``path`` with its data file, if any (missing files are ignored)."""
+    for file in volume_files(path):
+        file.unlink(missing_ok=True)
+
+
+def check_distinct_files(inputs: Mapping[str, str | os.PathLike | None],
+                         outputs: Mapping[str, str | os.PathLike | None]) -> None:
+    """Raise OutputError if an output would overwrite a file an input is read from, or two outputs share a file.
+
+    ``inputs`` and ``outputs`` name each path by its role (``{"input": ..., "CT": ..., "reference": ...}``);
+    None entries are ignored. Files are compared after resolving ``~`` and links (hard links included), and a
+    ``.mhd``/``.nhdr`` volume counts with its data file. Nothing is read or written.
+    """
+    protected = {}
+    for role, path in inputs.items():
+        if path is not None:
+            protected.update({_identity(file): (role, path) for file in volume_files(Path(path).expanduser())})
+    claimed: dict[object, str] = {}
+    for kind, path in outputs.items():
+        if path is None:
+            continue
+        for file in volume_files(Path(path).expanduser()):
+            key = _identity(file)
+            if key in protected:
+                role, source = protected[key]
+                raise OutputError(f"The {kind} output '{path}' is an input (the {role} '{source}'); "
+                                  "choose another file name.")
+            if key in claimed and claimed[key] != kind:
+                raise OutputError(f"The {kind} output '{path}' is used for two outputs (also the {claimed[key]} "
+                                  "output); give each its own file name.")
+            claimed[key] = kind
+
+
+def _identity(path: Path) -> object:
+    """The same key for two names of one file: (device, inode) when it exists, else the resolved path."""
+    try:
+        status = path.stat()
+    except OSError:
+        return path.resolve()
+    return (status.st_dev, status.st_ino)
 
 
 def write_volume(image: sitk.Image, path: str | os.PathLike, compress: bool = True) -> Path:

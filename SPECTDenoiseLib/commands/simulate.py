@@ -40,12 +40,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Read INPUT (and CT), simulate and write the outputs."""
-    from pathlib import Path
-
     import torch
 
-    from ..errors import OutputError
-    from ..io import read_volume, write_volume
+    from ..io import check_distinct_files, read_volume, write_volume
     from ..projections import is_nm_file
     from ..simulate import check_fraction, simulate_low_count, simulate_low_count_projections
     from ..simulation import get_collimator
@@ -53,10 +50,7 @@ def run(args: argparse.Namespace) -> int:
     check_fraction(args.fraction)
     get_collimator(args.collimator)
     torch.set_num_threads(max(1, args.threads))
-    inputs = {Path(args.input).resolve()} | ({Path(args.ct).resolve()} if args.ct else set())
-    for output in filter(None, (args.output, args.full_output)):
-        if Path(output).resolve() in inputs:
-            raise OutputError(f"Output '{output}' would overwrite an input; choose another name.")
+    check_distinct_files({"input": args.input, "CT": args.ct}, {"low-count": args.output, "full-count": args.full_output})
     ct = read_volume(args.ct) if args.ct else None
     if is_nm_file(args.input):
         low, full = simulate_low_count_projections(args.input, args.fraction, ct=ct, collimator=args.collimator,
