@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -148,9 +149,19 @@ def check_finite(array: np.ndarray, name: str = "input") -> None:
         raise InputError(f"{name} has {bad} NaN or infinite voxels; fix or mask them before processing.")
 
 
-def image_to_array(image: sitk.Image) -> np.ndarray:
-    """Return the voxels of ``image`` as a float32 array indexed [z, y, x] (a copy)."""
-    return sitk.GetArrayFromImage(image).astype(np.float32, copy=True)
+def image_to_array(image: sitk.Image, name: str = "The volume") -> np.ndarray:
+    """Return the voxels of ``image`` as a float32 array indexed [z, y, x] (a copy).
+
+    Raises InputError if finite voxels (of a float64 image) lie beyond the float32 range (±3.4e38).
+    """
+    values = sitk.GetArrayViewFromImage(image)
+    with np.errstate(over="ignore"):
+        array = values.astype(np.float32, copy=True)
+    if values.dtype == np.float64:
+        beyond = int(np.count_nonzero(np.isinf(array) & np.isfinite(values)))
+        if beyond:
+            raise InputError(f"{name} has {beyond} voxels beyond the float32 range (±3.4e38); rescale it first.")
+    return array
 
 
 def array_to_image(array: np.ndarray, reference: sitk.Image) -> sitk.Image:
@@ -233,6 +244,25 @@ def read_label_map(path: str | os.PathLike, reference: sitk.Image, name: str = "
         If the file cannot be read, its geometry (size, spacing, origin, direction) differs from the
         reference, or it holds negative or non-integer values.
     """
+    values = _read_on_grid(path, reference, name)
+    labels = np.rint(values).astype(np.int64)
+    if np.any(labels != values) or labels.min() < 0 or labels.max() > np.iinfo(np.int32).max:
+        raise InputError(f"{name} '{path}' holds negative or non-integer values; a label map holds 0, 1, 2, ...")
+    return labels.astype(np.int32)
+
+
+def read_mask(path: str | os.PathLike, reference: sitk.Image, name: str = "Mask") -> np.ndarray:
+    """Read a mask drawn on the grid of ``reference``: every non-zero voxel (negative or fractional too) is inside.
+
+    Returns a boolean array indexed [z, y, x]. Raises InputError if the file cannot be read, lies on another
+    grid, or holds NaN or infinite values.
+    """
+    values = _read_on_grid(path, reference, name)
+    check_finite(values, f"{name} '{path}'")
+    return values != 0
+
+
+def _read_on_grid(path: str | os.PathLike, reference: sitk.Image, name: str) -> np.ndarray:
     image = read_volume(path)
     if not same_geometry(image, reference):
         raise InputError(
@@ -240,11 +270,22 @@ def read_label_map(path: str | os.PathLike, reference: sitk.Image, name: str = "
             f"{tuple(round(v, 4) for v in image.GetSpacing())}) than the image (size {reference.GetSize()}, spacing "
             f"{tuple(round(v, 4) for v in reference.GetSpacing())}); export it on the image's grid."
         )
-    values = sitk.GetArrayFromImage(image)
-    labels = np.rint(values).astype(np.int64)
-    if np.any(labels != values) or labels.min() < 0 or labels.max() > np.iinfo(np.int32).max:
-        raise InputError(f"{name} '{path}' holds negative or non-integer values; a label map holds 0, 1, 2, ...")
-    return labels.astype(np.int32)
+    return sitk.GetArrayFromImage(image)
+
+
+def read_label_names(path: str | os.PathLike) -> dict[int, str]:
+    """Names of the labels of the label map at ``path``, from the JSON file beside it with the same name
+    (``NAME_labels.nrrd`` → ``NAME_labels.json``, as ``spectdenoise phantom`` writes them) holding
+    ``{"label_names": {"1": "sphere_10mm", ...}}``; an empty dict when there is no such file or no names in it."""
+    path = Path(path)
+    stem = path.name[: len(path.name) - len(_suffix(path))] if _suffix(path) in VOLUME_SUFFIXES else path.name
+    try:
+        names = json.loads(path.with_name(stem + ".json").read_text(encoding="utf-8")).get("label_names")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return {}
+    if not isinstance(names, dict):
+        return {}
+    return {int(key): str(value) for key, value in names.items() if str(key).isdigit()}
 
 
 @contextlib.contextmanager

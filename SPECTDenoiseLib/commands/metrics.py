@@ -19,8 +19,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("image", metavar="IMAGE", help="volume to assess, e.g. the denoised low-count scan")
     parser.add_argument("--reference", "-r", required=True, metavar="REF", help="reference volume on the same grid")
-    parser.add_argument("--labels", metavar="LABELMAP", help="label map on the same grid (0 = background)")
-    parser.add_argument("--mask", metavar="MASK", help="mask on the same grid (non-zero = inside) instead of the body")
+    parser.add_argument("--labels", metavar="LABELMAP",
+                        help="label map on the same grid (0 = background); label names are read from the JSON file "
+                        "beside it with the same name, as 'spectdenoise phantom' writes it (NAME_labels.json)")
+    parser.add_argument("--mask", metavar="MASK",
+                        help="mask on the same grid (every non-zero voxel is inside, negative or fractional "
+                        "values too) instead of the body")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     add_suv_arguments(parser)
     parser.set_defaults(func=run)
@@ -45,7 +49,16 @@ def compute(args: argparse.Namespace) -> dict[str, Any]:
     from .. import metrics
     from ..dicom import dicom_tags_or_empty
     from ..errors import InputError
-    from ..io import check_finite, image_to_array, read_label_map, read_volume, same_geometry, spacing_zyx
+    from ..io import (
+        check_finite,
+        image_to_array,
+        read_label_map,
+        read_label_names,
+        read_mask,
+        read_volume,
+        same_geometry,
+        spacing_zyx,
+    )
     from ..suv import suv_from_tags, suv_parameters_from_arguments
 
     image, reference = read_volume(args.image), read_volume(args.reference)
@@ -54,11 +67,12 @@ def compute(args: argparse.Namespace) -> dict[str, Any]:
             f"IMAGE '{args.image}' (size {image.GetSize()}) and REF '{args.reference}' (size {reference.GetSize()}) "
             "are not on the same voxel grid; resample one onto the other first."
         )
-    image_array, reference_array = image_to_array(image), image_to_array(reference)
+    image_array = image_to_array(image, f"IMAGE '{args.image}'")
+    reference_array = image_to_array(reference, f"REF '{args.reference}'")
     check_finite(image_array, f"IMAGE '{args.image}'")
     check_finite(reference_array, f"REF '{args.reference}'")
     if args.mask:
-        mask = read_label_map(args.mask, reference, "Mask") > 0
+        mask = read_mask(args.mask, reference)
         mask_name = f"'{args.mask}'"
     else:
         mask = metrics.body_mask(reference_array)
@@ -77,8 +91,10 @@ def compute(args: argparse.Namespace) -> dict[str, Any]:
         label_map = read_label_map(args.labels, reference)
         image_labels = metrics.label_statistics(image_array, label_map, spacing)
         reference_labels = metrics.label_statistics(reference_array, label_map, spacing)
+        names = read_label_names(args.labels)
         labels = [
-            {"label": value, **_region_record(image_labels[value], reference_labels[value], factor)}
+            {"label": value, "name": names.get(value),
+             **_region_record(image_labels[value], reference_labels[value], factor)}
             for value in image_labels
         ]
     return {
@@ -95,28 +111,30 @@ def compute(args: argparse.Namespace) -> dict[str, Any]:
 
 def _text(report: dict[str, Any]) -> str:
     quality = report["quality"]
+    suffix = "_suv" if report["suv_factor"] is not None else ""
+    rows = [("mask", report["whole"])] + [(f"{r['label']} {r['name']}" if r["name"] else f"label {r['label']}", r)
+                                          for r in report["labels"]]
+    width = max(len(name) + 1 for name, _ in rows + [("region", None)])
     lines = [
         f"Image:     {report['image']}",
         f"Reference: {report['reference']}",
         f"Mask:      {report['mask']}: {report['whole']['voxels']} voxels, {report['whole']['volume_ml']:.1f} ml",
         (
-            f"RMSE {quality['rmse']:.6g}   NRMSE {quality['nrmse']:.4f} (by reference mean)   PSNR {quality['psnr_db']:.2f} dB "
-            f"(peak = reference max)   SSIM {quality['ssim']:.4f}"
+            f"RMSE {quality['rmse']:.6g}   NRMSE {quality['nrmse']:.4f} (by reference mean)   "
+            f"PSNR {quality['psnr_db']:.2f} dB (peak = reference max)   SSIM {quality['ssim']:.4f}"
         ),
         f"SUV factor {report['suv_factor']:.6g}; values below in SUV" if report["suv_factor"] is not None
         else f"SUV not computable: {report['suv_missing']} Values below are in voxel units.",
         (
-            f"{'region':<8}{'voxels':>9}{'ml':>9}{'mean':>11}{'ref mean':>11}{'bias %':>8}{'max':>11}{'ref max':>11}"
-            f"{'peak':>11}{'ref peak':>11}{'CoV':>7}"
+            f"{'region':<{width}}{'voxels':>9}{'ml':>9}{'mean':>11}{'ref mean':>11}{'bias %':>8}{'max':>11}"
+            f"{'ref max':>11}{'peak':>11}{'ref peak':>11}{'CoV':>7}"
         ),
     ]
-    suffix = "_suv" if report["suv_factor"] is not None else ""
-    rows = [("mask", report["whole"])] + [(f"label {r['label']}", r) for r in report["labels"]]
     for name, row in rows:
         a, b = row["image" + suffix], row["reference" + suffix]
         bias = "" if row["mean_bias_percent"] is None else f"{row['mean_bias_percent']:.1f}"
         lines.append(
-            f"{name:<8}{row['voxels']:>9}{row['volume_ml']:>9.2f}{a['mean']:>11.4g}{b['mean']:>11.4g}{bias:>8}"
+            f"{name:<{width}}{row['voxels']:>9}{row['volume_ml']:>9.2f}{a['mean']:>11.4g}{b['mean']:>11.4g}{bias:>8}"
             f"{a['max']:>11.4g}{b['max']:>11.4g}{a['peak']:>11.4g}{b['peak']:>11.4g}{a['cov']:>7.3f}"
         )
     return "\n".join(lines)

@@ -11,24 +11,39 @@ import argparse
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``train`` and ``finetune`` sub-commands."""
-    train = subparsers.add_parser("train", help="train a model from a JSON settings file")
-    train.add_argument("--config", required=True, help="training settings JSON (see SPECTDenoiseLib.train.settings)")
+    train = subparsers.add_parser(
+        "train", help="train a model from a JSON settings file",
+        description="Train a model from a JSON settings file (model config, data folders, output package, run "
+        "folder, patch, batch size, steps, learning rate, loss weights, seed; see benchmarks/training/ for the "
+        "shipped models' files and SPECTDenoiseLib.train.settings for every key). Checkpoints go to the run "
+        "folder, an interrupted run resumes from it, and the output is a model package with its model card. "
+        "Several processes or GPUs: torchrun --nproc_per_node N -m SPECTDenoiseLib train --config FILE.",
+    )
+    train.add_argument("--config", required=True, metavar="SETTINGS.json",
+                       help="training settings JSON; relative paths in it are relative to the file")
     train.set_defaults(func=run_train)
 
     finetune = subparsers.add_parser(
-        "finetune", help="fine-tune a model on your own paired low-/full-count scans (transfer learning)"
+        "finetune", help="fine-tune a model on your own paired low-/full-count scans (transfer learning)",
+        description="Fine-tune a model package on your own pairs (transfer learning) and write a new package with "
+        "its model card. Each case is a folder <case>/ holding low*.nii.gz (one or more low-count scans), "
+        "full.nii.gz (the full-count scan on the same grid) and optionally ct.* (needed by CT models) and mask.* "
+        "(lesions, for --lesion-weight); .nrrd and .mha files work too.",
     )
     finetune.add_argument("--model", required=True, help="starting model: catalogue id, folder or org/name[@rev]")
-    finetune.add_argument("--data", required=True, nargs="+",
+    finetune.add_argument("--data", required=True, nargs="+", metavar="DIR",
                           help="folders of pairs: <case>/low*.nii.gz + <case>/full.nii.gz [+ ct.*, mask.*]")
-    finetune.add_argument("-o", "--output", required=True, help="folder for the fine-tuned model package")
-    finetune.add_argument("--steps", type=int, default=300, help="optimisation steps (default 300)")
-    finetune.add_argument("--learning-rate", type=float, default=1e-4, help="peak learning rate (default 1e-4)")
-    finetune.add_argument("--batch-size", type=int, default=8)
-    finetune.add_argument("--validation-cases", type=int, default=1, help="cases held out for validation")
-    finetune.add_argument("--lesion-weight", type=float, default=0.0, help="lesion attention β on mask.* files")
-    finetune.add_argument("--seed", type=int, default=1)
-    finetune.add_argument("--run-dir", help="checkpoints (default: OUTPUT.run); an existing run is resumed")
+    finetune.add_argument("-o", "--output", required=True, metavar="DIR", help="folder for the fine-tuned model package")
+    finetune.add_argument("--steps", type=int, default=300, help="optimisation steps (default: 300)")
+    finetune.add_argument("--learning-rate", type=float, default=1e-4, help="peak learning rate (default: 1e-4)")
+    finetune.add_argument("--batch-size", type=int, default=8, help="patches per step (default: 8)")
+    finetune.add_argument("--validation-cases", type=int, default=1,
+                          help="cases held out for validation; the best validated weights are kept (default: 1)")
+    finetune.add_argument("--lesion-weight", type=float, default=0.0,
+                          help="lesion attention β: extra loss weight inside mask.* (default: 0, off)")
+    finetune.add_argument("--seed", type=int, default=1, help="seed of patch sampling and initialisation (default: 1)")
+    finetune.add_argument("--run-dir", metavar="DIR",
+                          help="checkpoints (default: OUTPUT.run); an existing run is resumed")
     finetune.set_defaults(func=run_finetune)
 
 

@@ -12,6 +12,8 @@ from torch import nn
 from ..models.config import ModelConfig
 from .settings import TrainSettings
 
+REPOSITORY = Path(__file__).resolve().parents[2]
+
 
 def model_card(settings: TrainSettings, config: ModelConfig, network: nn.Module, best_validation: float,
                log: list[dict]) -> str:
@@ -60,8 +62,11 @@ def model_card(settings: TrainSettings, config: ModelConfig, network: nn.Module,
 def _reproduce(settings: TrainSettings) -> str:
     """The command that repeats this run: ``train`` with its settings file, or ``finetune`` with its options."""
     if not settings.initial_weights:
-        return f"`spectdenoise train --config benchmarks/training/{settings.name}.json`"
-    return (f"`spectdenoise finetune --model {settings.initial_weights} --data {' '.join(settings.data)} -o OUTPUT "
+        shipped = Path("benchmarks", "training", f"{settings.name}.json")
+        return (f"`spectdenoise train --config {shipped}`" if (REPOSITORY / shipped).is_file()
+                else "`spectdenoise train --config SETTINGS.json` with the settings above")
+    start = _shown(settings.initial_weights) if Path(settings.initial_weights).is_dir() else settings.initial_weights
+    return (f"`spectdenoise finetune --model {start} --data {' '.join(map(_shown, settings.data))} -o OUTPUT "
             f"--steps {settings.steps} --learning-rate {settings.learning_rate:g} --batch-size {settings.batch_size} "
             f"--lesion-weight {settings.lesion_weight:g} --validation-cases {settings.validation_cases} "
             f"--seed {settings.seed}`")
@@ -75,6 +80,14 @@ def _training_seconds(log: list[dict]) -> float:
             total += previous
         previous = record["seconds"]
     return total + previous
+
+
+def _shown(folder: str) -> str:
+    """``folder`` relative to the repository when it lies inside it (the card's commands run there), else as given."""
+    try:
+        return str(Path(folder).resolve().relative_to(REPOSITORY))
+    except ValueError:
+        return folder
 
 
 def _describe_data(folders: list[str]) -> str:
@@ -93,7 +106,7 @@ def _describe_data(folders: list[str]) -> str:
         descriptions.append(
             f"'{Path(folder).name}': {len(cases)} simulated cases "
             f"({', '.join(f'{n} {k}' for k, n in sorted(families.items()))}; made by `spectdenoise dataset -o "
-            f"{Path(folder).name} --n {len(cases)} --seed {', '.join(map(str, run_seeds))}`); collimators "
+            f"{_shown(folder)} --n {len(cases)} --seed {', '.join(map(str, run_seeds))}`); collimators "
             f"{', '.join(collimators)}; count fractions {', '.join(f'{f:g}' for f in fractions)}; voxel sizes "
             f"{min(voxels):g}–{max(voxels):g} mm"
         )
