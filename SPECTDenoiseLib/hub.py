@@ -37,6 +37,8 @@ PACKAGE_FILES = ("config.json", "model.safetensors", "README.md")
 DEFAULT_ENDPOINT = "https://huggingface.co"
 _REPO_ID = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(?P<revision>[\w./-]+))?$")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+CHECKED_FILES = ("config.json", "model.safetensors")  # a catalogue hub entry must give the sha256 of each
 
 
 def catalogue_path() -> Path:
@@ -58,10 +60,14 @@ def read_catalogue(path: Path | None = None) -> dict[str, Any]:
         raise ModelError(f"The model catalogue '{path}' must hold a 'models' list of entries with an 'id'.")
     for entry in models:
         hub = "repo_id" in entry
+        checksums = entry.get("sha256")
         if hub == ("path" in entry) or (hub and not (
-                _COMMIT.match(str(entry.get("revision"))) and isinstance(entry.get("sha256"), dict))):
+                _COMMIT.match(str(entry.get("revision"))) and isinstance(checksums, dict)
+                and set(checksums) >= set(CHECKED_FILES) and set(checksums) <= set(PACKAGE_FILES)
+                and all(isinstance(value, str) and _SHA256.match(value) for value in checksums.values()))):
             raise ModelError(f"The catalogue entry '{entry['id']}' needs either a 'path' or a 'repo_id' with a "
-                             "40-character 'revision' and 'sha256' checksums.")
+                             "40-character 'revision' and the sha256 checksums (64 hexadecimal digits) of "
+                             f"{' and '.join(CHECKED_FILES)}.")
     ids = [m["id"] for m in models]
     default = data.get("default")
     if len(set(ids)) != len(ids) or (default is not None and default not in ids):
@@ -81,6 +87,9 @@ def resolve_model(model: str | None, offline: bool | None = None, catalogue: Pat
             raise ModelError("No default model is installed yet; pass --model with a catalogue name, a Hugging "
                              "Face repo id (org/name[@revision]) or a model folder.")
         model = entries["default"]
+    if not model.strip():
+        raise ModelError("The model name is empty; give a catalogue name, a model folder or a Hugging Face repo id "
+                         "(org/name[@revision]), or leave the option out for the default model.")
     by_id = {entry["id"]: entry for entry in entries["models"]}
     if model in by_id:
         entry = by_id[model]
@@ -174,6 +183,8 @@ def _snapshot(repo_id: str, revision: str, offline: bool | None) -> Path:
 
     offline = _env_offline() if offline is None else offline
     endpoint = (os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
+    if not re.match(r"^https?://[^/\s]+", endpoint):
+        raise HubError(f"HF_ENDPOINT '{endpoint}' is not an http:// or https:// address; fix or unset it.")
     name = f"{repo_id}@{revision}"
     try:
         folder = snapshot_download(repo_id, revision=revision, endpoint=endpoint, cache_dir=hf_cache_dir(),

@@ -126,7 +126,8 @@ def test_catalogue_hub_entry_is_checked_against_its_checksums(server, tmp_path, 
 
 def test_catalogue_checksum_mismatch(server, tmp_path, monkeypatch):
     entry = {"id": "tiny", "repo_id": "org/tiny", "revision": server.v1,
-             "sha256": {"model.safetensors": _sha256(tmp_path / "v2" / "model.safetensors")}}
+             "sha256": {"config.json": _sha256(tmp_path / "v1" / "config.json"),
+                        "model.safetensors": _sha256(tmp_path / "v2" / "model.safetensors")}}
     _write_catalogue(tmp_path, monkeypatch, {"default": None, "models": [entry]})
     with pytest.raises(HubError, match="model.safetensors of 'org/tiny@.*' does not match its checksum"):
         hub.resolve_model("tiny")
