@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -62,7 +63,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         with cancellable():
-            return int(args.func(args) or 0)
+            code = int(args.func(args) or 0)
+            sys.stdout.flush()  # a reader that stopped early (``| head``) shows here, not when Python exits
+            return code
+    except BrokenPipeError:  # the reader of stdout stopped early: nothing is wrong, stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python flushes stdout again at exit
+        return 0
     except KeyboardInterrupt:  # CancelledError (SIGTERM, SIGINT) is a KeyboardInterrupt
         print("spectdenoise: error: Cancelled.", file=sys.stderr)
         return CancelledError.exit_code

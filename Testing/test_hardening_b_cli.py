@@ -6,6 +6,7 @@ import json
 import re
 import shlex
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -147,3 +148,11 @@ def test_outputs_of_the_readme_first_command_are_git_ignored():
     assert outputs
     ignored = subprocess.run(["git", "check-ignore", *outputs], cwd=REPOSITORY, capture_output=True, text=True)
     assert sorted(ignored.stdout.split()) == sorted(outputs)
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly():
+    process = subprocess.Popen([sys.executable, "-m", "SPECTDenoiseLib", "info", SAMPLES / "iec_low10.nrrd", "--json"],
+                               cwd=REPOSITORY, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()  # as `| head` does once it has read enough
+    stderr = process.communicate(timeout=120)[1].decode()
+    assert (process.returncode, stderr) == (0, "")
