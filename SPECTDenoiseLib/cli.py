@@ -48,6 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    parser.add_argument("--events", choices=["jsonl"],
+                        help="report an error as the worker protocol's JSON line {\"event\": \"error\", \"message\", "
+                             "\"exit_code\"} on stdout instead of a line on stderr (for programs that run spectdenoise "
+                             "in the background, such as the Slicer module)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(f"{__package__}.commands.{name}").register(subparsers)
@@ -70,17 +74,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python flushes stdout again at exit
         return 0
     except KeyboardInterrupt:  # CancelledError (SIGTERM, SIGINT) is a KeyboardInterrupt
-        print("spectdenoise: error: Cancelled.", file=sys.stderr)
-        return CancelledError.exit_code
+        return report_error(args, "Cancelled.", CancelledError.exit_code)
     except Exception as error:  # noqa: BLE001 - user errors, out of memory, and bugs: one line each
         if args.debug:
             traceback.print_exc()
         known = error if isinstance(error, SPECTDenoiseError) else as_memory_error(error)
         if known is not None:
-            print(f"spectdenoise: error: {known}", file=sys.stderr)
-            return known.exit_code
-        print(
-            f"spectdenoise: internal error: {type(error).__name__}: {error} (run with --debug for details)",
-            file=sys.stderr,
-        )
-        return 1
+            return report_error(args, str(known), known.exit_code)
+        return report_error(args, f"{type(error).__name__}: {error} (run with --debug for details)", 1, internal=True)
+
+
+def report_error(args: argparse.Namespace, message: str, exit_code: int, internal: bool = False) -> int:
+    """Report one error and return ``exit_code``: ``spectdenoise: error: MESSAGE`` (``internal error`` for a bug)
+    on stderr, or with ``--events jsonl`` the worker protocol's ``error`` event on stdout."""
+    if args.events == "jsonl":
+        from .worker import emit_json_line
+
+        emit_json_line({"event": "error", "message": f"Internal error: {message}" if internal else message,
+                        "exit_code": exit_code})
+    else:
+        print(f"spectdenoise: {'internal error' if internal else 'error'}: {message}", file=sys.stderr)
+    return exit_code
