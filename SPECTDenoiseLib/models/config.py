@@ -20,6 +20,12 @@ INPUT_CHANNELS = ("spect", "ct")
 SAMPLING_MODES = ("slices", "patches")
 NORMALISATIONS = ("body_mean", "percentile99")
 KINDS = ("deterministic", "diffusion")
+DIFFUSION_KEYS = ("train_timesteps", "schedule", "default_steps", "default_samples")
+MAX_PATCH_SIDE = 256
+MAX_PATCH_VOXELS = 2**22  # 128 × 128 × 256: a 3D window's activations must fit in memory
+MAX_TRAIN_TIMESTEPS = 10_000
+MAX_DEFAULT_SAMPLES = 256
+MAX_LIST_ITEMS = 64  # count fractions, tracers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,20 +125,29 @@ class ModelConfig:
         _expect(self.kind in KINDS, f"'kind' must be one of {list(KINDS)}")
         _expect(_is_int(self.context_slices) and 0 <= self.context_slices <= 8, "'context_slices' must be 0..8")
         _expect(_is_int(self.size_multiple) and 1 <= self.size_multiple <= 256, "'size_multiple' must be 1..256")
+        _expect(len(self.count_fractions) <= MAX_LIST_ITEMS and len(self.tracers) <= MAX_LIST_ITEMS
+                and len(self.description) <= 1000, "'count_fractions', 'tracers' or 'description' is far too long")
         if self.sampling == "patches":
             _expect(self.patch_size is not None and len(self.patch_size) == 3
-                    and all(_is_int(n) and 8 <= n <= 512 for n in self.patch_size),
-                    "'patch_size' must be 3 integers in 8..512 for patch sampling")
+                    and all(_is_int(n) and 8 <= n <= MAX_PATCH_SIDE for n in self.patch_size)
+                    and math.prod(self.patch_size) <= MAX_PATCH_VOXELS,
+                    f"'patch_size' must be 3 integers in 8..{MAX_PATCH_SIDE} with at most {MAX_PATCH_VOXELS:,} "
+                    "voxels in all, for patch sampling")
             _expect(self.context_slices == 0, "'context_slices' applies to slice sampling only")
         _expect(len(self.voxel_mm_range) == 2 and all(_is_number(v) and v > 0 for v in self.voxel_mm_range)
                 and self.voxel_mm_range[0] <= self.voxel_mm_range[1], "'voxel_mm_range' must be [min, max] in mm")
         _expect(all(_is_number(f) and 0 < f <= 1 for f in self.count_fractions), "'count_fractions' must be in (0, 1]")
         if self.kind == "diffusion":
             d = self.diffusion or {}
-            _expect(isinstance(d, Mapping) and {"train_timesteps", "schedule", "default_steps", "default_samples"} <= set(d),
-                    "diffusion models need 'diffusion' with train_timesteps, schedule, default_steps, default_samples")
-            _expect(all(_is_int(d[k]) and d[k] >= 1 for k in ("train_timesteps", "default_steps", "default_samples")),
-                    "diffusion step and sample counts must be positive integers")
+            _expect(isinstance(d, Mapping) and set(d) == set(DIFFUSION_KEYS),
+                    f"diffusion models need 'diffusion' with exactly the keys {', '.join(DIFFUSION_KEYS)}")
+            _expect(all(_is_int(d[k]) for k in ("train_timesteps", "default_steps", "default_samples"))
+                    and 1 <= d["train_timesteps"] <= MAX_TRAIN_TIMESTEPS
+                    and 1 <= d["default_steps"] <= d["train_timesteps"]
+                    and 1 <= d["default_samples"] <= MAX_DEFAULT_SAMPLES,
+                    f"'train_timesteps' must be 1..{MAX_TRAIN_TIMESTEPS}, 'default_steps' 1..train_timesteps and "
+                    f"'default_samples' 1..{MAX_DEFAULT_SAMPLES}")
+            _expect(isinstance(d["schedule"], str), "the diffusion 'schedule' must be a name")
         else:
             _expect(self.diffusion is None, "'diffusion' settings are only allowed for kind 'diffusion'")
 

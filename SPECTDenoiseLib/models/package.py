@@ -8,6 +8,7 @@ file layout, but its ``config.json`` holds raw constructor arguments; ours is th
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -19,11 +20,17 @@ from torch import nn
 
 from ..errors import ModelError, OutputError
 from .config import ModelConfig
-from .registry import build_network
+from .registry import build_network, expected_weights
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "README.md"
+MAX_HEADER_BYTES = 1 << 24
+"""Largest safetensors header read (16 MB; the shipped models' headers are a few kB)."""
+SAFETENSORS_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
+                      torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8",
+                      torch.uint8: "U8", torch.bool: "BOOL"}
+"""How safetensors names each torch dtype in its header."""
 
 
 @dataclasses.dataclass
@@ -85,8 +92,12 @@ def save_package(network: nn.Module, config: ModelConfig, folder: str | Path, ca
 def load_package(folder: str | Path, device: str | torch.device = "cpu", name: str | None = None) -> LoadedModel:
     """Read a model package and return its network in eval mode on ``device``.
 
-    Raises ModelError with one sentence when the folder or a file is missing, the config is invalid, or the
-    weights are unreadable, not finite or do not match the architecture (missing/unexpected keys, shapes).
+    Untrusted packages cost little to refuse: the config is validated against bounds and the weights file's
+    header (tensor names, shapes and dtypes) is compared with the network the config describes, built without
+    memory on torch's ``meta`` device, *before* any weights are read or the network is built.
+
+    Raises ModelError with one sentence when the folder or a file is missing, the config is invalid or too
+    large, or the weights are unreadable, not finite or do not match the architecture (keys, shapes, dtypes).
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -95,12 +106,16 @@ def load_package(folder: str | Path, device: str | torch.device = "cpu", name: s
     weights_path = folder / WEIGHTS_FILE
     if not weights_path.is_file():
         raise ModelError(f"The model package '{folder}' has no {WEIGHTS_FILE}.")
+    _check_weights(read_weights_header(weights_path), expected_weights(config), config.architecture)
     try:
         weights = load_file(str(weights_path), device="cpu")
     except (SafetensorError, OSError, ValueError) as error:
         raise ModelError(f"The weights file '{weights_path}' is corrupt or not safetensors ({error}).") from None
+    for key, tensor in weights.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ModelError(f"The weights of architecture {config.architecture} hold NaN or infinite values in "
+                             f"'{key}'.")
     network = build_network(config)
-    _check_weights(network, weights, config.architecture)
     network.load_state_dict(weights, strict=True)
     card_path = folder / CARD_FILE
     card = card_path.read_text(encoding="utf-8", errors="replace") if card_path.is_file() else ""
@@ -108,21 +123,55 @@ def load_package(folder: str | Path, device: str | torch.device = "cpu", name: s
                        name=name or folder.name)
 
 
-def _check_weights(network: nn.Module, weights: dict[str, torch.Tensor], architecture: str) -> None:
-    expected = network.state_dict()
-    missing = sorted(set(expected) - set(weights))
+def read_weights_header(path: str | Path) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """Return name → (safetensors dtype such as ``"F32"``, shape) from the header of a ``.safetensors`` file,
+    reading at most :data:`MAX_HEADER_BYTES` and no tensor data. Raises ModelError if the header is malformed."""
+    path = Path(path)
+
+    def corrupt(problem: str) -> ModelError:
+        return ModelError(f"The weights file '{path}' is corrupt or not safetensors ({problem}).")
+
+    try:
+        with open(path, "rb") as handle:
+            prefix = handle.read(8)
+            length = int.from_bytes(prefix, "little")
+            if len(prefix) < 8 or not 2 <= length <= min(MAX_HEADER_BYTES, path.stat().st_size - 8):
+                raise corrupt("no valid header length")
+            header = json.loads(handle.read(length))
+    except OSError as error:
+        raise ModelError(f"The weights file '{path}' cannot be read ({error.strerror or error}).") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise corrupt("the header is not JSON") from None
+    if not isinstance(header, dict):
+        raise corrupt("the header is not a JSON object")
+    tensors = {}
+    for key, entry in header.items():
+        if key == "__metadata__":
+            continue
+        if not (isinstance(entry, dict) and isinstance(entry.get("dtype"), str) and isinstance(entry.get("shape"), list)
+                and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in entry["shape"])):
+            raise corrupt(f"tensor '{key}' has no valid dtype and shape")
+        tensors[key] = (entry["dtype"], tuple(entry["shape"]))
+    return tensors
+
+
+def _check_weights(found: dict[str, tuple[str, tuple[int, ...]]],
+                   expected: dict[str, tuple[torch.dtype, tuple[int, ...]]], architecture: str) -> None:
+    missing = sorted(set(expected) - set(found))
     if missing:
         raise ModelError(f"The weights do not match architecture {architecture}: missing keys {_few(missing)}.")
-    unexpected = sorted(set(weights) - set(expected))
+    unexpected = sorted(set(found) - set(expected))
     if unexpected:
         raise ModelError(f"The weights do not match architecture {architecture}: "
                          f"unexpected keys {_few(unexpected)}.")
-    for key, tensor in weights.items():
-        if tensor.shape != expected[key].shape:
+    for key, (dtype, shape) in found.items():
+        wanted_dtype, wanted_shape = expected[key]
+        if shape != wanted_shape:
             raise ModelError(f"The weights do not match architecture {architecture}: '{key}' has shape "
-                             f"{list(tensor.shape)}, the config needs {list(expected[key].shape)}.")
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise ModelError(f"The weights of architecture {architecture} hold NaN or infinite values in '{key}'.")
+                             f"{list(shape)}, the config needs {list(wanted_shape)}.")
+        if dtype != SAFETENSORS_DTYPES.get(wanted_dtype):
+            raise ModelError(f"The weights do not match architecture {architecture}: '{key}' is {dtype}, the "
+                             f"network needs {SAFETENSORS_DTYPES.get(wanted_dtype, wanted_dtype)}.")
 
 
 def _few(keys: list[str]) -> str:
