@@ -24,24 +24,44 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import signal
+import os
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .errors import CancelledError, InputError, OutputError, SPECTDenoiseError
+from .errors import (
+    CancelledError,
+    InputError,
+    OutputError,
+    SPECTDenoiseError,
+    as_memory_error,
+    cancellable,
+)
 from .records import unknown_keys
 
 Emit = Callable[[dict], None]
 LOADING_END, DENOISING_END = 0.05, 0.95
 
 
+# Whole-number fields: (smallest, largest) accepted value; None is allowed where the field's default is None.
+WHOLE_NUMBER_RANGES = {"samples": (1, 1000), "steps": (1, 10_000), "seed": (0, 2**63 - 1), "threads": (1, 4096)}
+PATH_FIELDS = ("input", "output", "ct", "difference", "variance")
+TEXT_LIMITS = {"model": 1000, "device": 32}  # characters
+MAX_PATH_CHARACTERS = 4096
+MAX_REQUEST_BYTES = 1 << 20
+
+
 @dataclasses.dataclass(frozen=True)
 class Request:
-    """One denoising job; paths are files (or, for ``input`` and ``ct``, DICOM series folders)."""
+    """One denoising job; paths are files (or, for ``input`` and ``ct``, DICOM series folders).
+
+    The one way to build a worker request (the CLI, batch mode and the Slicer module all construct this class):
+    every field's type and range is checked on construction, raising InputError naming the field. Paths may be
+    given as text and are stored as :class:`~pathlib.Path`.
+    """
 
     input: Path
     output: Path
@@ -55,29 +75,40 @@ class Request:
     seed: int = 0
     threads: int | None = None
 
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if value is None and field.default is None:
+                continue
+            if field.name in PATH_FIELDS:
+                object.__setattr__(self, field.name, _checked_path(field.name, value))
+            elif field.name in WHOLE_NUMBER_RANGES:
+                _check_whole_number(field.name, value)
+            else:
+                _check_text(field.name, value, TEXT_LIMITS[field.name])
+
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Request:
+    def from_dict(cls, data: Any) -> Request:
         """Build a request from its JSON form; raise InputError naming the first problem."""
         if not isinstance(data, Mapping):
             raise InputError("The worker request must be a JSON object.")
         unknown = unknown_keys(data, cls)
         if unknown:
             raise InputError(f"The worker request has unknown keys {unknown}.")
-        if not data.get("input") or not data.get("output"):
+        if data.get("input") is None or data.get("output") is None:
             raise InputError("The worker request must name an 'input' and an 'output'.")
-        values = {key: value for key, value in data.items() if value is not None}
-        for key in ("input", "output", "ct", "difference", "variance"):
-            if key in values:
-                values[key] = Path(values[key])
-        for key in ("samples", "steps", "seed", "threads"):
-            if key in values and (not isinstance(values[key], int) or isinstance(values[key], bool)):
-                raise InputError(f"The worker request's '{key}' must be a whole number.")
-        return cls(**values)
+        return cls(**{key: value for key, value in data.items() if value is not None})
 
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON form (paths as strings)."""
         return {key: str(value) if isinstance(value, Path) else value
                 for key, value in dataclasses.asdict(self).items()}
+
+    def write(self, path: str | os.PathLike) -> Path:
+        """Write the JSON form to ``path`` (for ``python -m SPECTDenoiseLib.worker PATH``) and return the path."""
+        path = Path(path)
+        path.write_text(json.dumps(self.to_dict(), indent=1), encoding="utf-8")
+        return path
 
     def outputs(self) -> dict[str, Path]:
         """Return the requested outputs by kind: ``denoised`` always, ``difference`` and ``variance`` if asked."""
@@ -85,19 +116,33 @@ class Request:
         return {kind: path for kind, path in named.items() if path is not None}
 
 
+def _checked_path(name: str, value: Any) -> Path:
+    text = os.fspath(value) if isinstance(value, (str, os.PathLike)) else None
+    if not isinstance(text, str) or not text or "\x00" in text or len(text) > MAX_PATH_CHARACTERS:
+        raise InputError(f"The worker request's '{name}' must be a file path: text of 1 to {MAX_PATH_CHARACTERS} "
+                         "characters without NUL characters.")
+    return Path(text)
+
+
+def _check_whole_number(name: str, value: Any) -> None:
+    low, high = WHOLE_NUMBER_RANGES[name]
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise InputError(f"The worker request's '{name}' must be a whole number from {low} to {high}.")
+
+
+def _check_text(name: str, value: Any, limit: int) -> None:
+    if not isinstance(value, str) or not value or "\x00" in value or len(value) > limit:
+        raise InputError(f"The worker request's '{name}' must be text of 1 to {limit} characters without NUL "
+                         "characters.")
+
+
 def check_outputs(request: Request) -> None:
     """Raise OutputError if an output repeats another, overwrites an input, or cannot be written."""
     from .dicom_output import check_output
+    from .io import check_distinct_files
 
-    inputs = {_resolved(path) for path in (request.input, request.ct) if path is not None}
-    seen: set[Path] = set()
-    for kind, path in request.outputs().items():
-        resolved = _resolved(path)
-        if resolved in inputs:
-            raise OutputError(f"The {kind} output '{path}' is an input; choose another file name.")
-        if resolved in seen:
-            raise OutputError(f"The {kind} output '{path}' is used for two outputs; give each its own file name.")
-        seen.add(resolved)
+    check_distinct_files({"input": request.input, "CT": request.ct}, request.outputs())
+    for path in request.outputs().values():
         check_output(path, request.input)
         if not path.parent.is_dir():
             raise OutputError(f"Output folder '{path.parent}' does not exist.")
@@ -153,43 +198,27 @@ def execute(request: Request, emit: Emit) -> dict:
             "seconds": round(time.monotonic() - started, 3), "device": str(device), "model": model.name}
 
 
-def serve(request: Request, emit: Emit) -> int:
-    """Run ``request`` and emit exactly one ``done`` or ``error`` event; return the exit code."""
+def serve(request: Request, emit: Emit, debug: bool = False) -> int:
+    """Run ``request`` and emit exactly one ``done`` or ``error`` event; return the exit code.
+
+    Out-of-memory errors become a DeviceMemoryError; any other unexpected error (a bug) is reported as an
+    internal error (exit code 1), with its traceback on stderr only when ``debug`` is set.
+    """
     try:
         emit(execute(request, emit))
         return 0
-    except SPECTDenoiseError as error:
-        emit({"event": "error", "message": str(error), "exit_code": error.exit_code})
-        return error.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # CancelledError (SIGTERM, SIGINT) is a KeyboardInterrupt
         emit({"event": "error", "message": "Cancelled.", "exit_code": CancelledError.exit_code})
         return CancelledError.exit_code
-    except MemoryError:
-        emit({"event": "error", "message": "Out of memory; try a smaller volume or --device cpu.", "exit_code": 1})
-        return 1
-    except Exception as error:  # noqa: BLE001 - a bug: one line on stdout, the traceback on stderr
-        traceback.print_exc(file=sys.stderr)
+    except Exception as error:  # noqa: BLE001 - user errors, out of memory, and bugs: one event each
+        known = error if isinstance(error, SPECTDenoiseError) else as_memory_error(error)
+        if known is not None:
+            emit({"event": "error", "message": str(known), "exit_code": known.exit_code})
+            return known.exit_code
+        if debug:
+            traceback.print_exc(file=sys.stderr)
         emit({"event": "error", "message": f"Internal error: {type(error).__name__}: {error}.", "exit_code": 1})
         return 1
-
-
-@contextlib.contextmanager
-def cancellable() -> Iterator[None]:
-    """While active, the first SIGTERM or SIGINT raises CancelledError in the main thread; later ones are ignored."""
-    fired = False
-
-    def cancel(signum: int, frame: object) -> None:
-        nonlocal fired
-        if not fired:
-            fired = True
-            raise CancelledError("Cancelled.")
-
-    previous = {sig: signal.signal(sig, cancel) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def emit_json_line(event: dict) -> None:
@@ -213,16 +242,21 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _read_json(path: Path) -> Any:
+    """Parse the request file; any unreadable, oversized, malformed or absurdly nested file is an InputError."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise InputError(f"Cannot read the worker request '{path}': {error.strerror or error}.") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_REQUEST_BYTES + 1)
+    except (OSError, ValueError) as error:
+        reason = getattr(error, "strerror", None) or error
+        raise InputError(f"Cannot read the worker request '{path}': {reason}.") from None
+    if len(raw) > MAX_REQUEST_BYTES:
+        raise InputError(f"The worker request '{path}' is larger than {MAX_REQUEST_BYTES} bytes.")
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except RecursionError:
+        raise InputError(f"The worker request '{path}' is nested too deeply to be a request.") from None
+    except ValueError as error:  # also UnicodeDecodeError, JSONDecodeError and over-long integer literals
         raise InputError(f"The worker request '{path}' is not valid JSON ({error}).") from None
-
-
-def _resolved(path: Path) -> Path:
-    return Path(path).expanduser().resolve()
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -20,6 +19,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
 from ..errors import CancelledError, InputError, OutputError
+from ..processes import JsonLinesProcess, failure_message, library_environment
 
 WRITABLE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
 OUTPUT_FORMATS = ("auto", "dicom", "nrrd", "nii.gz", "nii", "mha")
@@ -56,12 +56,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Denoise one study or, for a folder input with a folder output, every study in it."""
-    from ..worker import cancellable
-
-    with cancellable():
-        if is_batch(Path(args.input), Path(args.output)):
-            return run_batch(args)
-        return run_single(args)
+    if is_batch(Path(args.input), Path(args.output)):
+        return run_batch(args)
+    return run_single(args)
 
 
 def is_batch(input_path: Path, output_path: Path) -> bool:
@@ -74,16 +71,16 @@ def is_batch(input_path: Path, output_path: Path) -> bool:
 
 def run_single(args: argparse.Namespace) -> int:
     """Denoise one study in this process, printing JSON lines or a human progress line."""
+    from ..io import check_distinct_files
     from ..worker import Request, emit_json_line, serve
 
     check_format(args)
-    request = Request.from_dict({
-        "input": args.input, "output": args.output, "ct": args.ct, "model": args.model, "device": args.device,
-        "difference": args.difference, "variance": args.variance, "samples": args.samples, "steps": args.steps,
-        "seed": args.seed,
-    })
+    request = Request(input=args.input, output=args.output, ct=args.ct, model=args.model, device=args.device,
+                      difference=args.difference, variance=args.variance, samples=args.samples, steps=args.steps,
+                      seed=args.seed)
+    check_distinct_files({"input": args.input, "CT": args.ct, "reference": args.reference}, request.outputs())
     pair = _read_with_reference(Path(args.input), Path(args.reference)) if args.reference else None
-    code = serve(request, emit_json_line if args.progress == "jsonl" else HumanProgress())
+    code = serve(request, emit_json_line if args.progress == "jsonl" else HumanProgress(), debug=args.debug)
     if code == 0 and pair is not None:
         print_comparison(*pair, Path(args.output), Path(args.reference).name)
     return code
@@ -195,6 +192,8 @@ def check_format(args: argparse.Namespace) -> None:
 
 def run_batch(args: argparse.Namespace) -> int:
     """Denoise every study of the input folder with ``--jobs`` worker processes; return 0 if all succeeded."""
+    from ..worker import Request
+
     studies = find_studies(Path(args.input))
     if not studies:
         raise InputError(f"The folder '{args.input}' holds no volume files or DICOM series folders.")
@@ -211,17 +210,13 @@ def run_batch(args: argparse.Namespace) -> int:
         requests = {}
         for name, study in studies.items():
             out = output_name(study, name, args.format)
-            request = {
-                "input": str(study), "output": str(Path(args.output) / out),
-                "ct": str(cts.get(name, Path(args.ct) / name)) if args.ct else None,
-                "model": args.model, "device": args.device, "samples": args.samples, "steps": args.steps,
-                "seed": args.seed, "threads": threads,
-                "difference": str(Path(args.difference) / out) if args.difference else None,
-                "variance": str(Path(args.variance) / out) if args.variance else None,
-            }
-            path = Path(scratch) / f"{len(requests)}.json"
-            path.write_text(json.dumps(request), encoding="utf-8")
-            requests[name] = path
+            request = Request(
+                input=study, output=Path(args.output) / out, ct=cts.get(name, Path(args.ct) / name) if args.ct else None,
+                model=args.model, device=args.device, samples=args.samples, steps=args.steps, seed=args.seed,
+                threads=threads, difference=Path(args.difference) / out if args.difference else None,
+                variance=Path(args.variance) / out if args.variance else None,
+            )
+            requests[name] = request.write(Path(scratch) / f"{len(requests)}.json")
         failed = runner.run(requests, args.jobs, threads)
     print(f"{len(studies) - len(failed)} of {len(studies)} studies denoised"
           + (f"; failed: {', '.join(failed)}." if failed else "."), file=sys.stderr)
@@ -234,7 +229,7 @@ class BatchRunner:
     def __init__(self, jsonl: bool) -> None:
         self.jsonl = jsonl
         self.lock = threading.Lock()
-        self.processes: set[subprocess.Popen] = set()
+        self.processes: set[JsonLinesProcess] = set()
         self.cancelled = False
 
     def run(self, requests: dict[str, Path], jobs: int, threads: int) -> dict[str, int]:
@@ -261,31 +256,28 @@ class BatchRunner:
     def _one(self, name: str, request: Path, threads: int) -> int:
         if self.cancelled:
             return CancelledError.exit_code
-        environment = dict(os.environ, OMP_NUM_THREADS=str(threads))
-        package_root = str(Path(__file__).resolve().parents[2])
-        environment["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, environment.get("PYTHONPATH")]))
+        environment = library_environment({**os.environ, "OMP_NUM_THREADS": str(threads)})
         with self.lock:
             if self.cancelled:
                 return CancelledError.exit_code
-            process = subprocess.Popen([sys.executable, "-m", "SPECTDenoiseLib.worker", str(request)],
-                                       stdout=subprocess.PIPE, text=True, env=environment)
+            process = JsonLinesProcess([sys.executable, "-m", "SPECTDenoiseLib.worker", str(request)], env=environment)
             self.processes.add(process)
         started = time.monotonic()
         final = None
-        for line in process.stdout:
-            try:
-                event = json.loads(line)
-            except json.JSONDecodeError:
-                continue
+
+        def on_event(event: dict) -> None:
+            nonlocal final
+            if event.get("event") == "log":
+                return
             self._report(name, event)
             if event.get("event") in ("done", "error"):
                 final = event
-        code = process.wait()
+
+        code = process.follow(on_event)
         with self.lock:
             self.processes.discard(process)
         if final is None:
-            self._report(name, {"event": "error", "exit_code": code or 1,
-                                "message": f"The worker stopped unexpectedly (exit code {code})."})
+            self._report(name, {"event": "error", "exit_code": code or 1, "message": failure_message(None, code)})
         elif final["event"] == "done" and not self.jsonl:
             print(f"[done] {name}: {final['outputs']['denoised']} ({time.monotonic() - started:.1f} s)",
                   file=sys.stderr, flush=True)
@@ -302,13 +294,8 @@ class BatchRunner:
         with self.lock:
             self.cancelled = True
             running = list(self.processes)
-        for process in running:
-            process.terminate()
-        for process in running:
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        for process in running:  # each study's thread sees its process end (SIGKILL after the grace period)
+            process.terminate(grace_s=10.0)
 
 
 def _make_folder(folder: Path, kind: str) -> None:
