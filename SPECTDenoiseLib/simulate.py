@@ -96,7 +96,7 @@ def reconstruct_acquisitions(projector: SPECTProjector, acquisitions: Sequence[t
         image = (estimate / (scale * fraction)).cpu().numpy()
         if postfilter_fwhm_mm > 0:
             image = ndimage.gaussian_filter(image, [postfilter_fwhm_mm / 2.355 / s for s in projector.spacing_mm])
-        images.append(image.astype(np.float32))
+        images.append(np.maximum(image, 0.0).astype(np.float32))  # FFT blurs leave tiny negative values
     return images
 
 
@@ -202,13 +202,14 @@ def simulate_low_count(image: sitk.Image, fraction: float, ct: sitk.Image | None
 
 def simulate_low_count_projections(path: str, fraction: float, ct: sitk.Image | None = None,
                                    collimator: str = "Tc99m-LEHR", seed: int = 0, energy_window: int | None = None,
-                                   iterations: int = 4, subsets: int = 8) -> tuple[sitk.Image, sitk.Image]:
+                                   iterations: int = 4, subsets: int = 8,
+                                   progress: Callable[[float, str], None] | None = None) -> tuple[sitk.Image, sitk.Image]:
     """Return (low-count, full-count) reconstructions of the measured projections in a DICOM NM TOMO file.
 
     The measured counts are thinned binomially to ``fraction`` and both data sets are reconstructed with the same
     OSEM settings (see :func:`SPECTDenoiseLib.projections.thin_and_reconstruct`); ``ct`` (HU) is resampled onto
     the reconstruction grid for the μ-map, otherwise a water body is outlined. Units: counts per voxel of the
-    full acquisition (the low image is divided by F).
+    full acquisition (the low image is divided by F). ``progress(fraction, stage)`` is called as work proceeds.
     """
     from .projections import projection_geometry, read_nm_projections, thin_and_reconstruct
 
@@ -220,5 +221,6 @@ def simulate_low_count_projections(path: str, fraction: float, ct: sitk.Image | 
         grid = projection_geometry(projections)
         ct_array = image_to_array(resample_to_reference(check_volume(ct, "The CT"), grid, default_value=-1000.0))
         mu_map = hu_to_mu(ct_array, preset)
-    full, low, _ = thin_and_reconstruct(projections, (fraction,), preset.name, iterations, subsets, seed, mu_map)
+    full, low, _ = thin_and_reconstruct(projections, (fraction,), preset.name, iterations, subsets, seed, mu_map,
+                                        progress=progress)
     return low[fraction], full

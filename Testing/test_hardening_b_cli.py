@@ -156,3 +156,14 @@ def test_a_reader_that_stops_early_ends_the_command_quietly():
     process.stdout.close()  # as `| head` does once it has read enough
     stderr = process.communicate(timeout=120)[1].decode()
     assert (process.returncode, stderr) == (0, "")
+
+
+def test_simulate_shows_progress_and_writes_no_negative_values(run_cli, tmp_path):
+    assert run_cli("phantom", "iec", "-o", tmp_path, "--size", "40", "--voxel-mm", "9").returncode == 0
+    low, full = tmp_path / "low.nrrd", tmp_path / "full.nrrd"
+    result = run_cli("simulate", tmp_path / "iec_activity.nrrd", "-o", low, "--full-output", full, "--fraction", "0.1",
+                     "--angles", "16", "--ct", tmp_path / "iec_ct.nrrd")
+    assert result.returncode == 0, result.stderr
+    assert "[  0%] projecting" in result.stderr and "reconstructing" in result.stderr
+    for path in (low, full):
+        assert sitk.GetArrayFromImage(sitk.ReadImage(str(path))).min() >= 0.0

@@ -118,6 +118,11 @@ class HumanProgress:
         self.interactive = sys.stderr.isatty()
         self.last = (-1, "")
 
+    def end_line(self) -> None:
+        """End an interactive progress line, so that what is printed next starts on a line of its own."""
+        if self.interactive:
+            print(file=sys.stderr)
+
     def __call__(self, event: dict) -> None:
         if event["event"] == "progress":
             percent = int(100 * event["fraction"])
@@ -128,8 +133,7 @@ class HumanProgress:
                 print(f"[{percent:3d}%] {event['stage']}: {event['message']}", file=sys.stderr, flush=True)
                 self.last = (percent, event["stage"])
             return
-        if self.interactive:
-            print(file=sys.stderr)
+        self.end_line()
         if event["event"] == "done":
             for kind, path in event["outputs"].items():
                 print(f"{kind}: {path}")

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+STAGES = {"projecting": "counts through the collimator and attenuation",
+          "reconstructing": "OSEM of the full-count and low-count data"}
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``simulate`` sub-command."""
@@ -46,6 +49,12 @@ def run(args: argparse.Namespace) -> int:
     from ..projections import is_nm_file
     from ..simulate import check_fraction, simulate_low_count, simulate_low_count_projections
     from ..simulation import get_collimator
+    from .denoise import HumanProgress
+
+    line = HumanProgress()
+
+    def progress(fraction: float, stage: str) -> None:
+        line({"event": "progress", "fraction": fraction, "stage": stage, "message": STAGES.get(stage, "in progress")})
 
     check_fraction(args.fraction)
     get_collimator(args.collimator)
@@ -55,13 +64,16 @@ def run(args: argparse.Namespace) -> int:
     if is_nm_file(args.input):
         low, full = simulate_low_count_projections(args.input, args.fraction, ct=ct, collimator=args.collimator,
                                                    seed=args.seed, energy_window=args.energy_window,
-                                                   iterations=args.iterations, subsets=args.subsets)
+                                                   iterations=args.iterations, subsets=args.subsets,
+                                                   progress=progress)
         source = "the measured counts"
     else:
         low, full = simulate_low_count(read_volume(args.input), args.fraction, ct=ct, total_counts=args.counts,
                                        collimator=args.collimator, seed=args.seed, iterations=args.iterations,
-                                       subsets=args.subsets, angles=args.angles, scatter=args.scatter)
+                                       subsets=args.subsets, angles=args.angles, scatter=args.scatter,
+                                       progress=progress)
         source = f"{args.counts:g} counts"
+    line.end_line()
     write_volume(low, args.output)
     if args.full_output:
         write_volume(full, args.full_output)
