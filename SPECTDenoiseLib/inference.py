@@ -83,9 +83,13 @@ def denoise(
     """
     report = progress or _ignore
     config = model.config
+    ignored = [name for name, value in (("samples", samples), ("steps", steps)) if value is not None]
     samples, steps = _sampling_plan(model, samples, steps, want_variance)
     torch_device = device if isinstance(device, torch.device) else choose_device(device)
     report(0.0, "preparing", f"Preparing the volume on {torch_device.type}.")
+    if ignored and config.kind != "diffusion":
+        _warn(report, f"Model '{model.name}' is deterministic: the {' and '.join(ignored)} asked for are ignored "
+                      "(they apply to diffusion models).")
 
     spect = check_volume(spect, "The SPECT volume")
     check_voxel_count(spect, "The SPECT volume")
@@ -150,9 +154,7 @@ def _clip_negatives(array: np.ndarray, report: Progress) -> np.ndarray:
     negative = int(np.count_nonzero(array < 0))
     if not negative:
         return array
-    message = f"{negative} negative voxels of the SPECT were set to 0 before denoising."
-    log.warning(message)
-    report(0.0, "preparing", message)
+    _warn(report, f"{negative} negative voxels of the SPECT were set to 0 before denoising.")
     return np.maximum(array, 0.0)
 
 
@@ -160,10 +162,14 @@ def _warn_spacing(spect: sitk.Image, config, report: Progress) -> None:
     low, high = config.voxel_mm_range
     spacing = spacing_zyx(spect)
     if min(spacing) < 0.5 * low or max(spacing) > 2.0 * high:
-        message = (f"The voxel size {tuple(round(s, 2) for s in spacing)} mm is far from the model's training range "
-                   f"{low}-{high} mm; check the result carefully.")
-        log.warning(message)
-        report(0.0, "preparing", message)
+        _warn(report, f"The voxel size {tuple(round(s, 2) for s in spacing)} mm is far from the model's training "
+                      f"range {low}-{high} mm; check the result carefully.")
+
+
+def _warn(report: Progress, message: str) -> None:
+    """A warning: logged (stderr) and reported as a ``preparing`` progress message (JSON lines, Slicer)."""
+    log.warning(message)
+    report(0.0, "preparing", message)
 
 
 def _prepare_ct(ct: sitk.Image | None, spect: sitk.Image, model_name: str) -> np.ndarray:

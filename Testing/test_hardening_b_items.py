@@ -10,11 +10,13 @@ import sys
 
 import pytest
 from conftest import REPOSITORY
-from model_fixtures import TINY
+from model_fixtures import TINY, make_package, phantom
 
 from SPECTDenoiseLib import hub
 from SPECTDenoiseLib.errors import HubError, ModelError
+from SPECTDenoiseLib.inference import denoise
 from SPECTDenoiseLib.models.config import ModelConfig
+from SPECTDenoiseLib.models.package import load_package
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 SHA = "ab" * 32
@@ -70,3 +72,21 @@ def test_unknown_diffusion_settings_are_refused(extra):
     settings = {**TINY["ddpm"], "diffusion": {**TINY["ddpm"]["diffusion"], **extra}}
     with pytest.raises(ModelError, match="diffusion"):
         ModelConfig.from_dict(settings)
+
+
+@pytest.mark.parametrize(("options", "named"), [({"samples": 3}, "samples"), ({"steps": 5}, "steps"),
+                                                ({"samples": 3, "steps": 5}, "samples and steps")])
+def test_samples_or_steps_for_a_deterministic_model_give_a_warning(tmp_path, options, named):
+    model = load_package(make_package(tmp_path / "tiny", "unet2d"), name="tiny")
+    messages = []
+    denoise(phantom(), model, device="cpu", progress=lambda fraction, stage, message: messages.append(message),
+            **options)
+    assert any("deterministic" in message and f"the {named} asked for are ignored" in message for message in messages)
+
+
+def test_diffusion_defaults_are_in_denoise_help_and_models_info(run_cli):
+    config = json.loads((REPOSITORY / "Resources" / "Models" / "spect-ddpm" / "config.json").read_text("utf-8"))
+    defaults = f"{config['diffusion']['default_samples']} samples and {config['diffusion']['default_steps']} DDIM steps"
+    assert defaults in " ".join(run_cli("denoise", "--help").stdout.split())
+    info = run_cli("models", "info", "spect-ddpm")
+    assert info.returncode == 0 and f"diffusion: {defaults} by default" in info.stdout

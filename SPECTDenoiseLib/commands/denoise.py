@@ -40,8 +40,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     parser.add_argument("--difference", help="also write denoised − input here (batch mode: a folder)")
     parser.add_argument("--variance", help="diffusion models: also write the per-voxel variance here")
-    parser.add_argument("--samples", type=int, help="diffusion models: number of samples")
-    parser.add_argument("--steps", type=int, help="diffusion models: number of DDIM steps")
+    defaults = shipped_diffusion_defaults()
+    parser.add_argument("--samples", type=int,
+                        help=f"diffusion models: number of samples (default: the model's{defaults})")
+    parser.add_argument("--steps", type=int,
+                        help=f"diffusion models: number of DDIM steps (default: the model's{defaults})")
     parser.add_argument("--seed", type=int, default=0, help="seed of the diffusion noise (default: 0)")
     parser.add_argument("--progress", choices=["jsonl"], help="print progress as JSON lines on stdout")
     parser.add_argument("--format", choices=OUTPUT_FORMATS, default="auto",
@@ -52,6 +55,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--reference", help="a full-count scan of the same study: print RMSE, NRMSE, PSNR and SSIM "
                                             "of the input and of the denoised image against it (in the body)")
     parser.set_defaults(func=run)
+
+
+def shipped_diffusion_defaults() -> str:
+    """``"; spect-ddpm: 4 samples and 10 DDIM steps"`` for the catalogue's shipped diffusion models ("" if none)."""
+    from ..errors import ModelError
+    from ..hub import read_catalogue
+    from .models import diffusion_defaults
+
+    try:
+        catalogue = read_catalogue()
+        configs = {entry["id"]: json.loads((catalogue["folder"] / entry["path"] / "config.json").read_text("utf-8"))
+                   for entry in catalogue["models"] if entry.get("kind") == "diffusion" and "path" in entry}
+    except (ModelError, OSError, ValueError):
+        return ""
+    return "".join(f"; {name}: {diffusion_defaults(config)}" for name, config in configs.items()
+                   if isinstance(config, dict) and diffusion_defaults(config))
 
 
 def run(args: argparse.Namespace) -> int:

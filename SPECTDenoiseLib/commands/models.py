@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,6 +23,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     for action in (listing, info, download):
         action.add_argument("--json", action="store_true", help="print JSON instead of text")
     parser.set_defaults(func=run)
+
+
+def diffusion_defaults(config: dict[str, Any]) -> str | None:
+    """``"4 samples and 10 DDIM steps"``: the sampling defaults of a diffusion model's config dict, else None."""
+    diffusion = config.get("diffusion") if config.get("kind") == "diffusion" else None
+    if not isinstance(diffusion, dict):
+        return None
+    return f"{diffusion.get('default_samples')} samples and {diffusion.get('default_steps')} DDIM steps"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,8 +53,13 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps(info, indent=2))
         else:
             config = info["config"]
+            defaults = diffusion_defaults(config)
             print(f"{info['id']}: {config['architecture']} ({config['kind']}), inputs {config['input_channels']}, "
-                  f"{config['sampling']}\nfolder: {info['folder']}\n\n{info['card']}".rstrip())
+                  f"{config['sampling']}\nfolder: {info['folder']}"
+                  + (f"\ndiffusion: {defaults} by default (--samples, --steps); "
+                     f"{config['diffusion']['train_timesteps']} training steps, {config['diffusion']['schedule']} "
+                     "schedule" if defaults else "")
+                  + f"\n\n{info['card']}".rstrip())
     else:
         folder = hub.download_model(args.model)
         print(json.dumps({"id": args.model, "folder": str(folder)}) if args.json else folder)
