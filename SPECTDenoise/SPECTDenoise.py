@@ -1,23 +1,24 @@
 """SPECT Denoise: deep-learning denoising of low-count SPECT in 3D Slicer.
 
-The widget only binds the panel to the logic. MRML work lives in the Qt-free ``SPECTDenoiseLogic`` package
-(tested with slicer-core); models run in a background worker process (``SPECTDenoiseLib.worker``) and teaching series
-are simulated by background ``python -m SPECTDenoiseLib simulate`` processes, so Slicer never imports torch and stays
-responsive; Cancel kills the running process tree.
+The widget binds the panel to the logic. MRML work lives in the Qt-free ``SPECTDenoiseLogic`` package (tested with
+slicer-core); models run in a background worker process (``SPECTDenoiseLib.worker``), teaching series are simulated
+by background ``SPECTDenoiseLib simulate`` processes and Hub models are downloaded by a background process, all
+through one runner, so Slicer never imports torch and stays responsive; Cancel kills the running process tree.
 """
 
-from __future__ import annotations
-
-import os
+import importlib
 import shutil
-import socket
 import sys
-import tempfile
-from importlib.util import find_spec
+from pathlib import Path
+from typing import Annotated, Union
 
 import qt
+import vtk
+
 import slicer
-from slicer.parameterNodeWrapper import parameterNodeWrapper
+from slicer import vtkMRMLMarkupsROINode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode, vtkMRMLTableNode
+from slicer.i18n import tr as _
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
@@ -25,15 +26,31 @@ from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModuleWidget,
 )
 from slicer.util import VTKObservationMixin
-from SPECTDenoiseLogic import comparison, parameters, teaching
-from SPECTDenoiseLogic.denoising import DenoiseRequest
-from SPECTDenoiseLogic.process import JsonLinesProcess
-from SPECTDenoiseLogic.runner import BackgroundRunner, Job, State
 
-# import name → pip requirement; torch comes through the PyTorch extension when it is installed.
-REQUIREMENTS = {"monai": "monai>=1.5", "huggingface_hub": "huggingface_hub>=0.30", "safetensors": "safetensors>=0.4",
-                "pydicom": "pydicom>=2.4", "skimage": "scikit-image>=0.22", "scipy": "scipy>=1.10"}
-TORCH_REQUIREMENT = ">=2.8"
+# A source checkout: the module folder is <clone>/SPECTDenoise and the core <clone>/SPECTDenoiseLib (installed
+# extensions keep SPECTDenoiseLib beside this file, which is already on the path).
+_CHECKOUT = Path(__file__).resolve().parent.parent
+if (_CHECKOUT / "SPECTDenoiseLib" / "__init__.py").is_file() and str(_CHECKOUT) not in sys.path:
+    sys.path.append(str(_CHECKOUT))
+
+from SPECTDenoiseLib import hub  # noqa: E402
+from SPECTDenoiseLib.errors import SPECTDenoiseError  # noqa: E402
+from SPECTDenoiseLogic import comparison, dependencies, models, teaching  # noqa: E402
+from SPECTDenoiseLogic.denoising import DenoiseRequest, ModelOptions  # noqa: E402
+from SPECTDenoiseLogic.runner import BackgroundRunner, Job, RunEvent, State  # noqa: E402
+
+DEVICES = ["auto", "cpu", "cuda", "mps"]
+SAMPLE_CATEGORY = "SPECT Denoise"
+# Shipped sample study (Resources/Samples): node name → (file, SHA256, Slicer file type).
+SAMPLE_FILES = {
+    "IEC low-count 10%": ("iec_low10.nrrd", "436f9517c3091d45f3bd93e4467c2f6ec6d985e34ea56a02e8ea830337612b54",
+                          "VolumeFile"),
+    "IEC full-count": ("iec_full.nrrd", "7ecbc95020f9bbd74c6ad90cda07f508745319e8bb4f5d3aab79d5471b2c54e5",
+                       "VolumeFile"),
+    "IEC CT": ("iec_ct.nrrd", "7b881124564ca1409eac357a1aad0caaec89d244c10284bc42da2cd5c16c3162", "VolumeFile"),
+    "IEC regions": ("iec_labels.nrrd", "68d23f3226de009a58640c8d15440836901d22baa4769cf4f4ec9f707ce25623",
+                    "SegmentationFile"),
+}
 
 
 class SPECTDenoise(ScriptedLoadableModule):
@@ -41,29 +58,71 @@ class SPECTDenoise(ScriptedLoadableModule):
 
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
-        self.parent.title = "SPECT Denoise"
-        self.parent.categories = ["Nuclear Medicine"]
+        self.parent.title = _("SPECT Denoise")
+        self.parent.categories = [_("Nuclear Medicine")]
         self.parent.dependencies = []
-        self.parent.contributors = ["SPECTDenoise contributors"]
-        self.parent.helpText = (
+        self.parent.contributors = ["SPECTDenoise maintainers (SPECTDenoise project)"]
+        self.parent.helpText = _(
             "Denoise low-count SPECT with deep learning (U-Net, U²-Net with CT, conditional DDPM with a per-voxel "
             "variance). Choose the low-count volume, a model and Apply; the run happens in the background and can "
             "be cancelled. Outputs: <i>denoised</i>, <i>difference</i> (denoised − input) and, for DDPM models, "
             "<i>variance</i> (where the model is unsure). Compare regions (markups ROI or segmentation) in a table "
             "with SUVmean/max/peak, and create low-count teaching series. Denoised images are for research and "
-            "teaching; check them against the original. "
+            "teaching; check them against the original. Sample data: Sample Data module, 'SPECT Denoise'. "
             "See <a href='https://github.com/spectdenoise/SPECTDenoise'>the documentation</a>.")
-        self.parent.acknowledgementText = (
+        self.parent.acknowledgementText = _(
             "Builds on 3D Slicer, MONAI, PyTorch, SimpleITK and huggingface_hub. Methods follow published work on "
             "U-Net, U²-Net and diffusion denoising of low-count SPECT (see the README's references).")
+        slicer.app.connect("startupCompleted()", registerSampleData)
 
 
-SPECTDenoiseParameterNode = parameterNodeWrapper(
-    type("SPECTDenoiseParameterNode", (), parameters.wrapper_namespace(lambda name: getattr(slicer, name))))
+def registerSampleData():
+    """Register the shipped IEC phantom study (10 % and full counts, CT, regions) with the Sample Data module."""
+    import SampleData
+
+    samples = hub.RESOURCES / "Samples"
+    SampleData.SampleDataLogic.registerCustomSampleDataSource(
+        category=SAMPLE_CATEGORY,
+        sampleName="SPECT IEC phantom",
+        thumbnailFileName=str(Path(__file__).resolve().parent / "Resources" / "Icons" / "SPECTDenoiseSample.png"),
+        uris=[(samples / file).as_uri() for file, _digest, _kind in SAMPLE_FILES.values()],
+        fileNames=[file for file, _digest, _kind in SAMPLE_FILES.values()],
+        nodeNames=list(SAMPLE_FILES),
+        checksums=[f"SHA256:{digest}" for _file, digest, _kind in SAMPLE_FILES.values()],
+        loadFileTypes=[kind for _file, _digest, kind in SAMPLE_FILES.values()],
+    )
+
+
+@parameterNodeWrapper
+class SPECTDenoiseParameterNode:
+    """The panel's choices, saved with the scene; each field is bound to the .ui widget with its SlicerParameterName
+    (``model`` is set from the model list). 0 means "the model's default" (samples, steps) or "from DICOM" (SUV)."""
+
+    inputVolume: vtkMRMLScalarVolumeNode
+    ctVolume: vtkMRMLScalarVolumeNode
+    referenceVolume: vtkMRMLScalarVolumeNode
+    model: str = ""
+    device: Annotated[str, Choice(DEVICES)] = "auto"
+    samples: Annotated[int, WithinRange(0, 200)] = 0
+    steps: Annotated[int, WithinRange(0, 1000)] = 0
+    seed: Annotated[int, WithinRange(0, 2**31 - 1)] = 0
+    makeDifference: bool = True
+    makeVariance: bool = True
+    denoisedVolume: vtkMRMLScalarVolumeNode
+    differenceVolume: vtkMRMLScalarVolumeNode
+    varianceVolume: vtkMRMLScalarVolumeNode
+    # typing.Union with None: the GUI connectors of Slicer before 5.10 do not accept "A | B | None" here.
+    regionNode: Union[vtkMRMLMarkupsROINode, vtkMRMLSegmentationNode, None]  # noqa: UP007
+    comparisonTable: vtkMRMLTableNode
+    weightKg: Annotated[float, WithinRange(0.0, 500.0)] = 0.0
+    doseMBq: Annotated[float, WithinRange(0.0, 100000.0)] = 0.0
+    calibration: Annotated[float, WithinRange(0.0, 1e9)] = 0.0
+    teachingFractions: str = "0.5, 0.25, 0.1"
+    teachingDenoise: bool = False
 
 
 class SPECTDenoiseLogic(ScriptedLoadableModuleLogic):
-    """Joins the Qt-free pieces for the widget: the denoise runner, model list, comparison and teaching."""
+    """Turns the panel's parameters into runner jobs and comparison tables; the work itself is Qt-free."""
 
     def __init__(self, python: str | None = None):
         ScriptedLoadableModuleLogic.__init__(self)
@@ -71,45 +130,50 @@ class SPECTDenoiseLogic(ScriptedLoadableModuleLogic):
         self.runner = BackgroundRunner(slicer.mrmlScene, self.python)
         self.rows: list[comparison.ComparisonRow] = []
 
-    def getParameterNode(self):
+    def getParameterNode(self) -> SPECTDenoiseParameterNode:
         return SPECTDenoiseParameterNode(super().getParameterNode())
 
-    def request(self, values: parameters.SPECTDenoiseParameters) -> DenoiseRequest:
-        """The worker request for the panel's values (outputs created when their selector is empty)."""
-        outputs = {"denoised": values.denoisedVolume}
-        if values.makeDifference:
-            outputs["difference"] = values.differenceVolume
-        if values.makeVariance:
-            outputs["variance"] = values.varianceVolume
-        return DenoiseRequest(values.inputVolume, values.ctVolume, values.model or None, values.device, outputs,
-                              values.samples or None, values.steps or None, values.seed)
+    @staticmethod
+    def modelOptions(parameters: SPECTDenoiseParameterNode) -> ModelOptions:
+        """The model, device and sampling options set in the panel (0 and "" mean the defaults)."""
+        return ModelOptions(parameters.model or None, parameters.device, parameters.samples or None,
+                            parameters.steps or None, parameters.seed)
 
-    def lowCountRequest(self, values: parameters.SPECTDenoiseParameters) -> teaching.LowCountRequest:
-        """The teaching series for the panel's values (raises InputError for unreadable fractions)."""
-        return teaching.LowCountRequest(values.inputVolume, teaching.parse_fractions(values.teachingFractions),
-                                        values.ctVolume, values.seed)
+    def denoiseRequest(self, parameters: SPECTDenoiseParameterNode) -> DenoiseRequest:
+        """The denoising job for the panel (outputs created when their selector is empty)."""
+        outputs = {"denoised": parameters.denoisedVolume}
+        if parameters.makeDifference:
+            outputs["difference"] = parameters.differenceVolume
+        if parameters.makeVariance:
+            outputs["variance"] = parameters.varianceVolume
+        options = self.modelOptions(parameters)
+        return DenoiseRequest(parameters.inputVolume, parameters.ctVolume, options.model, options.device, outputs,
+                              options.samples, options.steps, options.seed)
 
-    def seriesDenoiseRequests(self, series: list, values: parameters.SPECTDenoiseParameters) -> list[DenoiseRequest]:
-        """One denoised-only worker request per teaching volume, with the panel's model and device."""
-        return [DenoiseRequest(node, values.ctVolume, values.model or None, values.device, {"denoised": None})
-                for node in series]
+    def lowCountRequest(self, parameters: SPECTDenoiseParameterNode) -> teaching.LowCountRequest:
+        """The teaching job: simulate each fraction, then (if asked) denoise each (raises InputError for
+        unreadable fractions)."""
+        return teaching.LowCountRequest(parameters.inputVolume, teaching.parse_fractions(parameters.teachingFractions),
+                                        parameters.ctVolume, parameters.seed,
+                                        self.modelOptions(parameters) if parameters.teachingDenoise else None)
 
-    def compare(self, values: parameters.SPECTDenoiseParameters) -> tuple[slicer.vtkMRMLTableNode, str]:
+    def compare(self, parameters: SPECTDenoiseParameterNode) -> tuple[vtkMRMLTableNode, str]:
         """Fill the comparison table; return it and a note on SUV (empty when SUV is known)."""
-        volumes = {"low-count": values.inputVolume}
-        if values.denoisedVolume is not None:
-            volumes["denoised"] = values.denoisedVolume
-        if values.referenceVolume is not None:
-            volumes["reference"] = values.referenceVolume
-        scale, note = comparison.suv_scale(dicomTags(values.inputVolume), values.weightKg, values.doseMBq,
-                                           values.calibration)
-        self.rows = comparison.compare_volume_nodes(volumes, values.regionNode, scale,
+        volumes = {"low-count": parameters.inputVolume}
+        if parameters.denoisedVolume is not None:
+            volumes["denoised"] = parameters.denoisedVolume
+        if parameters.referenceVolume is not None:
+            volumes["reference"] = parameters.referenceVolume
+        scale, note = comparison.suv_scale(dicomTags(parameters.inputVolume), parameters.weightKg,
+                                           parameters.doseMBq, parameters.calibration)
+        self.rows = comparison.compare_volume_nodes(volumes, parameters.regionNode, scale,
                                                     "reference" if "reference" in volumes else None)
-        table = values.comparisonTable or slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", "SPECT ROI comparison")
+        table = parameters.comparisonTable or slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode",
+                                                                                 "SPECT ROI comparison")
         return comparison.fill_table(table, self.rows), note
 
 
-def dicomTags(volume) -> dict | None:
+def dicomTags(volume: vtkMRMLScalarVolumeNode) -> dict | None:
     """DICOM tags of the series ``volume`` was loaded from (None when it did not come from the DICOM database)."""
     uids = (volume.GetAttribute("DICOM.instanceUIDs") or "").split()
     if not uids or slicer.dicomDatabase is None:
@@ -117,6 +181,14 @@ def dicomTags(volume) -> dict | None:
     from SPECTDenoiseLib.dicom import read_dicom_tags
 
     return read_dicom_tags(slicer.dicomDatabase.fileForInstance(uids[0]))
+
+
+def slicerPackaging():
+    """``slicer.packaging`` (Slicer ≥ 5.12, with ``pip_ensure``), or None on older Slicer."""
+    try:
+        return importlib.import_module("slicer.packaging")
+    except ImportError:
+        return None
 
 
 class SPECTDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -127,65 +199,138 @@ class SPECTDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         VTKObservationMixin.__init__(self)
         self.logic = logic
         self._parameterNode = None
-        self._queue: list = []
-        self._download = None
+        self._parameterNodeGuiTag = None
+        self._models: list[models.ModelChoice] = []
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
-        self.layout.addWidget(slicer.util.loadUI(self.resourcePath("UI/SPECTDenoise.ui")))
-        self.ui = slicer.util.childWidgetVariables(self.layout.itemAt(0).widget())
-        self.layout.itemAt(0).widget().setMRMLScene(slicer.mrmlScene)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/SPECTDenoise.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = self.logic or SPECTDenoiseLogic()
         self.timer = qt.QTimer()
         self.timer.setInterval(200)
         self.timer.timeout.connect(self.onTimer)
         self.ui.applyButton.clicked.connect(self.onApply)
         self.ui.downloadButton.clicked.connect(self.onDownload)
-        self.ui.modelComboBox.currentIndexChanged.connect(self.onModelChanged)
         self.ui.compareButton.clicked.connect(self.onCompare)
         self.ui.exportCsvButton.clicked.connect(self.onExportCsv)
         self.ui.teachingButton.clicked.connect(self.onTeaching)
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, lambda *_: self.logic.runner.cancel())
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, lambda *_: self.setParameterNode())
+        self.ui.modelComboBox.currentIndexChanged.connect(self.onModelSelected)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.initializeParameterNode()
         self.fillModels()
-        self.setParameterNode()
 
     def cleanup(self):
         self.logic.runner.cancel()
         self.logic.runner.wait(self.logic.runner.grace_s + 1)
+        self.timer.stop()
+        self.setParameterNode(None)
         self.removeObservers()
 
-    def setParameterNode(self):
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._guiConnection)
-            self.removeObserver(self._parameterNode, slicer.vtkCommand.ModifiedEvent, self.updateButtons)
-        self._parameterNode = self.logic.getParameterNode()
+    def enter(self):
+        self.initializeParameterNode()
+
+    def exit(self):
+        self.setParameterNode(None)
+
+    def onSceneStartClose(self, caller, event):
+        """The scene is closing: stop any run (nothing is imported) and let go of the parameter node."""
+        self.show(self.logic.runner.cancel())
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event):
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self):
+        self.setParameterNode(self.logic.getParameterNode())
         if not self._parameterNode.inputVolume:
-            self._parameterNode.inputVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
-        self._guiConnection = self._parameterNode.connectGui(self.ui)
-        self.addObserver(self._parameterNode, slicer.vtkCommand.ModifiedEvent, self.updateButtons)
-        self.updateButtons()
+            firstVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            if firstVolume:
+                self._parameterNode.inputVolume = firstVolume
 
-    def values(self) -> parameters.SPECTDenoiseParameters:
-        return parameters.from_object(self._parameterNode)
+    def setParameterNode(self, parameterNode: SPECTDenoiseParameterNode | None):
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGui)
+        self._parameterNode = parameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGui)
+        self.updateGui()
 
-    def updateButtons(self, *_):
-        state = self.logic.runner.state
-        hasInput = self._parameterNode is not None and self._parameterNode.inputVolume is not None
+    def updateGui(self, caller=None, event=None):
+        """Show the parameter node's model in the model list and set the buttons for the runner's state."""
+        parameters, state = self._parameterNode, self.logic.runner.state
+        if parameters is not None and self._models:
+            self.selectModel(parameters.model)
+        hasInput = parameters is not None and parameters.inputVolume is not None
         self.ui.applyButton.text = "Cancel" if state.busy else "Apply"
         self.ui.applyButton.enabled = state is not State.CANCELLING and (hasInput or state.busy)
-        self.ui.compareButton.enabled = hasInput and self._parameterNode.regionNode is not None
-        self.ui.exportCsvButton.enabled = bool(self.logic.rows)
         self.ui.teachingButton.text = "Cancel" if state.busy else "Create low-count series"
         self.ui.teachingButton.enabled = state is not State.CANCELLING and (hasInput or state.busy)
+        self.ui.downloadButton.enabled = not state.busy
+        self.ui.compareButton.enabled = hasInput and parameters.regionNode is not None
+        self.ui.exportCsvButton.enabled = bool(self.logic.rows)
         self.ui.progressBar.visible = state.busy
+
+    def fillModels(self):
+        """Fill the model list from local files (no network, no hashing) and select the parameter node's model."""
+        try:
+            self._models = models.model_choices()
+        except SPECTDenoiseError as error:
+            self._models = []
+            self.ui.modelSummaryLabel.text = str(error)
+        wasBlocked = self.ui.modelComboBox.blockSignals(True)
+        self.ui.modelComboBox.clear()
+        for choice in self._models:
+            self.ui.modelComboBox.addItem(choice.label, choice.id)
+        self.ui.modelComboBox.blockSignals(wasBlocked)
+        self.updateGui()
+
+    def selectModel(self, modelId: str):
+        """Show ``modelId`` ("" = the default model, the first entry) and its model card line."""
+        index = max(self.ui.modelComboBox.findData(modelId), 0) if modelId else 0
+        wasBlocked = self.ui.modelComboBox.blockSignals(True)
+        self.ui.modelComboBox.setCurrentIndex(index)
+        self.ui.modelComboBox.blockSignals(wasBlocked)
+        shown = self.ui.modelComboBox.itemData(index)
+        self.ui.modelSummaryLabel.text = models.describe(self._models, modelId or shown) if shown else ""
+
+    def onModelSelected(self, index: int):
+        modelId = self.ui.modelComboBox.itemData(index)
+        if self._parameterNode is not None and modelId is not None:
+            self._parameterNode.model = modelId
 
     def onApply(self):
         if self.logic.runner.state.busy:
-            self._queue = []
             self.show(self.logic.runner.cancel())
         elif self.ensureDependencies():
-            self.start(self.logic.request(self.values()))
+            self.start(self.logic.denoiseRequest(self._parameterNode))
+
+    def onTeaching(self):
+        if self.logic.runner.state.busy:
+            self.show(self.logic.runner.cancel())
+            return
+        try:
+            job = self.logic.lowCountRequest(self._parameterNode)
+        except SPECTDenoiseError as error:
+            self.ui.statusLabel.text = str(error)
+            return
+        if self.ensureDependencies():
+            self.start(job)
+
+    def onDownload(self):
+        try:
+            modelId = models.hub_model_id(self.ui.hubRepoLineEdit.text, self.ui.hubRevisionLineEdit.text)
+        except SPECTDenoiseError as error:
+            self.ui.statusLabel.text = str(error)
+            return
+        self.start(models.ModelDownload(modelId))
 
     def start(self, job: Job):
         self.show(self.logic.runner.start(job))
@@ -193,152 +338,98 @@ class SPECTDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onTimer(self):
         self.show(self.logic.runner.poll())
-        if self._download is not None and self._download.exit_code() is not None:
-            self.finishDownload()
-        if not self.logic.runner.state.busy and self._download is None:
+        if not self.logic.runner.state.busy:
             self.timer.stop()
-            if self._queue and self.logic.runner.state is State.DONE:
-                self.start(self._queue.pop(0))
 
-    def show(self, events):
+    def show(self, events: list[RunEvent]):
         for event in events:
             if event.fraction is not None:
                 self.ui.progressBar.value = int(100 * event.fraction)
             self.ui.statusLabel.text = event.message
             if event.state is State.DONE:
                 self.showOutputs()
-        self.updateButtons()
+        self.updateGui()
 
     def showOutputs(self):
+        """Show what the finished job made: outputs in the standard views, a teaching layout, or the new model."""
         job, outputs = self.logic.runner.job, self.logic.runner.outputs
-        if isinstance(job, teaching.LowCountRequest):
-            self.showSeries(job.full_node, list(outputs.values()))
-            return
-        self._parameterNode.denoisedVolume = outputs.get("denoised")
-        self._parameterNode.differenceVolume = outputs.get("difference", self._parameterNode.differenceVolume)
-        self._parameterNode.varianceVolume = outputs.get("variance", self._parameterNode.varianceVolume)
-        slicer.util.setSliceViewerLayers(background=outputs["denoised"], foreground=None, fit=False)
-
-    def fillModels(self):
-        from SPECTDenoiseLib import hub
-
-        self.ui.modelComboBox.clear()
-        for entry in hub.list_models():
-            label = entry["id"] + (" (default)" if entry["default"] else "") + ("" if entry["available"] else " ↓")
-            self.ui.modelComboBox.addItem(label, entry["id"])
-        index = self.ui.modelComboBox.findData(self._parameterNode.model if self._parameterNode else "")
-        self.ui.modelComboBox.setCurrentIndex(max(index, 0))
-
-    def onModelChanged(self, index: int):
-        from SPECTDenoiseLib import hub
-        from SPECTDenoiseLib.errors import SPECTDenoiseError
-
-        model = self.ui.modelComboBox.itemData(index)
-        if self._parameterNode is None or model is None:
-            return
-        self._parameterNode.model = model
-        try:
-            config = hub.model_info(model)["config"]
-        except SPECTDenoiseError as error:
-            self.ui.modelSummaryLabel.text = str(error)
-            return
-        self.ui.modelSummaryLabel.text = (
-            f"{config['description']}\nCount fractions: {', '.join(map(str, config['count_fractions'])) or '?'}; "
-            f"needs CT: {'yes' if 'ct' in config['input_channels'] else 'no'}; "
-            f"variance: {'yes' if config['kind'] == 'diffusion' else 'no'}.")
-
-    def onDownload(self):
-        repo, revision = self.ui.hubRepoLineEdit.text.strip(), self.ui.hubRevisionLineEdit.text.strip()
-        if not repo:
-            self.ui.statusLabel.text = "Enter a Hub repository id such as organisation/model-name."
-            return
-        self._downloadId = f"{repo}@{revision}" if revision else repo
-        handle, log = tempfile.mkstemp(prefix="spectdenoise-download-", suffix=".log")
-        os.close(handle)
-        self._download = JsonLinesProcess([self.logic.python, "-m", "SPECTDenoiseLib", "models", "download",
-                                           self._downloadId], log)
-        self.ui.downloadButton.enabled = False
-        self.ui.statusLabel.text = f"Downloading {self._downloadId} in the background…"
-        self.timer.start()
-
-    def finishDownload(self):
-        code, process, self._download = self._download.exit_code(), self._download, None
-        self.ui.downloadButton.enabled = True
-        tail = process.stderr_tail().splitlines()
-        self.ui.statusLabel.text = (f"Downloaded {self._downloadId}." if code == 0
-                                    else (tail[-1] if tail else f"Download failed (exit code {code})."))
-        process.stderr_path.unlink(missing_ok=True)
-        self.fillModels()
+        if isinstance(job, models.ModelDownload):
+            self.fillModels()
+            self._parameterNode.model = job.model_id
+        elif isinstance(job, teaching.LowCountRequest):
+            rows = job.view_rows(outputs)
+            layoutNode = slicer.app.layoutManager().layoutLogic().GetLayoutNode()
+            teaching.use_side_by_side_layout(layoutNode, len(rows), len(rows[0]))
+            slicer.app.processEvents()  # the layout manager creates the views
+            teaching.show_side_by_side(slicer.mrmlScene, [volume for row in rows for volume in row])
+        else:
+            self._parameterNode.denoisedVolume = outputs["denoised"]
+            if "difference" in outputs:
+                self._parameterNode.differenceVolume = outputs["difference"]
+            if "variance" in outputs:
+                self._parameterNode.varianceVolume = outputs["variance"]
+            teaching.show_in_standard_views(slicer.mrmlScene, outputs["denoised"])
 
     def onCompare(self):
         with slicer.util.tryWithErrorDisplay("Could not compute the comparison table.", waitCursor=True):
-            table, note = self.logic.compare(self.values())
+            table, note = self.logic.compare(self._parameterNode)
             self._parameterNode.comparisonTable = table
             self.ui.comparisonTableView.setMRMLTableNode(table)
             self.ui.statusLabel.text = f"SUV columns are empty: {note}" if note else "Comparison table updated."
-        self.updateButtons()
+            self.updateGui()
 
     def onExportCsv(self):
         path = qt.QFileDialog.getSaveFileName(self.parent, "Export comparison", "rois.csv", "CSV (*.csv)")
         if path:
             with slicer.util.tryWithErrorDisplay("Could not write the CSV file."):
                 comparison.write_csv(self.logic.rows, path)
-
-    def onTeaching(self):
-        if self.logic.runner.state.busy:
-            self.onApply()
-            return
-        with slicer.util.tryWithErrorDisplay("Could not create the low-count series."):
-            job = self.logic.lowCountRequest(self.values())
-            if self.ensureDependencies():
-                self.start(job)
-
-    def showSeries(self, full, series):
-        layoutNode = slicer.app.layoutManager().layoutLogic().GetLayoutNode()
-        teaching.use_side_by_side_layout(layoutNode, len(series) + 1)
-        slicer.app.processEvents()
-        teaching.show_side_by_side(slicer.mrmlScene, [full] + series)
-        values = self.values()
-        if values.teachingDenoise:
-            self._queue = self.logic.seriesDenoiseRequests(series, values)
+                self.ui.statusLabel.text = f"Saved {path}."
 
     def ensureDependencies(self) -> bool:
-        """Install what the worker needs into Slicer's Python after a confirmation; False if not possible."""
-        missing = [requirement for module, requirement in REQUIREMENTS.items() if find_spec(module) is None]
-        needTorch = find_spec("torch") is None
-        if not missing and not needTorch:
-            return True
-        if not online():
-            slicer.util.errorDisplay("SPECT Denoise needs Python packages that are not installed "
-                                     f"({', '.join(missing + (['torch'] if needTorch else []))}) and this computer "
-                                     "is offline. Connect to the internet once, or install them with pip_install.")
+        """Make sure Slicer's Python has the versions the worker needs (Resources/requirements.txt), installing them
+        after the user agrees: torch through the PyTorch extension, the rest with ``slicer.packaging.pip_ensure``
+        (Slicer ≥ 5.12) or pip after a version check. Returns False when they are not all there."""
+        path = self.resourcePath("requirements.txt")
+        requirements = dependencies.read_requirements(path)
+        torch, _others = dependencies.split_torch(requirements)
+        if torch is not None and not dependencies.is_met(torch) and not self.installPyTorch(torch):
             return False
-        if not slicer.util.confirmOkCancelDisplay(
-                "SPECT Denoise will now download and install PyTorch, MONAI and a few other Python packages into "
-                "Slicer's Python. This can take several minutes."):
+        packaging = slicerPackaging()
+        try:
+            if packaging is not None:
+                packaging.pip_ensure(packaging.load_requirements(path), requester="SPECT Denoise")
+            else:
+                missing = dependencies.unmet(requirements)
+                names = ", ".join(map(str, missing))
+                if missing and not slicer.util.confirmOkCancelDisplay(
+                        f"SPECT Denoise needs these Python packages in Slicer's Python: {names}. Install them now? "
+                        "This needs the internet and can take several minutes."):
+                    return False
+                if missing:
+                    slicer.util.pip_install([str(requirement) for requirement in missing])
+        except RuntimeError:  # pip_ensure: the user declined
             return False
-        with slicer.util.tryWithErrorDisplay("Installing the packages failed.", waitCursor=True):
-            if needTorch:
-                try:
-                    import PyTorchUtils
-                except ImportError:
-                    slicer.util.pip_install(f"torch{TORCH_REQUIREMENT}")
-                else:
-                    if PyTorchUtils.PyTorchUtilsLogic().installTorch(False, None, TORCH_REQUIREMENT) is None:
-                        return False
-            if missing:
-                slicer.util.pip_install(missing)
-            return True
-        return False
+        except Exception as error:  # noqa: BLE001 - pip failed (offline, no disk space): say which packages
+            names = ", ".join(map(str, dependencies.unmet(requirements)))
+            slicer.util.errorDisplay(f"Installing the Python packages failed ({error}). Still missing: {names}.")
+            return False
+        missing = dependencies.unmet(requirements)
+        if missing:
+            names = ", ".join(map(str, missing))
+            slicer.util.errorDisplay(f"SPECT Denoise cannot run without these Python packages: {names}.")
+        return not missing
 
-
-def online(host: str = "pypi.org", timeout_s: float = 3.0) -> bool:
-    """True when ``host`` answers on port 443 within ``timeout_s``."""
-    try:
-        socket.create_connection((host, 443), timeout=timeout_s).close()
-        return True
-    except OSError:
-        return False
+    def installPyTorch(self, requirement) -> bool:
+        """Install torch through the PyTorch extension (the build that matches the GPU driver); False if not."""
+        try:
+            import PyTorchUtils
+        except ImportError:
+            slicer.util.errorDisplay("SPECT Denoise installs PyTorch through the PyTorch extension: install "
+                                     "'PyTorch' in the Extension Manager and restart Slicer.")
+            return False
+        torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=True,
+                                                             torchVersionRequirement=str(requirement.specifier))
+        return torch is not None
 
 
 class SPECTDenoiseTest(ScriptedLoadableModuleTest):
@@ -361,8 +452,9 @@ class SPECTDenoiseTest(ScriptedLoadableModuleTest):
         volume = slicer.util.addVolumeFromArray(counts.astype(np.float32), name="phantom")
         volume.SetSpacing(4.0, 4.0, 4.0)
         logic = SPECTDenoiseLogic()
-        values = parameters.SPECTDenoiseParameters(inputVolume=volume, makeVariance=False, device="cpu")
-        logic.runner.start(logic.request(values))
+        parameters = logic.getParameterNode()
+        parameters.inputVolume, parameters.makeVariance, parameters.device = volume, False, "cpu"
+        logic.runner.start(logic.denoiseRequest(parameters))
         logic.runner.wait(300)
         self.assertEqual(logic.runner.state, State.DONE, logic.runner.message)
         denoised = logic.runner.outputs["denoised"]
@@ -370,7 +462,7 @@ class SPECTDenoiseTest(ScriptedLoadableModuleTest):
         roi = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "sphere")
         roi.SetCenterWorld(96.0, 96.0, 32.0)  # voxel [8, 24, 24] at 4 mm spacing, identity IJK→RAS
         roi.SetSizeWorld(8.0, 8.0, 8.0)
-        values.denoisedVolume, values.regionNode = denoised, roi
-        table, _ = logic.compare(values)
+        parameters.denoisedVolume, parameters.regionNode = denoised, roi
+        table, _note = logic.compare(parameters)
         self.assertEqual(table.GetNumberOfRows(), 2)
         self.delayDisplay("SPECT Denoise test passed")

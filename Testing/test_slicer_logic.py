@@ -14,7 +14,7 @@ import SimpleITK as sitk
 slicer = pytest.importorskip("slicer")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "SPECTDenoise"))
 
-from SPECTDenoiseLogic import comparison, outputs, parameters, roi, teaching, volumes
+from SPECTDenoiseLogic import comparison, outputs, roi, teaching, volumes
 
 from SPECTDenoiseLib.errors import InputError
 
@@ -276,45 +276,41 @@ def test_variance_uses_a_heat_map_from_zero(scene):
     assert display.GetWindowLevelMin() == 0.0
 
 
-def test_parameters_round_trip_through_a_scripted_module_node(scene):
-    node, _ = _oblique_node(scene, _ramp())
-    box = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "box")
-    original = parameters.SPECTDenoiseParameters(
-        inputVolume=node, regionNode=box, model="org/model@abc123", device="cpu", samples=4, steps=12, seed=7,
-        makeVariance=False, weightKg=72.5, teachingFractions="0.5, 10%", teachingDenoise=True,
-    )
-    holder = scene.AddNewNodeByClass("vtkMRMLScriptedModuleNode", "SPECTDenoise")
-    parameters.store(original, holder)
-    assert parameters.restore(holder) == original
-
-
-def test_parameter_wrapper_namespace_has_every_field_with_mrml_types():
-    namespace = parameters.wrapper_namespace(lambda name: getattr(slicer, name))
-    annotations = namespace["__annotations__"]
-    assert annotations["inputVolume"] is slicer.vtkMRMLScalarVolumeNode
-    assert set(annotations["regionNode"].__args__) == {slicer.vtkMRMLMarkupsROINode, slicer.vtkMRMLSegmentationNode}
-    assert annotations["samples"] is int and namespace["device"] == "auto"
-
-
 def test_teaching_fractions_accept_decimals_and_percent():
     assert teaching.parse_fractions("0.5, 25%;0.1") == [0.5, 0.25, 0.1]
     with pytest.raises(InputError, match="outside"):
         teaching.parse_fractions("1.5")
 
 
-def test_teaching_layout_puts_views_side_by_side(scene):
+def test_teaching_layout_puts_views_side_by_side_row_by_row(scene):
     layout = scene.AddNewNodeByClass("vtkMRMLLayoutNode")
-    layout_id = teaching.use_side_by_side_layout(layout, 3)
+    layout_id = teaching.use_side_by_side_layout(layout, 2, 3)
     assert layout.GetViewArrangement() == layout_id
-    assert layout.GetCurrentLayoutDescription().count('class="vtkMRMLSliceNode"') == 3
+    description = layout.GetCurrentLayoutDescription()
+    assert description.count('class="vtkMRMLSliceNode"') == 6 and description.count('type="horizontal"') == 2
+    assert teaching.use_side_by_side_layout(layout, 1, 3) != layout_id
     composites = []
-    for name in teaching.view_names(3):
+    for name in teaching.view_names(6):
         composite = scene.AddNewNodeByClass("vtkMRMLSliceCompositeNode")
         composite.SetLayoutName(name)
         composites.append(composite)
-    shown = [_axis_aligned_node(scene, np.zeros((4, 4, 4), np.float32), f"v{i}") for i in range(3)]
-    assert teaching.show_side_by_side(scene, shown) == 3
+    shown = [_axis_aligned_node(scene, np.zeros((4, 4, 4), np.float32), f"v{i}") for i in range(6)]
+    assert teaching.show_side_by_side(scene, shown) == 6
     assert [c.GetBackgroundVolumeID() for c in composites] == [v.GetID() for v in shown]
+
+
+def test_a_denoised_volume_is_shown_in_the_standard_views_and_not_in_the_teaching_views(scene):
+    views = {}
+    for name in ("Red", "Yellow", "Teaching1", "Teaching2"):
+        views[name] = scene.AddNewNodeByClass("vtkMRMLSliceCompositeNode")
+        views[name].SetLayoutName(name)
+    series = _axis_aligned_node(scene, np.zeros((4, 4, 4), np.float32), "series")
+    views["Teaching1"].SetBackgroundVolumeID(series.GetID())
+    denoised = _axis_aligned_node(scene, np.ones((4, 4, 4), np.float32), "denoised")
+    assert teaching.show_in_standard_views(scene, denoised) == 2
+    assert [views[n].GetBackgroundVolumeID() for n in ("Red", "Yellow")] == [denoised.GetID()] * 2
+    assert views["Teaching1"].GetBackgroundVolumeID() == series.GetID()
+    assert views["Teaching2"].GetBackgroundVolumeID() is None
 
 
 def test_suv_scale_uses_hand_entered_values_over_dicom_and_says_what_is_missing():

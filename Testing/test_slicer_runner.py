@@ -181,7 +181,7 @@ def _full_count_node(scene, shape=(24, 32, 32)):
 def test_teaching_series_runs_one_simulate_process_per_fraction_and_reports_each(scene, tmp_path):
     calls = tmp_path / "calls.txt"
     copier = tmp_path / "python"  # stands in for the simulator: records its arguments, copies INPUT to OUTPUT
-    copier.write_text(f'#!/bin/sh\necho "$@" >> "{calls}"\ncp "$4" "$6"\n')
+    copier.write_text(f'#!/bin/sh\necho "$@" >> "{calls}"\ncp "$6" "$8"\n')
     copier.chmod(0o755)
     full, _ = _full_count_node(scene, shape=(4, 8, 8))
     runner = BackgroundRunner(scene, str(copier))
@@ -190,9 +190,11 @@ def test_teaching_series_runs_one_simulate_process_per_fraction_and_reports_each
     events = runner.wait(10)
     assert runner.state is State.DONE, runner.message
     assert [(e.fraction, e.message) for e in events[:-1]] == [(0.5, "Simulating 10% counts (2 of 2)…")]
-    assert [line.split()[:3] + line.split()[4:] for line in calls.read_text().splitlines()] == [
-        ["-m", "SPECTDenoiseLib", "simulate", "-o", str(folder / "low1.nrrd"), "--fraction", "0.5", "--seed", "3"],
-        ["-m", "SPECTDenoiseLib", "simulate", "-o", str(folder / "low2.nrrd"), "--fraction", "0.1", "--seed", "4"]]
+    assert [line.split()[:5] + line.split()[6:] for line in calls.read_text().splitlines()] == [
+        ["-m", "SPECTDenoiseLib", "--events", "jsonl", "simulate", "-o", str(folder / "low1.nrrd"), "--fraction",
+         "0.5", "--seed", "3"],
+        ["-m", "SPECTDenoiseLib", "--events", "jsonl", "simulate", "-o", str(folder / "low2.nrrd"), "--fraction",
+         "0.1", "--seed", "4"]]
     assert [node.GetName() for node in runner.outputs.values()] == ["full 50% counts", "full 10% counts"]
     for node in runner.outputs.values():
         np.testing.assert_array_equal(slicer.util.arrayFromVolume(node), slicer.util.arrayFromVolume(full))

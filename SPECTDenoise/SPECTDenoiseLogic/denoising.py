@@ -1,17 +1,46 @@
 """A denoising job for the background runner: ``python -m SPECTDenoiseLib.worker request.json`` on the inputs
-written to the run's folder, then its outputs imported as ``"<input> denoised"``, ``difference``, ``variance``."""
+written to the run's folder, then its outputs imported as ``"<input> denoised"``, ``difference``, ``variance``.
+
+The worker request itself is :class:`SPECTDenoiseLib.worker.Request` (the one request builder, shared with the
+command line and batch mode); :func:`worker_step` writes it and names the step that runs it.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import slicer
 
+from SPECTDenoiseLib.worker import Request
+
 from .outputs import KINDS, finish_output, get_or_create_output
 from .runner import Step
 from .volumes import read_node, write_node
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelOptions:
+    """How the model runs: ``model`` (catalogue name, ``org/name[@revision]`` or folder; None: the default model),
+    ``device`` (``"auto"``, ``"cpu"``, ``"cuda"``, ``"mps"``), DDPM ``samples`` and ``steps`` (None: the model's
+    defaults) and the sampler ``seed``."""
+
+    model: str | None = None
+    device: str = "auto"
+    samples: int | None = None
+    steps: int | None = None
+    seed: int = 0
+
+
+def worker_step(request_path: Path, options: ModelOptions, input_path: Path, output: Path, *,
+                ct: Path | None = None, difference: Path | None = None, variance: Path | None = None,
+                message: str = "Worker started…") -> Step:
+    """Write the worker request for ``input_path`` → ``output`` (and the optional outputs) to ``request_path`` and
+    return the step that runs the worker on it. The input may be written by an earlier step of the same job."""
+    request = Request(input=input_path, output=output, ct=ct, model=options.model, device=options.device,
+                      difference=difference, variance=variance, samples=options.samples, steps=options.steps,
+                      seed=options.seed)
+    return Step(["-m", "SPECTDenoiseLib.worker", str(request.write(request_path))], message)
 
 
 @dataclasses.dataclass
@@ -22,11 +51,8 @@ class DenoiseRequest:
     ----------
     input_node : the low-count SPECT volume.
     ct_node : co-registered CT for models that take it, or None.
-    model : catalogue name, hub repo id (``org/name[@revision]``) or local folder; None runs the default model.
-    device : ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"mps"``.
+    model, device, samples, steps, seed : see :class:`ModelOptions`.
     outputs : output kinds to produce (``"denoised"`` always), each optionally with an existing node to fill.
-    samples, steps : DDPM samples and sampling steps (None: the model's defaults).
-    seed : random seed of the sampler.
     """
 
     input_node: slicer.vtkMRMLScalarVolumeNode
@@ -44,30 +70,22 @@ class DenoiseRequest:
         if unknown:
             raise ValueError(f"unknown output kinds {sorted(unknown)}")
 
+    @property
+    def options(self) -> ModelOptions:
+        """The model options of this run."""
+        return ModelOptions(self.model, self.device, self.samples, self.steps, self.seed)
+
     def output_paths(self, folder: Path) -> dict[str, Path]:
         """Where the worker writes each output kind in ``folder`` ("denoised" always)."""
         return {kind: folder / f"{kind}.nrrd" for kind in KINDS if kind == "denoised" or kind in self.outputs}
 
     def write_inputs(self, folder: Path) -> list[Step]:
-        """Write the volumes and ``request.json`` into ``folder``; the one step runs the worker on them."""
+        """Write the volumes (uncompressed: fast) and ``request.json`` into ``folder``; one step runs the worker."""
         input_path = write_node(self.input_node, folder / "input.nrrd")
         ct_path = write_node(self.ct_node, folder / "ct.nrrd") if self.ct_node is not None else None
         paths = self.output_paths(folder)
-        body = {
-            "input": str(input_path),
-            "output": str(paths["denoised"]),
-            "ct": str(ct_path) if ct_path else None,
-            "model": self.model,
-            "device": self.device,
-            "difference": str(paths["difference"]) if "difference" in paths else None,
-            "variance": str(paths["variance"]) if "variance" in paths else None,
-            "samples": self.samples,
-            "steps": self.steps,
-            "seed": self.seed,
-        }
-        request = folder / "request.json"
-        request.write_text(json.dumps(body, indent=1), encoding="utf-8")
-        return [Step(["-m", "SPECTDenoiseLib.worker", str(request)], "Worker started…")]
+        return [worker_step(folder / "request.json", self.options, input_path, paths["denoised"], ct=ct_path,
+                            difference=paths.get("difference"), variance=paths.get("variance"))]
 
     def import_outputs(self, scene: slicer.vtkMRMLScene, folder: Path) -> tuple[dict[str, slicer.vtkMRMLNode], str]:
         """Read the worker's outputs into (new or given) nodes named after the input; note the kinds it lacks."""

@@ -8,11 +8,14 @@
 
 A run carries out one :class:`Job`: ``start`` makes a private temporary folder (mode 0700), the job writes its
 inputs there and names its :class:`Step` s, each one command ``PYTHON ARGUMENTS...`` run after the other with the
-given Python (Slicer's ``PythonSlicer`` in the application, ``sys.executable`` in tests). The widget calls
-:meth:`BackgroundRunner.poll` from a timer: it returns the progress read so far (JSON lines of the worker
-protocol within a step, and each finished step), starts the next step and, when the last one has ended, lets
-the job import its outputs as volume nodes. Slicer never waits on a child; Cancel kills the running child's
-whole process group. The folder is deleted at the end.
+given Python (Slicer's ``PythonSlicer`` in the application, ``sys.executable`` in tests) through the core's one
+process launcher, :class:`SPECTDenoiseLib.processes.JsonLinesProcess`. A job of several steps (simulate each
+fraction, then denoise each) is one run: it imports everything at the end, or nothing when a step fails, is
+cancelled or the scene closes. The widget calls :meth:`BackgroundRunner.poll` from a timer: it returns the
+progress read so far (JSON lines of the worker protocol within a step, and each finished step), starts the next
+step and, when the last one has ended, lets the job import its outputs as volume nodes. Every step reports its
+errors as a JSON-lines ``error`` event. Slicer never waits on a child; Cancel kills the running child's whole
+process group. The folder is deleted at the end.
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ import dataclasses
 import enum
 import os
 import shutil
-import signal
 import tempfile
 import time
 from pathlib import Path
@@ -29,12 +31,8 @@ from typing import Protocol
 
 import slicer
 
-import SPECTDenoiseLib
 from SPECTDenoiseLib.errors import SPECTDenoiseError
-
-from .process import JsonLinesProcess
-
-CLI_ERROR_PREFIX = "spectdenoise: error: "
+from SPECTDenoiseLib.processes import JsonLinesProcess, failure_message
 
 
 class State(enum.Enum):
@@ -97,11 +95,9 @@ class Job(Protocol):
 class BackgroundRunner:
     """Runs one :class:`Job` at a time in child processes; see the module docstring."""
 
-    def __init__(self, scene: slicer.vtkMRMLScene, python: str, library_path: str | os.PathLike | None = None,
-                 grace_s: float = 5.0) -> None:
+    def __init__(self, scene: slicer.vtkMRMLScene, python: str, grace_s: float = 5.0) -> None:
         self.scene = scene
         self.python = python
-        self.library_path = Path(library_path or Path(SPECTDenoiseLib.__file__).parent.parent)
         self.grace_s = grace_s
         self.state = State.IDLE
         self.job: Job | None = None
@@ -141,11 +137,8 @@ class BackgroundRunner:
         return events + [RunEvent(State.RUNNING, 0.0, self._steps[0].message)]
 
     def _launch(self) -> None:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(self.library_path), env.get("PYTHONPATH")]))
         command = [self.python, *self._steps[self._step].arguments]
-        self._process = JsonLinesProcess(command, self._folder / f"step{self._step + 1}.log", env=env,
-                                         cwd=self._folder)
+        self._process = JsonLinesProcess(command, self._folder / f"step{self._step + 1}.log", cwd=self._folder)
 
     def poll(self) -> list[RunEvent]:
         """Return the events since the last call; start the next step when one has ended, and after the last one
@@ -169,7 +162,7 @@ class BackgroundRunner:
             self._cleanup()
             return events + [RunEvent(State.IDLE, None, "Cancelled.")]
         if code != 0 or self._error is not None:
-            return events + [self._fail(self._failure_message(code))]
+            return events + [self._fail(failure_message(self._error, code, self._process.stderr_tail()))]
         self._step += 1
         if self._step == len(self._steps):
             return events + self._import()
@@ -201,26 +194,19 @@ class BackgroundRunner:
         return events
 
     def _import(self) -> list[RunEvent]:
+        """Let the job import its outputs; when that fails, remove every node it added, so a run adds all or nothing."""
         self._set(State.IMPORTING)
+        before = {node.GetID() for node in self.scene.GetNodes()}
         try:
             self.outputs, note = self.job.import_outputs(self.scene, self._folder)
         except (SPECTDenoiseError, OSError) as error:
+            for node in [node for node in self.scene.GetNodes() if node.GetID() not in before]:
+                if node.GetScene() is not None:  # a display node goes with its volume
+                    self.scene.RemoveNode(node)
             return [self._fail(f"Could not import the results: {error}")]
         self._set(State.DONE)
         self._cleanup()
         return [RunEvent(State.DONE, 1.0, f"Done in {time.monotonic() - self._started:.1f} s{note}.")]
-
-    def _failure_message(self, code: int) -> str:
-        if self._error is not None:
-            return str(self._error.get("message") or f"The worker failed (exit code {code}).")
-        if code < 0:
-            return (f"The worker was killed by {signal.Signals(-code).name} (for example when the computer ran out "
-                    "of memory); nothing was imported. Run it again, or use a smaller volume or the CPU device.")
-        tail = self._process.stderr_tail()
-        detail = tail.splitlines()[-1] if tail else "no error message"
-        if detail.startswith(CLI_ERROR_PREFIX):  # the command line's one sentence for an error a user can fix
-            return detail[len(CLI_ERROR_PREFIX):]
-        return f"The worker stopped unexpectedly (exit code {code}): {detail}"
 
     def _fail(self, message: str) -> RunEvent:
         self._set(State.FAILED)

@@ -1,9 +1,10 @@
 """Teaching: low-count versions of a full-count volume, laid out side by side so a class sees noise grow.
 
-Each low-count volume is made by a background process, ``python -m SPECTDenoiseLib simulate`` (projection,
-binomial thinning, reconstruction — never image-domain noise), run by the module's
-:class:`~SPECTDenoiseLogic.runner.BackgroundRunner`, so Slicer never imports torch and stays responsive. Each one
-may then be denoised with the same runner.
+Each low-count volume is made by a background process, ``python -m SPECTDenoiseLib --events jsonl simulate``
+(projection, binomial thinning, reconstruction — never image-domain noise); with *also denoise each*, the same job
+then runs the worker on every low-count version. The whole series is one job of the module's
+:class:`~SPECTDenoiseLogic.runner.BackgroundRunner`: it is imported at the end, or not at all when a step fails,
+is cancelled or the scene closes. Slicer never imports torch and stays responsive.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ import slicer
 
 from SPECTDenoiseLib.errors import InputError
 
-from .outputs import finish_output
+from .denoising import ModelOptions, worker_step
+from .outputs import finish_output, output_name
 from .runner import Step
 from .volumes import read_node, write_node
 
-LAYOUT_ID = 5301  # a custom layout number outside Slicer's built-in ones
+LAYOUT_ID = 5301  # custom layout numbers start here, outside Slicer's built-in ones
 VIEW_PREFIX = "Teaching"
 
 
@@ -50,31 +52,46 @@ def series_label(fraction: float) -> str:
 
 @dataclasses.dataclass
 class LowCountRequest:
-    """Low-count versions of ``full_node`` at ``fractions`` (a :class:`~SPECTDenoiseLogic.runner.Job`).
+    """Low-count versions of ``full_node`` at ``fractions``, optionally denoised (a
+    :class:`~SPECTDenoiseLogic.runner.Job`).
 
-    Fraction ``i`` is simulated with seed ``seed + i``; ``ct_node`` (CT in HU) gives the attenuation map.
+    Fraction ``i`` is simulated with seed ``seed + i``; ``ct_node`` (CT in HU) gives the attenuation map. With
+    ``denoise`` (the model options), each low-count version is then denoised by the worker in the same job.
     """
 
     full_node: slicer.vtkMRMLScalarVolumeNode
     fractions: list[float]
     ct_node: slicer.vtkMRMLScalarVolumeNode | None = None
     seed: int = 0
+    denoise: ModelOptions | None = None
 
     def write_inputs(self, folder: Path) -> list[Step]:
-        """Write the full-count volume (and CT) into ``folder``; one ``simulate`` step per fraction."""
+        """Write the full-count volume (and CT) into ``folder``; one ``simulate`` step per fraction, then (with
+        ``denoise``) one worker step per fraction."""
         full = write_node(self.full_node, folder / "full.nrrd")
-        ct = ["--ct", str(write_node(self.ct_node, folder / "ct.nrrd"))] if self.ct_node is not None else []
-        return [
-            Step(["-m", "SPECTDenoiseLib", "simulate", str(full), "-o", str(self._path(folder, index)),
-                  "--fraction", repr(fraction), "--seed", str(self.seed + index), *ct],
-                 f"Simulating {series_label(fraction)} ({index + 1} of {len(self.fractions)})…")
+        ct_path = write_node(self.ct_node, folder / "ct.nrrd") if self.ct_node is not None else None
+        ct = ["--ct", str(ct_path)] if ct_path is not None else []
+        count = len(self.fractions)
+        steps = [
+            Step(["-m", "SPECTDenoiseLib", "--events", "jsonl", "simulate", str(full), "-o",
+                  str(self._path(folder, index)), "--fraction", repr(fraction), "--seed", str(self.seed + index), *ct],
+                 f"Simulating {series_label(fraction)} ({index + 1} of {count})…")
             for index, fraction in enumerate(self.fractions)
         ]
+        if self.denoise is not None:
+            steps += [
+                worker_step(folder / f"request{index + 1}.json", self.denoise, self._path(folder, index),
+                            self._path(folder, index, "denoised"), ct=ct_path,
+                            message=f"Denoising {series_label(fraction)} ({index + 1} of {count})…")
+                for index, fraction in enumerate(self.fractions)
+            ]
+        return steps
 
     def import_outputs(self, scene: slicer.vtkMRMLScene, folder: Path) -> tuple[dict[str, slicer.vtkMRMLNode], str]:
-        """Read the low-count volumes into new nodes ``"<input> 50% counts"``, …, in the order of the fractions.
+        """Read the low-count volumes into new nodes ``"<input> 50% counts"``, …, in the order of the fractions,
+        then (with ``denoise``) their denoised versions ``"<input> 50% counts denoised"``, ….
 
-        They carry the input's geometry, units, colour map and window/level and sit beside it in the subject
+        All carry the input's geometry, units, colour map and window/level and sit beside it in the subject
         hierarchy.
         """
         outputs = {}
@@ -84,11 +101,26 @@ class LowCountRequest:
             node.SetAndObserveTransformNodeID(self.full_node.GetTransformNodeID())
             finish_output(self.full_node, node, "denoised")  # displayed like the input, as a denoised volume is
             outputs[label] = node
+        if self.denoise is not None:
+            for index, fraction in enumerate(self.fractions):
+                low = outputs[series_label(fraction)]
+                node = read_node(scene, self._path(folder, index, "denoised"), output_name(low.GetName(), "denoised"))
+                node.SetAndObserveTransformNodeID(self.full_node.GetTransformNodeID())
+                finish_output(low, node, "denoised")
+                outputs[output_name(series_label(fraction), "denoised")] = node
         return outputs, ""
 
+    def view_rows(self, outputs: dict[str, slicer.vtkMRMLNode]) -> list[list[slicer.vtkMRMLNode]]:
+        """The volumes to show, one list per row: the full-count volume, then the low-count versions; with
+        ``denoise`` a second row of the full-count volume and the denoised versions."""
+        rows = [[self.full_node] + [outputs[series_label(f)] for f in self.fractions]]
+        if self.denoise is not None:
+            rows.append([self.full_node] + [outputs[output_name(series_label(f), "denoised")] for f in self.fractions])
+        return rows
+
     @staticmethod
-    def _path(folder: Path, index: int) -> Path:
-        return folder / f"low{index + 1}.nrrd"
+    def _path(folder: Path, index: int, kind: str = "") -> Path:
+        return folder / f"low{index + 1}{'-' + kind if kind else ''}.nrrd"
 
 
 def view_names(count: int) -> list[str]:
@@ -96,24 +128,29 @@ def view_names(count: int) -> list[str]:
     return [f"{VIEW_PREFIX}{index + 1}" for index in range(count)]
 
 
-def side_by_side_layout(count: int, orientation: str = "Axial") -> str:
-    """Return the layout XML of ``count`` slice views in one row (``orientation``: Axial, Coronal or Sagittal)."""
-    if count < 1:
+def side_by_side_layout(rows: int, columns: int, orientation: str = "Axial") -> str:
+    """Return the layout XML of ``rows`` × ``columns`` slice views (named by :func:`view_names`, row by row;
+    ``orientation``: Axial, Coronal or Sagittal)."""
+    if rows < 1 or columns < 1:
         raise ValueError("a layout needs at least one view")
-    items = "".join(
-        f'<item><view class="vtkMRMLSliceNode" singletontag="{name}">'
-        f'<property name="orientation" action="default">{orientation}</property>'
-        f'<property name="viewlabel" action="default">{index + 1}</property>'
-        f'<property name="viewcolor" action="default">#E0E0E0</property></view></item>'
-        for index, name in enumerate(view_names(count))
-    )
-    return f'<layout type="horizontal">{items}</layout>'
+    names = view_names(rows * columns)
+
+    def view(index: int) -> str:
+        return (f'<item><view class="vtkMRMLSliceNode" singletontag="{names[index]}">'
+                f'<property name="orientation" action="default">{orientation}</property>'
+                f'<property name="viewlabel" action="default">{index + 1}</property>'
+                f'<property name="viewcolor" action="default">#E0E0E0</property></view></item>')
+
+    row_layouts = "".join(
+        '<item><layout type="horizontal">' + "".join(view(r * columns + c) for c in range(columns)) + "</layout></item>"
+        for r in range(rows))
+    return f'<layout type="vertical">{row_layouts}</layout>'
 
 
-def use_side_by_side_layout(layout_node: slicer.vtkMRMLLayoutNode, count: int) -> int:
-    """Register the side-by-side layout for ``count`` views in ``layout_node``, switch to it, return its id."""
-    layout_id = LAYOUT_ID + count
-    description = side_by_side_layout(count)
+def use_side_by_side_layout(layout_node: slicer.vtkMRMLLayoutNode, rows: int, columns: int) -> int:
+    """Register the ``rows`` × ``columns`` teaching layout in ``layout_node``, switch to it, return its id."""
+    layout_id = LAYOUT_ID + 100 * rows + columns
+    description = side_by_side_layout(rows, columns)
     if layout_node.IsLayoutDescription(layout_id):
         layout_node.SetLayoutDescription(layout_id, description)
     else:
@@ -123,8 +160,8 @@ def use_side_by_side_layout(layout_node: slicer.vtkMRMLLayoutNode, count: int) -
 
 
 def show_side_by_side(scene: slicer.vtkMRMLScene, volumes: list[slicer.vtkMRMLScalarVolumeNode]) -> int:
-    """Put ``volumes[i]`` in teaching view i (views created by the application for the layout); return the
-    number of views set. Call after :func:`use_side_by_side_layout` once the views exist."""
+    """Put ``volumes[i]`` in teaching view i (views created by the application for the layout, row by row); return
+    the number of views set. Call after :func:`use_side_by_side_layout` once the views exist."""
     wanted = dict(zip(view_names(len(volumes)), volumes))
     shown = 0
     for composite in scene.GetNodesByClass("vtkMRMLSliceCompositeNode"):
@@ -132,5 +169,16 @@ def show_side_by_side(scene: slicer.vtkMRMLScene, volumes: list[slicer.vtkMRMLSc
         if volume is not None:
             composite.SetBackgroundVolumeID(volume.GetID())
             composite.SetForegroundVolumeID(None)
+            shown += 1
+    return shown
+
+
+def show_in_standard_views(scene: slicer.vtkMRMLScene, volume: slicer.vtkMRMLScalarVolumeNode) -> int:
+    """Put ``volume`` in the background of every slice view except the teaching views (which keep their series, so
+    a finished denoising does not overwrite a teaching layout); return the number of views set."""
+    shown = 0
+    for composite in scene.GetNodesByClass("vtkMRMLSliceCompositeNode"):
+        if not (composite.GetLayoutName() or "").startswith(VIEW_PREFIX):
+            composite.SetBackgroundVolumeID(volume.GetID())
             shown += 1
     return shown

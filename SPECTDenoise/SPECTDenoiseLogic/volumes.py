@@ -49,8 +49,12 @@ def image_to_node(image: sitk.Image, node: slicer.vtkMRMLScalarVolumeNode) -> sl
 
 
 def write_node(node: slicer.vtkMRMLScalarVolumeNode, path: str | os.PathLike) -> Path:
-    """Write ``node`` to ``path`` (format from the suffix, LPS geometry) atomically and return the path."""
-    return write_volume(node_to_image(node), path)
+    """Write ``node`` to ``path`` (format from the suffix, LPS geometry) atomically and return the path.
+
+    Written uncompressed: these are the background commands' temporary inputs, and compressing them would keep
+    Slicer's GUI thread busy for seconds on a large volume.
+    """
+    return write_volume(node_to_image(node), path, compress=False)
 
 
 def read_node(
@@ -61,7 +65,6 @@ def read_node(
     if node is None:
         node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
     return image_to_node(image, node)
-
 
 
 def copy_voxel_units(source: slicer.vtkMRMLScalarVolumeNode, target: slicer.vtkMRMLScalarVolumeNode,
