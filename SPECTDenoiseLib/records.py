@@ -17,14 +17,15 @@ def unknown_keys(data: Mapping[str, Any], record_type: type) -> list[str]:
 
 def strict_json(value: Any, indent: int | None = 2) -> str:
     """``value`` as JSON text with NaN and infinities written as ``null`` (strict JSON has no such numbers)."""
-    return json.dumps(_finite(value), indent=indent, allow_nan=False)
+    return json.dumps(json_ready(value), indent=indent, allow_nan=False)
 
 
-def _finite(value: Any) -> Any:
+def json_ready(value: Any) -> Any:
+    """``value`` (dicts, lists, numbers, strings) with every NaN or infinite float replaced by None."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, Mapping):
-        return {key: _finite(item) for key, item in value.items()}
+        return {key: json_ready(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_finite(item) for item in value]
+        return [json_ready(item) for item in value]
     return value

@@ -163,7 +163,11 @@ class HumanProgress:
 
 
 def find_studies(folder: Path) -> dict[str, Path]:
-    """Return the studies in ``folder`` by name: volume files (name without suffix) and sub-folders."""
+    """Return the studies in ``folder`` by name: volume files (name without suffix) and sub-folders.
+
+    Raises InputError when two entries share a name (``a.nrrd`` and ``a.nii.gz``): outputs and CTs are matched
+    by name, so neither may be skipped silently.
+    """
     from ..io import VOLUME_SUFFIXES
 
     studies: dict[str, Path] = {}
@@ -172,10 +176,13 @@ def find_studies(folder: Path) -> dict[str, Path]:
             continue
         lower = entry.name.lower()
         suffix = next((s for s in VOLUME_SUFFIXES if lower.endswith(s)), None)
-        if entry.is_dir():
-            studies[entry.name] = entry
-        elif suffix is not None:
-            studies[entry.name[: len(entry.name) - len(suffix)]] = entry
+        if not entry.is_dir() and suffix is None:
+            continue
+        name = entry.name if entry.is_dir() else entry.name[: len(entry.name) - len(suffix)]
+        if name in studies:
+            raise InputError(f"'{studies[name].name}' and '{entry.name}' in '{folder}' are both study '{name}'; "
+                             "rename or move one so that every study has its own name.")
+        studies[name] = entry
     return studies
 
 
