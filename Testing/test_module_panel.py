@@ -1,0 +1,303 @@
+"""Every flow of the SPECT Denoise panel, driven through the module's widget on a real MRML scene.
+
+The widget (``SPECTDenoise.py``) runs on Slicer's own ``ScriptedLoadableModule`` and ``parameterNodeWrapper`` with
+stand-in Qt widgets built from the ``.ui`` (see ``slicer_application.py``); the background commands are the real
+worker, the real ``models download`` against a local Hub server and, for teaching, a stand-in simulator that
+copies its input (the real simulator's physics is tested in ``test_slicer_runner.py`` and ``test_simulate.py``).
+The timer that polls the runner in Slicer is stood in for by calling ``onTimer`` in a loop.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import time
+
+import numpy as np
+import pytest
+from model_fixtures import SLOW_DDPM, make_package
+from slicer_application import FileDialog, Widget, require_slicer_sources, slicer_application
+
+slicer = pytest.importorskip("slicer")
+
+
+def _spect_node(scene, name="SPECT", shape=(6, 16, 16)):
+    rng = np.random.default_rng(0)
+    _, y, x = np.indices(shape)
+    body = (y - shape[1] / 2) ** 2 + (x - shape[2] / 2) ** 2 < (0.4 * shape[1]) ** 2
+    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
+    node.SetSpacing(4.0, 4.0, 5.0)
+    slicer.util.updateVolumeFromArray(node, (np.where(body, 20.0, 0.0) + rng.poisson(5.0, shape) * body)
+                                      .astype(np.float32))
+    node.CreateDefaultDisplayNodes()
+    return node
+
+
+def _views(scene, names):
+    views = {}
+    for name in names:
+        views[name] = scene.AddNewNodeByClass("vtkMRMLSliceCompositeNode")
+        views[name].SetLayoutName(name)
+    return views
+
+
+@pytest.fixture
+def application(scene):
+    """(module, make_widget): ``make_widget(python=None)`` sets the panel up as Slicer does on first show."""
+    require_slicer_sources()
+    widgets = []
+    with slicer_application(scene) as module:
+        def make_widget(python: str | None = None):
+            widget = module.SPECTDenoiseWidget(Widget(), logic=module.SPECTDenoiseLogic(python) if python else None)
+            widget.setup()
+            widgets.append(widget)
+            return widget
+
+        yield module, make_widget
+        for widget in widgets:
+            widget.cleanup()
+
+
+def _pump(widget, until, timeout_s: float = 120.0) -> None:
+    """Call the widget's timer slot until ``until(widget)`` holds (as Slicer's QTimer would)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        widget.onTimer()
+        if until(widget):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"not reached in {timeout_s} s: {widget.ui.statusLabel.text!r}")
+
+
+def _idle(widget) -> bool:
+    return not widget.logic.runner.state.busy
+
+
+@pytest.fixture
+def fake_simulator(tmp_path):
+    """A Python stand-in: ``simulate`` copies its input to its output (or fails at fraction 0.1 with a JSON error
+    event when asked to); anything else runs the real Python."""
+    script = tmp_path / "python"
+    script.write_text(
+        "#!/bin/sh\n"
+        'if [ "$5" = simulate ]; then\n'
+        '  if [ "${10}" = 0.1 ] && [ -e "$(dirname "$0")/fail" ]; then\n'
+        "    echo '{\"event\": \"error\", \"message\": \"The simulator ran out of disk.\", \"exit_code\": 7}'; exit 7\n"
+        "  fi\n"
+        '  cp "$6" "$8"; exit 0\n'
+        "fi\n"
+        f'exec "{sys.executable}" "$@"\n')
+    script.chmod(0o755)
+    return script
+
+
+def test_apply_denoises_in_the_background_and_shows_the_result_outside_the_teaching_views(application, scene,
+                                                                                        tmp_path):
+    module, make_widget = application
+    spect = _spect_node(scene)
+    views = _views(scene, ["Red", "Teaching1"])
+    views["Teaching1"].SetBackgroundVolumeID(spect.GetID())
+    widget = make_widget()
+    parameters = widget._parameterNode
+    assert parameters.inputVolume is spect and widget.ui.applyButton.enabled
+    parameters.model, parameters.device, parameters.makeVariance = str(make_package(tmp_path / "unet", "unet2d")), \
+        "cpu", False
+    widget.onApply()
+    assert widget.ui.applyButton.text == "Cancel" and widget.ui.progressBar.visible
+    _pump(widget, _idle)
+    assert widget.logic.runner.state is module.State.DONE, widget.ui.statusLabel.text
+    assert widget.ui.statusLabel.text.startswith("Done in") and widget.ui.applyButton.text == "Apply"
+    assert parameters.denoisedVolume.GetName() == "SPECT denoised"
+    assert parameters.differenceVolume.GetName() == "SPECT difference" and parameters.varianceVolume is None
+    assert views["Red"].GetBackgroundVolumeID() == parameters.denoisedVolume.GetID()
+    assert views["Teaching1"].GetBackgroundVolumeID() == spect.GetID()
+
+
+def test_cancel_stops_the_worker_and_adds_nothing(application, scene, tmp_path):
+    module, make_widget = application
+    _spect_node(scene)
+    widget = make_widget()
+    widget._parameterNode.model = str(make_package(tmp_path / "ddpm", "ddpm", perturb=False, diffusion=SLOW_DDPM))
+    widget._parameterNode.device = "cpu"
+    nodes = scene.GetNumberOfNodes()
+    widget.onApply()
+    _pump(widget, lambda w: w.ui.statusLabel.text.startswith("sample "))  # the model is sampling
+    widget.onApply()  # the button says Cancel
+    assert widget.logic.runner.state is module.State.CANCELLING and not widget.ui.applyButton.enabled
+    _pump(widget, _idle, timeout_s=30)
+    assert widget.ui.statusLabel.text == "Cancelled." and widget.ui.applyButton.text == "Apply"
+    assert scene.GetNumberOfNodes() == nodes
+
+
+def test_closing_the_scene_during_a_run_cancels_it_and_imports_nothing(application, scene, tmp_path):
+    module, make_widget = application
+    _spect_node(scene)
+    widget = make_widget()
+    widget._parameterNode.model = str(make_package(tmp_path / "ddpm", "ddpm", perturb=False, diffusion=SLOW_DDPM))
+    widget._parameterNode.device = "cpu"
+    widget.onApply()
+    _pump(widget, lambda w: w.ui.statusLabel.text.startswith("sample "))  # the model is sampling
+    scene.Clear(0)
+    assert widget.logic.runner.state is module.State.CANCELLING
+    _pump(widget, _idle, timeout_s=30)
+    assert widget.logic.runner.state is module.State.IDLE and widget.logic.runner.outputs == {}
+    assert scene.GetNodesByClass("vtkMRMLScalarVolumeNode").GetNumberOfItems() == 0
+    assert widget._parameterNode is not None and widget._parameterNode.denoisedVolume is None
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    from hub_server import HubServer
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    with HubServer() as server:
+        server.commit_id = server.add_repo("org/tiny", make_package(tmp_path / "tiny", "unet2d"))
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        yield server
+
+
+def test_download_runs_in_the_background_then_lists_and_selects_the_model(application, scene, hub):
+    module, make_widget = application
+    widget = make_widget()
+    widget.ui.hubRepoLineEdit.text, widget.ui.hubRevisionLineEdit.text = "org/tiny", hub.commit_id
+    widget.onDownload()
+    assert widget.ui.statusLabel.text.startswith("Downloading org/tiny@") and not widget.ui.downloadButton.enabled
+    _pump(widget, _idle)
+    model_id = f"org/tiny@{hub.commit_id}"
+    assert widget.logic.runner.state is module.State.DONE, widget.ui.statusLabel.text
+    assert widget._parameterNode.model == model_id
+    assert widget.ui.modelComboBox.itemData(widget.ui.modelComboBox.currentIndex) == model_id
+    assert "Hugging Face Hub" in widget.ui.modelSummaryLabel.text and widget.ui.downloadButton.enabled
+
+
+def test_a_failed_download_says_why_in_one_sentence(application, scene, hub):
+    module, make_widget = application
+    widget = make_widget()
+    widget.ui.hubRepoLineEdit.text = "org/missing"
+    widget.onDownload()
+    _pump(widget, _idle)
+    assert widget.logic.runner.state is module.State.FAILED
+    assert "org/missing" in widget.ui.statusLabel.text and "Traceback" not in widget.ui.statusLabel.text
+    widget.ui.hubRepoLineEdit.text = "not a repo id"
+    widget.onDownload()
+    assert widget.ui.statusLabel.text.startswith("Enter a Hub repository id") and _idle(widget)
+
+
+def test_the_saved_model_is_selected_when_the_panel_opens(application, scene):
+    module, make_widget = application
+    module.SPECTDenoiseLogic().getParameterNode().model = "spect-ddpm"  # e.g. restored from a saved scene
+    widget = make_widget()
+    combo = widget.ui.modelComboBox
+    assert combo.itemData(combo.currentIndex) == "spect-ddpm" and widget._parameterNode.model == "spect-ddpm"
+    assert "variance: yes" in widget.ui.modelSummaryLabel.text
+    widget.onModelSelected(combo.findData("spect-unet3d"))
+    assert widget._parameterNode.model == "spect-unet3d" and "variance: no" in widget.ui.modelSummaryLabel.text
+
+
+def test_compare_fills_the_table_and_export_writes_it_as_csv(application, scene, tmp_path):
+    module, make_widget = application
+    spect = _spect_node(scene)
+    widget = make_widget()
+    assert not widget.ui.compareButton.enabled and not widget.ui.exportCsvButton.enabled
+    roi = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "box")
+    roi.SetCenterWorld(*[float(c) for c in np.array(spect.GetOrigin()) + [30.0, 30.0, 12.0]])
+    roi.SetSizeWorld(20.0, 20.0, 10.0)
+    widget._parameterNode.regionNode, widget._parameterNode.weightKg = roi, 70.0
+    assert widget.ui.compareButton.enabled
+    widget.onCompare()
+    table = widget._parameterNode.comparisonTable
+    assert table is not None and table.GetNumberOfRows() == 1 and widget.ui.comparisonTableView.tableNode is table
+    assert widget.ui.statusLabel.text.startswith("SUV columns are empty") and widget.ui.exportCsvButton.enabled
+    FileDialog.answer = str(tmp_path / "rois.csv")
+    widget.onExportCsv()
+    with open(tmp_path / "rois.csv", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0][:3] == ["Region", "Volume", "Volume ml"] and rows[1][:2] == ["box", "low-count"]
+    assert widget.ui.statusLabel.text == f"Saved {tmp_path / 'rois.csv'}."
+
+
+def test_teaching_series_is_simulated_in_the_background_and_laid_out_side_by_side(application, scene,
+                                                                                  fake_simulator):
+    module, make_widget = application
+    full = _spect_node(scene, "full")
+    views = _views(scene, [f"Teaching{i}" for i in range(1, 7)])
+    widget = make_widget(python=str(fake_simulator))
+    widget._parameterNode.teachingFractions = "0.5, 10%"
+    widget.onTeaching()
+    assert widget.ui.teachingButton.text == "Cancel"
+    _pump(widget, _idle)
+    assert widget.logic.runner.state is module.State.DONE, widget.ui.statusLabel.text
+    names = [scene.GetNthNodeByClass(i, "vtkMRMLScalarVolumeNode").GetName()
+             for i in range(scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode"))]
+    assert names == ["full", "full 50% counts", "full 10% counts"]
+    layout = slicer.app.layoutManager().layoutLogic().GetLayoutNode()
+    assert layout.GetCurrentLayoutDescription().count('class="vtkMRMLSliceNode"') == 3
+    shown = [scene.GetNodeByID(views[f"Teaching{i}"].GetBackgroundVolumeID()).GetName() for i in (1, 2, 3)]
+    assert shown == names and views["Teaching4"].GetBackgroundVolumeID() is None
+    assert widget.ui.teachingButton.text == "Create low-count series"
+    del full
+
+
+def test_teaching_with_denoising_is_one_job_that_simulates_then_denoises_each(application, scene, fake_simulator,
+                                                                              tmp_path):
+    module, make_widget = application
+    _spect_node(scene, "full")
+    views = _views(scene, [f"Teaching{i}" for i in range(1, 7)])
+    widget = make_widget(python=str(fake_simulator))
+    parameters = widget._parameterNode
+    parameters.teachingFractions, parameters.teachingDenoise = "0.5, 10%", True
+    parameters.model, parameters.device = str(make_package(tmp_path / "unet", "unet2d")), "cpu"
+    widget.onTeaching()
+    messages = set()
+    _pump(widget, lambda w: messages.add(w.ui.statusLabel.text) or _idle(w), timeout_s=240)
+    assert widget.logic.runner.state is module.State.DONE, widget.ui.statusLabel.text
+    assert {"Denoising 50% counts (1 of 2)…", "Denoising 10% counts (2 of 2)…"} <= messages
+    shown = [scene.GetNodeByID(views[f"Teaching{i}"].GetBackgroundVolumeID()).GetName() for i in range(1, 7)]
+    assert shown == ["full", "full 50% counts", "full 10% counts",
+                     "full", "full 50% counts denoised", "full 10% counts denoised"]
+    layout = slicer.app.layoutManager().layoutLogic().GetLayoutNode()
+    assert layout.GetCurrentLayoutDescription().count('type="horizontal"') == 2
+
+
+def test_a_failing_teaching_step_imports_nothing_and_shows_the_error_event(application, scene, fake_simulator):
+    module, make_widget = application
+    _spect_node(scene, "full")
+    (fake_simulator.parent / "fail").write_text("")
+    widget = make_widget(python=str(fake_simulator))
+    widget._parameterNode.teachingFractions = "0.5, 0.1"
+    nodes = scene.GetNumberOfNodes()
+    widget.onTeaching()
+    _pump(widget, _idle)
+    assert widget.logic.runner.state is module.State.FAILED
+    assert widget.ui.statusLabel.text == "The simulator ran out of disk."
+    assert scene.GetNumberOfNodes() == nodes
+
+
+def test_unreadable_fractions_are_one_sentence_on_the_status_line(application, scene):
+    _, make_widget = application
+    _spect_node(scene)
+    widget = make_widget()
+    widget._parameterNode.teachingFractions = "half"
+    widget.onTeaching()
+    assert widget.ui.statusLabel.text.startswith("'half' is not a count fraction") and _idle(widget)
+
+
+def test_the_sample_study_is_registered_with_the_files_and_checksums_shipped(application, monkeypatch):
+    import hashlib
+    import types
+
+    module, _ = application
+    registered = {}
+    sample_data = types.SimpleNamespace(SampleDataLogic=types.SimpleNamespace(
+        registerCustomSampleDataSource=lambda **kwargs: registered.update(kwargs)))
+    monkeypatch.setitem(sys.modules, "SampleData", sample_data)
+    module.registerSampleData()
+    assert registered["category"] == "SPECT Denoise" and len(registered["uris"]) == 4
+    for uri, checksum in zip(registered["uris"], registered["checksums"]):
+        from urllib.parse import unquote, urlparse
+
+        data = open(unquote(urlparse(uri).path), "rb").read()
+        assert checksum == "SHA256:" + hashlib.sha256(data).hexdigest()
+    assert json.dumps(registered["nodeNames"]) and open(registered["thumbnailFileName"], "rb").read(4) == b"\x89PNG"
