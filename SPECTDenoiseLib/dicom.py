@@ -14,7 +14,7 @@ import contextlib
 import datetime
 import math
 import os
-import re
+import traceback
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,7 +119,8 @@ def _number(dataset: Dataset, keyword: str, where: Path, default: float) -> floa
 
 def _shown(value: Any) -> str:
     items = value if isinstance(value, Sequence) and not isinstance(value, (str, bytes)) else [value]
-    return "\\".join(str(v) for v in items)[:80] or "an empty value"
+    text = "\\".join(str(v) for v in items)[:80]
+    return "".join(c if c.isprintable() else "?" for c in text) or "an empty value"
 
 
 def _frame_count(dataset: Dataset, where: Path) -> int:
@@ -300,18 +301,33 @@ def read_dicom_series(path: str | os.PathLike, series_uid: str | None = None) ->
 
 @contextlib.contextmanager
 def _reading(path: Path) -> Iterator[None]:
-    """Read DICOM values without pydicom's warnings about invalid ones (the values used are checked here) and
-    turn pydicom's error for an attribute whose byte length does not fit its VR into an InputError."""
+    """Read DICOM values without pydicom's warnings about invalid ones (the values used are checked here), and
+    turn an error raised inside pydicom while it decodes an attribute (a value of the wrong length, ``inf`` in an
+    integer string, ...) into an InputError; errors raised by this module's own code pass unchanged."""
     mode = pydicom.config.settings.reading_validation_mode
     pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
     try:
         yield
-    except pydicom.errors.BytesLengthException as error:
-        tag = re.search(r"\([0-9A-Fa-f]{4},[0-9A-Fa-f]{4}\)", str(error))
-        raise InputError(f"A DICOM file in '{path}' has a damaged attribute {tag[0] if tag else ''} whose value has "
-                         "the wrong length; the file cannot be read.".replace("  ", " ")) from None
+    except (pydicom.errors.BytesLengthException, ValueError, TypeError, OverflowError, KeyError) as error:
+        frames = traceback.extract_tb(error.__traceback__)
+        if not frames or f"{os.sep}pydicom{os.sep}" not in frames[-1].filename:
+            raise
+        raise InputError(f"A DICOM file in '{path}' has a damaged attribute{_failed_tag(error)} that cannot be "
+                         f"decoded ({type(error).__name__}); the file cannot be read.") from None
     finally:
         pydicom.config.settings.reading_validation_mode = mode
+
+
+def _failed_tag(error: BaseException) -> str:
+    """`` PatientWeight (0010,1030)``: the attribute pydicom was decoding when ``error`` was raised, or ""."""
+    tag, frame = None, error.__traceback__
+    while frame is not None:
+        found = frame.tb_frame.f_locals.get("tag")
+        tag = found if isinstance(found, pydicom.tag.BaseTag) else tag
+        frame = frame.tb_next
+    if tag is None:
+        return ""
+    return f" {pydicom.datadict.keyword_for_tag(tag) or 'private'} ({tag.group:04X},{tag.element:04X})"
 
 
 def _plain(value: Any) -> Any:

@@ -25,7 +25,8 @@ def set_raw(dataset: pydicom.Dataset, keyword: str, value: bytes) -> None:
 
 def geometry_holder(dataset: pydicom.Dataset) -> pydicom.Dataset:
     """Where position and orientation live: the NM detector item, or the slice itself."""
-    return dataset.DetectorInformationSequence[0] if "DetectorInformationSequence" in dataset else dataset
+    detectors = dataset.get("DetectorInformationSequence")
+    return detectors[0] if detectors else dataset
 
 
 def damaged_series(make_image, folder, modality: str, damage) -> None:
@@ -60,6 +61,7 @@ NM_DAMAGES = {
     "NumberOfFrames zero": (lambda d: set_raw(d, "NumberOfFrames", b"0 "), "NumberOfFrames"),
     "NumberOfFrames negative": (lambda d: set_raw(d, "NumberOfFrames", b"-3"), "NumberOfFrames"),
     "NumberOfFrames too many": (lambda d: set_raw(d, "NumberOfFrames", b"99"), "do not match"),
+    "NumberOfFrames infinite": (lambda d: set_raw(d, "NumberOfFrames", b"inf "), "(0028,0008)"),
     "SpacingBetweenSlices NaN": (lambda d: set_raw(d, "SpacingBetweenSlices", b"nan "), "SpacingBetweenSlices"),
     "SpacingBetweenSlices text": (lambda d: set_raw(d, "SpacingBetweenSlices", b"x "), "SpacingBetweenSlices"),
     "empty DetectorInformationSequence": (lambda d: setattr(d, "DetectorInformationSequence", []),
