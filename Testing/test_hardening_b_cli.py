@@ -167,3 +167,13 @@ def test_simulate_shows_progress_and_writes_no_negative_values(run_cli, tmp_path
     assert "[  0%] projecting" in result.stderr and "reconstructing" in result.stderr
     for path in (low, full):
         assert sitk.GetArrayFromImage(sitk.ReadImage(str(path))).min() >= 0.0
+
+
+def test_errors_md_lists_every_exit_code():
+    from SPECTDenoiseLib import errors
+
+    table = {int(code) for code in re.findall(r"^\|\s*(\d+)\s*\|", (REPOSITORY / "docs" / "ERRORS.md").read_text(
+        encoding="utf-8"), re.MULTILINE)}
+    codes = {value.exit_code for value in vars(errors).values()
+             if isinstance(value, type) and issubclass(value, errors.SPECTDenoiseError)}
+    assert codes | {0, 1, 2} <= table
