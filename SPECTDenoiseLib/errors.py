@@ -97,7 +97,8 @@ def as_memory_error(error: BaseException) -> DeviceMemoryError | None:
     text = str(error).lower()
     if type(error).__name__ == "OutOfMemoryError" or (isinstance(error, RuntimeError) and "out of memory" in text):
         return DeviceMemoryError("The GPU ran out of memory; use --device cpu, or a smaller volume (crop it).")
-    if isinstance(error, MemoryError) or (isinstance(error, RuntimeError) and "can't allocate memory" in text):
+    if isinstance(error, MemoryError) or (isinstance(error, RuntimeError) and ("can't allocate memory" in text
+                                                                                or "not enough memory" in text)):
         return DeviceMemoryError("The computer ran out of memory; close other programs, or use a smaller volume "
                                  "(crop or downsample it) or a smaller model.")
     return None

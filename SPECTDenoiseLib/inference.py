@@ -108,11 +108,16 @@ def denoise(
 
     network = model.network.to(torch_device).eval()
     mean, variance = _run(network, config, volumes, torch_device, samples, steps, seed, want_variance, report)
-    denoised = np.maximum(mean * np.float32(scale), 0.0).astype(np.float32)
+    if not (np.isfinite(mean).all() and (variance is None or np.isfinite(variance).all())):
+        raise ModelError(f"Model '{model.name}' produced NaN or infinite values, so it is broken (its weights or "
+                         "settings such as residual_scale); nothing was written.")
+    denoised = np.maximum(_in_input_units(mean, scale, "denoised image"), 0.0)
     return DenoiseResult(
         denoised=array_to_image(denoised, spect),
-        difference=array_to_image(denoised - original, spect),
-        variance=array_to_image(variance * np.float32(scale**2), spect) if variance is not None else None,
+        difference=array_to_image(_in_input_units(denoised.astype(np.float64) - original, 1.0, "difference map"),
+                                  spect),
+        variance=array_to_image(_in_input_units(variance, scale**2, "variance map"), spect)
+        if variance is not None else None,
     )
 
 
@@ -125,6 +130,23 @@ def diffusion_model_hint() -> str:
     except ModelError:
         names = []
     return f"a diffusion model such as {', '.join(names)}" if names else "a diffusion (DDPM) model"
+
+
+def _in_input_units(values: np.ndarray, factor: float, name: str) -> np.ndarray:
+    """``values * factor`` (computed in float64) as float32; InputError when that overflows float32 or its
+    largest value falls below float32's smallest normal number (an all-zero map), e.g. for inputs scaled by
+    1e30 or 1e-30."""
+    exact = values.astype(np.float64) * factor
+    with np.errstate(over="ignore"):
+        result = exact.astype(np.float32)
+    largest = float(np.abs(exact).max()) if exact.size else 0.0
+    if not np.isfinite(result).all():
+        raise InputError(f"The {name} would hold values up to {largest:.3g}, too large for float32 output; rescale "
+                         "the SPECT (e.g. to kBq/mL or counts) and run again.")
+    if 0.0 < largest < np.finfo(np.float32).tiny:
+        raise InputError(f"The {name} would hold values of at most {largest:.3g}, too small for float32 output; "
+                         "rescale the SPECT (e.g. to Bq/mL or counts) and run again.")
+    return result
 
 
 def _ignore(fraction: float, stage: str, message: str) -> None:
