@@ -123,8 +123,8 @@ def test_shipped_cards_reproduce_only_from_shipped_things():
                     assert (REPOSITORY / value).is_file(), f"{readme}: {command}"
             if "--data" in words:
                 data = words[words.index("--data") + 1:words.index("-o")]
-                made = re.findall(r"spectdenoise dataset -o (\S+)", readme.read_text(encoding="utf-8"))
-                assert sorted(data) == sorted(made), f"{readme}: --data {data} but the data are made in {made}"
+                made = re.findall(r"spectdenoise dataset\s+-o\s+(\S+)", readme.read_text(encoding="utf-8"))
+                assert set(data) == set(made), f"{readme}: --data {data} but the data are made in {made}"
 
 
 def test_generated_card_names_repository_paths_and_an_existing_settings_file(tmp_path):

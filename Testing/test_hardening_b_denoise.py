@@ -68,7 +68,7 @@ def test_batch_refuses_two_studies_of_one_name(run_cli, study, tmp_path):
     result = run_cli("denoise", folder, "-o", tmp_path / "out", "--model", study["model"])
     assert result.returncode == 3
     assert "'a.nii.gz' and 'a.nrrd'" in result.stderr and "study 'a'" in result.stderr
-    assert not any((tmp_path / "out").glob("*")) if (tmp_path / "out").exists() else True
+    assert not list((tmp_path / "out").glob("*.nrrd")) + list((tmp_path / "out").glob("*.nii.gz"))
 
 
 def test_batch_warnings_name_their_study(run_cli, study, tmp_path):
