@@ -89,45 +89,79 @@ def is_batch(input_path: Path, output_path: Path) -> bool:
 
 
 def run_single(args: argparse.Namespace) -> int:
-    """Denoise one study in this process, printing JSON lines or a human progress line."""
+    """Denoise one study in this process, printing JSON lines or a human progress line.
+
+    Every outcome is one event through the same printer, the errors found before denoising too, so that
+    ``--progress jsonl`` prints nothing but JSON lines; the ``--reference`` comparison is part of ``done``.
+    """
+    from ..errors import SPECTDenoiseError
     from ..io import check_distinct_files
     from ..worker import Request, emit_json_line, serve
 
-    check_format(args)
-    request = Request(input=args.input, output=args.output, ct=args.ct, model=args.model, device=args.device,
-                      difference=args.difference, variance=args.variance, samples=args.samples, steps=args.steps,
-                      seed=args.seed)
-    check_distinct_files({"input": args.input, "CT": args.ct, "reference": args.reference}, request.outputs())
-    pair = _read_with_reference(Path(args.input), Path(args.reference)) if args.reference else None
-    code = serve(request, emit_json_line if args.progress == "jsonl" else HumanProgress(), debug=args.debug)
-    if code == 0 and pair is not None:
-        print_comparison(*pair, Path(args.output), Path(args.reference).name)
-    return code
+    emit = emit_json_line if args.progress == "jsonl" else HumanProgress()
+    try:
+        check_format(args)
+        request = Request(input=args.input, output=args.output, ct=args.ct, model=args.model, device=args.device,
+                          difference=args.difference, variance=args.variance, samples=args.samples,
+                          steps=args.steps, seed=args.seed)
+        check_distinct_files({"input": args.input, "CT": args.ct, "reference": args.reference}, request.outputs())
+        comparison = ReferenceComparison(Path(args.input), Path(args.reference)) if args.reference else None
+    except SPECTDenoiseError as error:
+        if args.debug:
+            raise
+        emit({"event": "error", "message": str(error), "exit_code": error.exit_code})
+        return error.exit_code
+    if comparison is not None:
+        emit = comparison.added_to_done(emit, Path(args.output))
+    return serve(request, emit, debug=args.debug)
 
 
-def _read_with_reference(low: Path, reference: Path):
-    """Read the input and the reference before denoising, so that a bad reference costs no denoising time."""
-    from ..io import read_volume, same_geometry
+class ReferenceComparison:
+    """RMSE, NRMSE, PSNR and SSIM of the input and of the denoised image against a full-count reference, in the
+    body. The reference is read and checked, and the input scored, before denoising: a bad reference costs no
+    denoising time and is reported like any other bad input."""
 
-    low_image, reference_image = read_volume(low), read_volume(reference)
-    if not same_geometry(reference_image, low_image):
-        raise InputError(f"The reference '{reference}' is not on the grid of '{low}'; resample it first.")
-    return low_image, reference_image
+    def __init__(self, low: Path, reference: Path) -> None:
+        from ..io import check_finite, image_to_array, read_volume, same_geometry
+        from ..metrics import body_mask, image_quality
+
+        low_image, reference_image = read_volume(low), read_volume(reference)
+        if not same_geometry(reference_image, low_image):
+            raise InputError(f"The reference '{reference}' is not on the grid of '{low}'; resample it first.")
+        self.reference = reference
+        self.truth = image_to_array(reference_image, "The reference")
+        check_finite(self.truth, "The reference")
+        self.body = body_mask(self.truth)
+        self.input_quality = image_quality(image_to_array(low_image, "The input"), self.truth, self.body)
+
+    def added_to_done(self, emit, denoised: Path):
+        """``emit`` with the comparison added to the ``done`` event as ``comparison`` (JSON-ready)."""
+        def forward(event: dict) -> None:
+            if event["event"] == "done":
+                event = {**event, "comparison": self.record(denoised)}
+            emit(event)
+        return forward
+
+    def record(self, denoised: Path) -> dict:
+        """``{"reference", "body_voxels", "input": {...}, "denoised": {...}}``; an infinite PSNR is None."""
+        from ..io import image_to_array, read_volume
+        from ..metrics import image_quality
+        from ..records import json_ready
+
+        quality = image_quality(image_to_array(read_volume(denoised), "The denoised image"), self.truth, self.body)
+        return json_ready({"reference": str(self.reference), "body_voxels": int(self.body.sum()),
+                           "input": self.input_quality, "denoised": quality})
 
 
-def print_comparison(low_image, reference_image, denoised: Path, reference_name: str) -> None:
-    """Print image-quality metrics of the input and the denoised image against a full-count reference."""
-    from ..io import check_finite, image_to_array, read_volume
-    from ..metrics import body_mask, image_quality
-
-    truth = image_to_array(reference_image)
-    check_finite(truth, "The reference")
-    body = body_mask(truth)
-    print(f"Against the reference '{reference_name}' in the body ({int(body.sum())} voxels):")
-    for name, image in (("input", low_image), ("denoised", read_volume(denoised))):
-        quality = image_quality(image_to_array(image), truth, body)
+def print_comparison(comparison: dict) -> None:
+    """Print a :meth:`ReferenceComparison.record` for a person."""
+    print(f"Against the reference '{Path(comparison['reference']).name}' in the body "
+          f"({comparison['body_voxels']} voxels):")
+    for name in ("input", "denoised"):
+        quality = comparison[name]
+        psnr = "inf" if quality["psnr_db"] is None else f"{quality['psnr_db']:.2f}"
         print(f"  {name:9s} RMSE {quality['rmse']:.4g}  NRMSE {quality['nrmse']:.3f}  "
-              f"PSNR {quality['psnr_db']:.2f} dB  SSIM {quality['ssim']:.3f}")
+              f"PSNR {psnr} dB  SSIM {quality['ssim']:.3f}")
 
 
 class HumanProgress:
@@ -158,6 +192,8 @@ class HumanProgress:
                 print(f"{kind}: {path}")
             print(f"Done in {event['seconds']:.1f} s on {event['device']} with model {event['model']}.",
                   file=sys.stderr)
+            if "comparison" in event:
+                print_comparison(event["comparison"])
         else:
             print(f"spectdenoise: error: {event['message']}", file=sys.stderr)
 
@@ -290,7 +326,8 @@ class BatchRunner:
         with self.lock:
             if self.cancelled:
                 return CancelledError.exit_code
-            process = JsonLinesProcess([sys.executable, "-m", "SPECTDenoiseLib.worker", str(request)], env=environment)
+            process = JsonLinesProcess([sys.executable, "-m", "SPECTDenoiseLib.worker", str(request)],
+                                       stderr_path=request.with_suffix(".stderr"), env=environment)
             self.processes.add(process)
         started = time.monotonic()
         final = None
@@ -306,8 +343,11 @@ class BatchRunner:
         code = process.follow(on_event)
         with self.lock:
             self.processes.discard(process)
+            for line in request.with_suffix(".stderr").read_text("utf-8", errors="replace").splitlines():
+                print(f"[{name}] {line}", file=sys.stderr, flush=True)  # warnings, named by study
         if final is None:
-            self._report(name, {"event": "error", "exit_code": code or 1, "message": failure_message(None, code)})
+            self._report(name, {"event": "error", "exit_code": code or 1,
+                                "message": failure_message(None, code, process.stderr_tail())})
         elif final["event"] == "done" and not self.jsonl:
             print(f"[done] {name}: {final['outputs']['denoised']} ({time.monotonic() - started:.1f} s)",
                   file=sys.stderr, flush=True)
