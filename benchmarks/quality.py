@@ -1,146 +1,254 @@
-"""Quality benchmark: shipped models against the low-count input and classical filters on held-out phantoms.
+"""Quality benchmark: models and oracle-tuned classical filters on repeated noise draws of simulated scans.
 
-Held-out cases are simulated with seeds ≥ 900000 (training data uses seeds below 100000): for each phantom family
-a full-count acquisition and low-count ones at 10 %, 1/7, 25 % and 50 % counts, all reconstructed with the same
-OSEM settings (the papers' protocol). Every method is compared with the full-count reconstruction inside the body
-(CT > −500 HU): RMSE, NRMSE (÷ reference mean), PSNR (peak = reference max in the body, Pan et al.), SSIM (3D).
-For IEC spheres and other lesion labels: % bias of the region mean and max against the full-count image.
-Classical filters (Gaussian, TV, NLM, BM4D with Anscombe) get their best parameter per volume (oracle tuning).
-For diffusion models: Spearman correlation between per-voxel variance and squared error in the body, and the
-ratio of mean squared error in the 10 % highest-variance voxels to the rest.
+For every case (see ``cases.py`` for the phantoms, protocols and seeds) the simulator gives the noise-free
+reconstruction (expected projections, same reconstruction) and ``draws`` independent full-count acquisitions,
+each thinned to the count fractions. Every method denoises every low-count draw; we record, per draw:
 
-NLM and BM4D take minutes per volume on 2 CPU cores, so they run only at the count levels of ``--slow-fractions``
-(default 10 %, the level of the targets).
+* NRMSE, PSNR, SSIM in the body (CT > −500 HU) against the noise-free reconstruction (the main reference) and
+  against the same draw's full-count reconstruction (the reference of earlier benchmarks and of the papers);
+* mean and max of every lesion region (spheres, lesions, striata, defects, tumours) and the background's
+  mean and CoV, from which ``report.py`` derives bias and SD against the noise-free values, recovery against
+  the phantom's truth and confidence intervals;
+* for classical filters the tuned parameter and whether it was interior to the values tried; for diffusion
+  models how well the sample variance predicts the error.
 
-Results: benchmarks/results/quality*.json (``--cases`` and ``--output`` split the work over processes); then
-``python benchmarks/report.py`` merges them into BENCHMARKS.md with plots.
-Usage: python benchmarks/quality.py [--cases iec-900001 ...] [--models ID ...] [--output FILE]
+Per method and count level, the ensemble noise over draws (voxel SD ÷ mean in the background) is recorded too;
+the first draw of each in-distribution case also runs the robustness probes (``probes.py``) for every model.
+
+Modes (the count of cases × draws for each table is written next to every number in BENCHMARKS.md):
+
+* ``--quick``: 2 in-distribution cases (IEC, torso) × 10 draws at 10 % counts, 4 protocol variants × 3 draws,
+  Gaussian and TV, the catalogue's default model; about 15 minutes on 2 idle cores.
+* full (default): 8 in-distribution cases × 10 draws at 10, 14, 25 and 50 % counts, all 11 protocol variants ×
+  10 draws at 10 %, all four classical filters (NLM and BM4D on the first 3 draws at 10 %), every shipped model
+  (diffusion models on the first 3 draws); hours, best in the background.
+* ``--validation``: the full mode's in-distribution design on the validation seeds (model selection only).
+
+Each case's result is written as soon as it is done (``benchmarks/results/<mode>/<case>.json``, atomically); a
+rerun skips cases whose file holds the same configuration, so a killed run resumes and partial runs are usable.
+
+Usage::
+
+    python benchmarks/quality.py --quick [--models ID|FOLDER|NAME=FOLDER ...]
+    nice -n 10 python benchmarks/quality.py            # full mode
+    python benchmarks/report.py                         # BENCHMARKS.md and plots from all result files
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import hashlib
 import json
+import os
+import resource
 import sys
 import time
+from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
-from scipy.stats import spearmanr
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from baselines import run_baselines
+from baselines import SLOW, run_baselines  # noqa: E402
+from cases import (  # noqa: E402
+    BENCHMARK_RUN_SEED,
+    VALIDATION_RUN_SEED,
+    Case,
+    CaseScans,
+    background_region,
+    case_phantom,
+    in_distribution_cases,
+    lesion_regions,
+    ood_cases,
+)
+from methods import load_models, run_model  # noqa: E402
+from probes import run_probes  # noqa: E402
+from stats import VoxelEnsemble, region_values, spatial_cov, uncertainty_agreement  # noqa: E402
 
-from SPECTDenoiseLib.hub import load_model, read_catalogue
-from SPECTDenoiseLib.inference import denoise
-from SPECTDenoiseLib.metrics import image_quality
-from SPECTDenoiseLib.io import array_to_image
-from SPECTDenoiseLib.phantoms import make_phantom, phantom_images
-from SPECTDenoiseLib.simulate import simulate_pair
-from SPECTDenoiseLib.train.data import lesion_labels
+from SPECTDenoiseLib.io import atomic_output  # noqa: E402
+from SPECTDenoiseLib.metrics import image_quality  # noqa: E402
 
-FRACTIONS = (0.1, 1 / 7, 0.25, 0.5)
-CASES = (("iec", 900001), ("torso", 900002), ("brain", 900003), ("cardiac", 900004), ("torso", 900005),
-         ("iec", 900006))
 RESULTS = REPOSITORY / "benchmarks" / "results"
+PROBE_FRACTION = 0.1
+FULL_COUNT = "full-count"
 
 
-def simulate_case(family: str, seed: int) -> dict:
-    """Phantom and its full- and low-count reconstructions (arrays [z, y, x])."""
-    phantom = make_phantom(family, seed=seed)
-    result = simulate_pair(phantom.activity, phantom.spacing_mm, phantom.mu_map, fractions=FRACTIONS,
-                           total_counts=phantom.total_counts, collimator=phantom.collimator, seed=seed)
-    return {"phantom": phantom, "full": result.full, "low": result.low}
+@dataclass(frozen=True)
+class Mode:
+    """What one benchmark mode runs."""
+
+    quota: dict[str, int]
+    ood: tuple[str, ...] | None
+    fractions: tuple[float, ...]
+    draws: int
+    ood_draws: int
+    baselines: tuple[str, ...]
+    slow_draws: int = 0
+    diffusion_draws: int = 3
+    default_only: bool = False
+    run_seed: int = BENCHMARK_RUN_SEED
+    ood_fractions: tuple[float, ...] = (0.1,)
+    slow_fractions: tuple[float, ...] = (0.1,)
+    max_cost: float = float("inf")
 
 
-def lesion_regions(phantom) -> dict[str, np.ndarray]:
-    """Masks of the phantom's lesion-like labels (spheres, lesions, striata, defects) with ≥ 8 voxels."""
-    regions = {phantom.label_names[value]: phantom.labels == value for value in lesion_labels(phantom.label_names)}
-    return {name: mask for name, mask in regions.items() if mask.sum() >= 8}
+MODES = {
+    "quick": Mode({"iec": 1, "torso": 1}, ("osem-no-rr", "fbp-butterworth-0.25", "window-scatter", "pytomography"),
+                  (0.1,), draws=10, ood_draws=3, baselines=("gaussian", "tv"), diffusion_draws=2, default_only=True,
+                  max_cost=1.5),
+    "full": Mode({"iec": 3, "torso": 2, "brain": 1, "cardiac": 1, "mouse": 1}, None, (0.1, 1 / 7, 0.25, 0.5),
+                 draws=10, ood_draws=10, baselines=("gaussian", "tv", "nlm", "bm4d"), slow_draws=3),
+    "validation": Mode({"iec": 2, "torso": 2, "brain": 1, "cardiac": 1, "mouse": 1}, (), (0.1, 0.25), draws=10,
+                       ood_draws=0, baselines=("gaussian", "tv"), run_seed=VALIDATION_RUN_SEED),
+}
 
 
-def region_bias(image: np.ndarray, reference: np.ndarray, regions: dict[str, np.ndarray]) -> dict[str, dict]:
-    """% bias of region mean and max of ``image`` against ``reference``."""
-    out = {}
-    for name, mask in regions.items():
-        ref_mean, ref_max = float(reference[mask].mean()), float(reference[mask].max())
-        out[name] = {
-            "mean_bias_pct": 100 * (float(image[mask].mean()) - ref_mean) / ref_mean,
-            "max_bias_pct": 100 * (float(image[mask].max()) - ref_max) / ref_max,
-            "voxels": int(mask.sum()),
-        }
-    return out
+def fraction_key(fraction: float) -> str:
+    """Result key of a count fraction: 0.1 → "0.1", 1/7 → "0.1429", 1.0 → "1"."""
+    return f"{fraction:.4g}"
 
 
-def uncertainty_agreement(variance: np.ndarray, error: np.ndarray, body: np.ndarray) -> dict[str, float]:
-    """How well the per-voxel variance predicts the squared error inside the body."""
-    v, e = variance[body], error[body] ** 2
-    top = v >= np.quantile(v, 0.9)
-    return {"spearman_variance_vs_squared_error": float(spearmanr(v, e).statistic),
-            "squared_error_ratio_top10pct_variance": float(e[top].mean() / max(e[~top].mean(), 1e-12))}
+def model_fingerprint(model) -> str:
+    """First 12 hex digits of the sha256 of the model's weights (identifies the model in result files)."""
+    return hashlib.sha256((Path(model.folder) / "model.safetensors").read_bytes()).hexdigest()[:12]
+
+
+def draw_entry(output: np.ndarray, noise_free: np.ndarray, full: np.ndarray | None, body: np.ndarray,
+               regions: dict[str, np.ndarray], background: np.ndarray) -> dict:
+    """Everything recorded for one method's output on one draw."""
+    entry = {"vs_noise_free": image_quality(output, noise_free, body)}
+    if full is not None:
+        entry["vs_full"] = image_quality(output, full, body)
+    entry["regions"] = region_values(output, regions)
+    entry["background"] = [float(output[background].mean()), spatial_cov(output, background)]
+    return entry
+
+
+def run_case(case: Case, mode: Mode, models: dict, config: dict, probes: bool) -> dict:
+    """Simulate one case, run every method on every draw; return the case's result record."""
+    started, cpu_started, load_before = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF), os.getloadavg()
+    phantom = case_phantom(case)
+    regions, info = lesion_regions(phantom)
+    background_name, background = background_region(phantom)
+    body = phantom.ct > -500
+    spacing = phantom.spacing_mm
+    fractions = mode.ood_fractions if case.ood else mode.fractions
+    draws = mode.ood_draws if case.ood else mode.draws
+    slow = tuple(name for name in mode.baselines if name in SLOW)
+    scans = CaseScans(case, phantom, fractions, draws)
+    noise_free = scans.noise_free
+    for name, values in region_values(noise_free, regions).items():
+        info[name]["noise_free"] = values
+    record = {
+        "case": case.record(), "config": config, "simulation": scans.settings, "shape": list(phantom.activity.shape),
+        "spacing_mm": list(spacing), "fractions": [fraction_key(f) for f in fractions], "draws": draws,
+        "regions": info,
+        "background": {"name": background_name, "voxels": int(background.sum()),
+                       "truth_mean": float(phantom.activity[background].mean()),
+                       "noise_free": [float(noise_free[background].mean()), spatial_cov(noise_free, background)]},
+        "methods": defaultdict(lambda: defaultdict(lambda: {"draws": []})), "probes": {},
+    }
+    ensembles: dict[tuple[str, str], VoxelEnsemble] = defaultdict(VoxelEnsemble)
+    extra = scans.draw(draws) if slow and mode.slow_draws else None
+    hot = {name: mask for name, mask in regions.items() if not info[name]["kind"].startswith("cold")}
+
+    def add(method: str, key: str, output: np.ndarray, full: np.ndarray | None, details: dict) -> None:
+        entry = draw_entry(output, noise_free, full, body, regions, background)
+        record["methods"][method][key]["draws"].append({"draw": draw, **entry, **details})
+        ensembles[(method, key)].add(output)
+
+    for draw in range(draws):
+        images = scans.draw(draw)
+        full = images[1.0]
+        add(FULL_COUNT, fraction_key(1.0), full, None, {})
+        for fraction in fractions:
+            key, low = fraction_key(fraction), images[fraction]
+            add("input", key, low, full, {})
+            names = tuple(n for n in mode.baselines if n not in SLOW or (
+                draw < mode.slow_draws and any(abs(fraction - f) < 1e-6 for f in mode.slow_fractions)))
+            psd_noise = (extra[fraction], noise_free) if extra is not None and fraction in extra else None
+            for name, (output, tuning) in run_baselines(low, noise_free, body, spacing, names, psd_noise).items():
+                add(name, key, output, full, {"parameter": tuning.parameter, "interior": tuning.interior,
+                                              "tried": tuning.tried})
+            for model_name, model in models.items():
+                if model.config.kind == "diffusion" and draw >= mode.diffusion_draws:
+                    continue
+                t0 = time.perf_counter()
+                denoised, variance = run_model(model, low, phantom.ct, spacing, seed=draw)
+                details = {"seconds": round(time.perf_counter() - t0, 2)}
+                if variance is not None:
+                    details.update(uncertainty_agreement(variance, denoised - noise_free, body))
+                add(model_name, key, denoised, full, details)
+                if probes and draw == 0 and not case.ood and abs(fraction - PROBE_FRACTION) < 1e-6 and hot:
+                    record["probes"][model_name] = run_probes(
+                        lambda spect, ct, model=model: run_model(model, spect, ct, spacing)[0],
+                        low, phantom.ct, body, hot, spacing)
+        print(f"  {case.name} draw {draw + 1}/{draws} done ({time.perf_counter() - started:.0f} s)", flush=True)
+    for (method, key), ensemble in ensembles.items():
+        record["methods"][method][key]["ensemble_noise_pct"] = ensemble.noise_pct(background)
+    cpu = resource.getrusage(resource.RUSAGE_SELF)
+    record["timing"] = {"wall_s": round(time.perf_counter() - started, 1),
+                        "cpu_s": round(cpu.ru_utime + cpu.ru_stime - cpu_started.ru_utime - cpu_started.ru_stime, 1),
+                        "load_before": [round(x, 2) for x in load_before],
+                        "load_after": [round(x, 2) for x in os.getloadavg()]}
+    record["methods"] = json.loads(json.dumps(record["methods"]))
+    return record
+
+
+def select_cases(mode: Mode, names: list[str] | None) -> list[Case]:
+    """The mode's cases (in-distribution first), optionally only those named."""
+    cases = in_distribution_cases(mode.quota, mode.run_seed, mode.max_cost)
+    if mode.ood != ():
+        cases += ood_cases(mode.ood, mode.run_seed)
+    return [case for case in cases if names is None or case.name in names]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cases", nargs="*", help="family-seed names (default: all of CASES)")
-    parser.add_argument("--models", nargs="*", help="catalogue ids (default: every shipped model)")
-    parser.add_argument("--slow-fractions", nargs="*", type=float, default=[0.1],
-                        help="count levels at which NLM and BM4D run (default 0.1)")
-    parser.add_argument("--no-baselines", action="store_true",
-                        help="models only (e.g. to add a model to results that already hold the baselines)")
-    parser.add_argument("--output", default=str(RESULTS / "quality.json"))
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--quick", action="store_true", help="the development check (about 15 min on 2 cores)")
+    group.add_argument("--validation", action="store_true", help="validation seeds, for model selection only")
+    parser.add_argument("--models", nargs="*", help="catalogue ids, model folders or NAME=FOLDER "
+                        "(default: the default model with --quick, else every shipped model)")
+    parser.add_argument("--cases", nargs="*", help="only these case names (see the result file names)")
+    parser.add_argument("--draws", type=int, help="noise draws per case (overrides the mode's; for trials)")
+    parser.add_argument("--no-probes", action="store_true", help="skip the robustness probes")
+    parser.add_argument("--output-dir", help="where the per-case JSON files go (default benchmarks/results/<mode>)")
     args = parser.parse_args()
-    catalogue = read_catalogue()
-    model_ids = args.models or [entry["id"] for entry in catalogue["models"] if "path" in entry]
-    models = {model_id: load_model(model_id) for model_id in model_ids}
-    cases = [c for c in CASES if args.cases is None or f"{c[0]}-{c[1]}" in args.cases]
-    fractions = FRACTIONS
-    records = []
-    for family, seed in cases:
-        started = time.perf_counter()
-        case = simulate_case(family, seed)
-        phantom = case["phantom"]
-        body = phantom.ct > -500
-        regions = lesion_regions(phantom)
-        reference = case["full"]
-        spacing = phantom.spacing_mm
-        ct_image = phantom_images(phantom)["ct"]
-        for fraction in fractions:
-            low = case["low"][fraction]
-            outputs: dict[str, tuple[np.ndarray, dict]] = {"input": (low, {})}
-            slow = any(abs(fraction - f) < 1e-6 for f in args.slow_fractions)
-            baselines = ({} if args.no_baselines
-                         else run_baselines(low, reference, body, spacing, include_slow=slow))
-            for name, (output, parameter) in baselines.items():
-                outputs[name] = (output, {"parameter": parameter})
-            for model_id, model in models.items():
-                t0 = time.perf_counter()
-                result = denoise(array_to_image(low, ct_image), model,
-                                 ct=ct_image if model.config.needs_ct else None, device="cpu", seed=0,
-                                 want_variance=model.config.kind == "diffusion")
-                denoised = sitk.GetArrayFromImage(result.denoised)
-                extra = {"seconds": round(time.perf_counter() - t0, 2)}
-                if result.variance is not None:
-                    variance = sitk.GetArrayFromImage(result.variance)
-                    extra.update(uncertainty_agreement(variance, denoised - reference, body))
-                outputs[model_id] = (denoised, extra)
-            for method, (output, extra) in outputs.items():
-                records.append({"case": f"{family}-{seed}", "family": family, "fraction": round(fraction, 4),
-                                "method": method, **image_quality(output, reference, body),
-                                "regions": region_bias(output, reference, regions), **extra})
-            best = min((r for r in records[-len(outputs):]), key=lambda r: r["nrmse"])
-            print(f"{family}-{seed} F={fraction:.3f}: " + ", ".join(
-                f"{r['method']} {r['nrmse']:.3f}" for r in records[-len(outputs):]) + f"  best {best['method']}",
-                flush=True)
-        print(f"  case done in {time.perf_counter() - started:.0f} s", flush=True)
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps({"fractions": list(fractions), "cases": [f"{f}-{s}" for f, s in cases],
-                                             "models": model_ids, "records": records}, indent=1) + "\n")
-    print(f"wrote {args.output}")
+    mode_name = "quick" if args.quick else "validation" if args.validation else "full"
+    mode = MODES[mode_name]
+    if args.draws:
+        mode = dataclasses.replace(mode, draws=args.draws, ood_draws=min(args.draws, mode.ood_draws))
+    models = load_models(args.models, default_only=mode.default_only)
+    output_dir = Path(args.output_dir or RESULTS / mode_name)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    config = {"mode": mode_name, **dataclasses.asdict(mode),
+              "models": {name: model_fingerprint(model) for name, model in models.items()},
+              "probes": not args.no_probes}
+    config = json.loads(json.dumps(config))
+    cases = select_cases(mode, args.cases)
+    print(f"{mode_name}: {len(cases)} cases, models {', '.join(models)}; results in {output_dir}", flush=True)
+    for case in cases:
+        path = output_dir / f"{case.name}.json"
+        if path.exists() and json.loads(path.read_text()).get("config") == config:
+            print(f"{case.name}: done earlier, kept", flush=True)
+            continue
+        if case.simulator == "pytomography":
+            try:
+                import independent_simulator  # noqa: F401
+            except ImportError as error:
+                print(f"{case.name}: skipped, the independent simulator cannot be imported ({error})", flush=True)
+                continue
+        print(f"{case.name}: {case.ood or 'in distribution'}", flush=True)
+        record = run_case(case, mode, models, config, probes=not args.no_probes)
+        with atomic_output(path) as temporary:
+            temporary.write_text(json.dumps(record, indent=1) + "\n")
+        print(f"{case.name}: written in {record['timing']['wall_s']:.0f} s", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,17 @@
-"""Speed benchmark: end-to-end seconds and peak memory of `spectdenoise denoise` per shipped model.
+"""Speed benchmark: wall and CPU time of `spectdenoise denoise` per shipped model, repeated, with the conditions.
 
-Each run is a fresh `spectdenoise denoise` process (model loading, reading, denoising, writing: what a user
-waits for), timed by wall clock; peak memory is the child's maximum resident set size. Volumes: 128³ and
-256×256×200 voxels of smooth random activity (speed does not depend on content). Diffusion models run with
-their default samples and steps at 128³; at 256×256×200 on a CPU they are skipped (minutes per volume) unless
-``--all``. Results: benchmarks/results/speed_<device>.json.
+Each run is a fresh `spectdenoise denoise` process (start-up, model loading, reading, denoising, writing: what a
+user waits for). Per run we record the wall time, the CPU time of the process and every descendant it waited for
+(user + system, from ``os.wait4``'s resource usage), its peak resident memory, and the machine's 1-minute load
+average just before and just after (other work on the machine slows the run; CPU time is less affected than wall
+time). Each model and volume is run ``--repeats`` times (default 3); the table gives the medians and the load range.
+The CLI gives its worker ``OMP_NUM_THREADS`` = CPU cores ÷ jobs (one job here), recorded as ``threads``.
 
-Usage: python benchmarks/speed.py [--device cpu|cuda] [--all]
+Volumes: 128³ and 256 × 256 × 200 voxels (4 mm) of smooth random activity (speed does not depend on content).
+Diffusion models run with their default samples and steps at 128³; on a CPU the large volume is skipped for them
+(minutes per volume) unless ``--all``. Results: ``benchmarks/results/speed_<device>.json``.
+
+Usage: python benchmarks/speed.py [--device cpu|cuda] [--repeats 3] [--models ID ...] [--all]
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -23,13 +29,14 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+import torch
 from scipy.ndimage import gaussian_filter
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))
 
-from SPECTDenoiseLib.hub import read_catalogue, resolve_model
-from SPECTDenoiseLib.models.config import ModelConfig
+from SPECTDenoiseLib.hub import read_catalogue, resolve_model  # noqa: E402
+from SPECTDenoiseLib.models.config import ModelConfig  # noqa: E402
 
 SIZES = {"128^3": (128, 128, 128), "256x256x200": (200, 256, 256)}
 
@@ -45,12 +52,13 @@ def make_volume(shape_zyx: tuple[int, int, int], path: Path) -> Path:
 
 
 def time_denoise(model: str, volume: Path, device: str, ct: Path | None) -> dict:
-    """Run one denoise in a child process; return seconds, the child's peak RSS in MiB and its exit code."""
-    output = volume.parent / f"out_{model}.nrrd"
+    """Run one denoise in a child process; return wall and CPU seconds, peak RSS (MiB), load, exit code."""
+    output = volume.parent / "out.nrrd"
     command = [sys.executable, "-m", "SPECTDenoiseLib", "denoise", str(volume), "-o", str(output),
                "--model", model, "--device", device]
     if ct is not None:
         command += ["--ct", str(ct)]
+    load_before = os.getloadavg()[0]
     start = time.perf_counter()
     child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPOSITORY)
     _, status, usage = os.wait4(child.pid, 0)
@@ -59,38 +67,55 @@ def time_denoise(model: str, volume: Path, device: str, ct: Path | None) -> dict
     child.stderr.close()
     output.unlink(missing_ok=True)
     code = os.waitstatus_to_exitcode(status)
-    return {"seconds": round(seconds, 2), "peak_rss_mib": round(usage.ru_maxrss / 1024, 1), "exit_code": code,
+    return {"wall_s": round(seconds, 2), "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
+            "peak_rss_mib": round(usage.ru_maxrss / 1024, 1), "load_before": round(load_before, 2),
+            "load_after": round(os.getloadavg()[0], 2), "exit_code": code,
             "error": stderr.strip()[-300:] if code else None}
 
 
+def summarise(runs: list[dict]) -> dict:
+    """Medians of wall and CPU time and peak memory over successful runs, and the load range seen."""
+    good = [run for run in runs if run["exit_code"] == 0]
+    if not good:
+        return {"failed": runs[-1]["error"]}
+    loads = [run[key] for run in good for key in ("load_before", "load_after")]
+    return {"median_wall_s": statistics.median(r["wall_s"] for r in good),
+            "median_cpu_s": statistics.median(r["cpu_s"] for r in good),
+            "median_peak_rss_mib": statistics.median(r["peak_rss_mib"] for r in good),
+            "load_min": min(loads), "load_max": max(loads), "repeats": len(good)}
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--models", nargs="*", help="catalogue ids or folders (default: every shipped model)")
     parser.add_argument("--all", action="store_true", help="also run diffusion models on the large volume")
     args = parser.parse_args()
-    catalogue = read_catalogue()
-    shipped = [entry for entry in catalogue["models"] if "path" in entry]
+    models = args.models or [entry["id"] for entry in read_catalogue()["models"] if "path" in entry]
+    threads = max(1, os.cpu_count() or 1)
     results = []
     with tempfile.TemporaryDirectory() as folder:
         for size_name, shape in SIZES.items():
             volume = make_volume(shape, Path(folder) / f"spect_{size_name}.nrrd")
-            ct = None
-            for entry in shipped:
-                config = ModelConfig.load(resolve_model(entry["id"]) / "config.json")
-                needs_ct = config.needs_ct
-                if needs_ct and ct is None:
-                    ct = Path(folder) / f"ct_{size_name}.nrrd"
-                    sitk.WriteImage(sitk.ReadImage(str(volume)) * 0, str(ct))  # water everywhere: 0 HU
+            ct = Path(folder) / f"ct_{size_name}.nrrd"
+            sitk.WriteImage(sitk.ReadImage(str(volume)) * 0, str(ct))  # water everywhere: 0 HU
+            for model in models:
+                config = ModelConfig.load(resolve_model(model) / "config.json")
+                row = {"model": model, "size": size_name, "threads": threads}
                 if config.kind == "diffusion" and size_name != "128^3" and args.device == "cpu" and not args.all:
-                    results.append({"model": entry["id"], "size": size_name, "skipped": "diffusion on CPU"})
+                    results.append({**row, "skipped": "diffusion on CPU"})
                     continue
-                measured = time_denoise(entry["id"], volume, args.device, ct if needs_ct else None)
-                results.append({"model": entry["id"], "size": size_name, **measured})
-                print(results[-1], flush=True)
-            ct = None
+                runs = [time_denoise(model, volume, args.device, ct if config.needs_ct else None)
+                        for _ in range(args.repeats)]
+                results.append({**row, **summarise(runs), "runs": runs})
+                print({k: v for k, v in results[-1].items() if k != "runs"}, flush=True)
     out = REPOSITORY / "benchmarks" / "results" / f"speed_{args.device}.json"
-    out.write_text(json.dumps({"machine": platform.platform(), "processor": platform.processor(),
-                               "device": args.device, "results": results}, indent=2) + "\n")
+    out.write_text(json.dumps({
+        "machine": platform.platform(), "processor": platform.processor() or platform.machine(),
+        "cpu_cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
+        "device": args.device, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "command": "python benchmarks/speed.py " + " ".join(sys.argv[1:]), "results": results}, indent=1) + "\n")
     print(f"wrote {out}")
 
 

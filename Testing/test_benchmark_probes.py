@@ -1,0 +1,70 @@
+"""Robustness probes (benchmarks/probes.py): they measure zero for a denoiser that ignores presentation and
+catch one that does not."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+from probes import body_box, hot_spot, mean_shifts, run_probes  # noqa: E402
+
+SPACING = (4.0, 4.0, 4.0)
+
+
+def small_scan():
+    """A 24 × 32 × 32 body with one hot cube; CT 0 HU in the body, air outside."""
+    shape = (24, 32, 32)
+    body = np.zeros(shape, dtype=bool)
+    body[4:20, 4:28, 4:28] = True
+    lesion = np.zeros(shape, dtype=bool)
+    lesion[8:12, 8:12, 8:12] = True
+    rng = np.random.default_rng(0)
+    image = np.where(body, 1.0 + 0.1 * rng.standard_normal(shape), 0.0) + 4.0 * lesion
+    ct = np.where(body, 0.0, -1000.0)
+    return image.astype(np.float32), ct.astype(np.float32), body, {"lesion": lesion}
+
+
+def test_hot_spot_lies_in_the_body_far_from_the_lesions():
+    _, _, body, regions = small_scan()
+    blob = hot_spot(body, regions["lesion"], SPACING, level=20.0, diameter_mm=16.0, fwhm_mm=4.0)
+    centre = np.unravel_index(np.argmax(blob), blob.shape)
+    assert body[centre]
+    assert np.linalg.norm((np.array(centre) - 10) * 4.0) > 40.0
+    assert blob[regions["lesion"]].max() < 0.01 * blob.max()
+
+
+def test_body_box_is_the_bounding_box_plus_margin():
+    _, _, body, _ = small_scan()
+    assert body_box(body, margin=1) == (slice(3, 21), slice(3, 29), slice(3, 29))
+
+
+def test_mean_shifts_in_percent():
+    plain = np.ones((2, 2, 2))
+    mask = np.ones((2, 2, 2), dtype=bool)
+    assert mean_shifts(plain, 1.1 * plain, {"a": mask})["a"] == pytest.approx(10.0)
+
+
+def test_a_linear_shift_invariant_filter_passes_every_probe_but_the_hot_spot_leak_is_small():
+    from scipy.ndimage import uniform_filter
+
+    image, ct, body, regions = small_scan()
+    shifts = run_probes(lambda spect, _ct: uniform_filter(spect, 3, mode="constant"), image, ct, body, regions,
+                        SPACING, air_margin=4)
+    for probe, values in shifts.items():
+        limit = 0.5 if probe == "hot spot added" else 1e-3
+        assert abs(values["lesion"]) < limit, probe
+
+
+def test_a_denoiser_that_normalises_by_the_image_maximum_is_caught():
+    image, ct, body, regions = small_scan()
+
+    def clip_at_fixed_level(spect, _ct):  # depends on absolute units, as a model trained on one scale might
+        return np.minimum(spect, 2.0)
+
+    shifts = run_probes(clip_at_fixed_level, image, ct, body, regions, SPACING, air_margin=4)
+    assert abs(shifts["units x0.01"]["lesion"]) > 50

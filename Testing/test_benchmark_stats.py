@@ -1,0 +1,99 @@
+"""Statistics of the quality benchmark (benchmarks/stats.py): small arrays, known answers."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+from stats import (  # noqa: E402
+    VoxelEnsemble,
+    bootstrap_ci,
+    contrast_recovery,
+    draw_statistics,
+    fidelity_ratio,
+    mean_ci,
+    region_kind,
+    region_values,
+    spatial_cov,
+)
+
+
+def test_region_values_are_mean_and_max_inside_each_mask():
+    image = np.arange(8, dtype=np.float32).reshape(2, 2, 2)
+    mask = np.zeros_like(image, dtype=bool)
+    mask[0] = True
+    assert region_values(image, {"a": mask}) == {"a": [1.5, 3.0]}
+
+
+def test_spatial_cov_is_sd_over_mean_in_percent():
+    image = np.array([[[1.0, 3.0]]])
+    assert spatial_cov(image, np.ones_like(image, dtype=bool)) == pytest.approx(50.0)
+
+
+def test_mean_ci_is_the_student_interval_and_nan_for_one_value():
+    mean, low, high = mean_ci([1.0, 2.0, 3.0])
+    assert mean == 2.0
+    assert high - mean == pytest.approx(4.302653 * 1.0 / np.sqrt(3), rel=1e-5)  # t(0.975, 2) · SD / √n
+    assert np.isnan(mean_ci([1.0])[1])
+
+
+def test_draw_statistics_give_bias_and_sd_relative_to_the_reference():
+    result = draw_statistics([9.0, 11.0, 12.0, 8.0], reference=10.0)
+    assert result["bias_pct"] == pytest.approx(0.0)
+    assert result["sd_pct"] == pytest.approx(np.std([-10, 10, 20, -20], ddof=1))
+    assert result["bias_low"] < 0 < result["bias_high"] and result["n"] == 4
+
+
+def test_bootstrap_interval_covers_the_estimate_and_widens_with_case_spread():
+    rng = np.random.default_rng(1)
+    tight = [rng.normal(0, 1, 10) for _ in range(4)]
+    spread = [g + offset for g, offset in zip(tight, (-5, -2, 2, 5))]
+    estimate, low, high = bootstrap_ci(tight)
+    assert low < estimate < high
+    _, spread_low, spread_high = bootstrap_ci(spread)
+    assert spread_high - spread_low > 2 * (high - low)
+
+
+def test_contrast_recovery_is_100_for_a_perfect_image_and_0_for_a_flat_one():
+    assert contrast_recovery(8.0, 1.0, 8.0, 1.0) == pytest.approx(100.0)
+    assert contrast_recovery(1.0, 1.0, 8.0, 1.0) == pytest.approx(0.0)
+
+
+def test_fidelity_ratio_below_one_when_the_method_beats_full_count():
+    assert fidelity_ratio([0.1, 0.1], [0.2, 0.2]) == pytest.approx(0.5)
+
+
+def test_voxel_ensemble_noise_matches_numpy_over_draws():
+    rng = np.random.default_rng(0)
+    draws = [10 + rng.normal(0, 1, (3, 4, 5)) for _ in range(6)]
+    ensemble = VoxelEnsemble()
+    for image in draws:
+        ensemble.add(image)
+    mask = np.ones((3, 4, 5), dtype=bool)
+    stack = np.stack(draws)
+    expected = 100 * np.sqrt(stack.var(axis=0, ddof=1).mean()) / stack.mean()
+    assert ensemble.noise_pct(mask) == pytest.approx(expected)
+
+
+def test_one_draw_has_no_ensemble_noise():
+    ensemble = VoxelEnsemble()
+    ensemble.add(np.ones((2, 2, 2)))
+    assert np.isnan(ensemble.noise_pct(np.ones((2, 2, 2), dtype=bool)))
+
+
+@pytest.mark.parametrize(("name", "truth", "expected"), [
+    ("sphere_17mm", 4.0, ("hot sphere", 17.0)),
+    ("sphere_22mm", 0.0, ("cold sphere", 22.0)),
+    ("hot_lesion_9mm", 5.0, ("hot lesion", 9.0)),
+    ("caudate_left", 3.0, ("striatum", None)),
+    ("putamen_right", 3.0, ("striatum", None)),
+    ("defect_1", 0.3, ("defect", None)),
+    ("tumour_core", 9.0, ("tumour core", None)),
+])
+def test_region_kind_groups_labels_by_what_they_are(name, truth, expected):
+    assert region_kind(name, truth, true_background=1.0) == expected

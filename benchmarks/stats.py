@@ -1,0 +1,152 @@
+"""Statistics of the quality benchmark: region values, errors over repeated noise draws, confidence intervals.
+
+Pure functions over numpy arrays ([z, y, x] volumes, boolean masks of the same shape) and plain lists; no I/O.
+Conventions: relative errors are in %, ``reference`` is the noise-free reconstruction unless said otherwise,
+``truth`` is the phantom's activity. Confidence intervals are two-sided 95 % intervals.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from scipy import ndimage
+from scipy.stats import spearmanr
+from scipy.stats import t as student_t
+
+LEVEL = 0.95
+
+
+def region_values(image: np.ndarray, regions: dict[str, np.ndarray]) -> dict[str, list[float]]:
+    """{region name: [mean, max]} of ``image`` inside each mask."""
+    return {name: [float(image[mask].mean()), float(image[mask].max())] for name, mask in regions.items()}
+
+
+def spatial_cov(image: np.ndarray, mask: np.ndarray) -> float:
+    """Coefficient of variation (SD ÷ mean, in %) of the voxel values of ``image`` inside ``mask``."""
+    values = image[mask].astype(np.float64)
+    return float(100 * values.std() / values.mean())
+
+
+def interior(mask: np.ndarray, voxels: int = 2) -> np.ndarray:
+    """``mask`` eroded by ``voxels`` (drops voxels near its edges and near the holes other regions cut into it)."""
+    return ndimage.binary_erosion(mask, iterations=voxels)
+
+
+def mean_ci(values: Sequence[float], level: float = LEVEL) -> tuple[float, float, float]:
+    """(mean, lower, upper): Student-t interval of the mean of independent ``values`` (NaN bounds when n < 2)."""
+    values = np.asarray(values, dtype=np.float64)
+    mean = float(values.mean())
+    if values.size < 2:
+        return mean, float("nan"), float("nan")
+    half = float(student_t.ppf(0.5 + level / 2, values.size - 1) * values.std(ddof=1) / np.sqrt(values.size))
+    return mean, mean - half, mean + half
+
+
+def relative_errors(values: Sequence[float], reference: float) -> np.ndarray:
+    """100 · (values − reference) ÷ reference."""
+    return 100 * (np.asarray(values, dtype=np.float64) - reference) / reference
+
+
+def draw_statistics(values: Sequence[float], reference: float) -> dict[str, float]:
+    """Bias and spread of one quantity measured on repeated noise draws against its ``reference`` value.
+
+    Returns bias_pct (mean relative error) with its interval (bias_low, bias_high), sd_pct (SD of the relative
+    errors over draws, i.e. the noise of the measurement) and n.
+    """
+    errors = relative_errors(values, reference)
+    bias, low, high = mean_ci(errors)
+    return {"bias_pct": bias, "bias_low": low, "bias_high": high,
+            "sd_pct": float(errors.std(ddof=1)) if errors.size > 1 else float("nan"), "n": int(errors.size)}
+
+
+def bootstrap_ci(groups: Sequence[Sequence[float]], statistic: Callable[[np.ndarray], float] = np.mean,
+                 resamples: int = 2000, seed: int = 0, level: float = LEVEL) -> tuple[float, float, float]:
+    """(estimate, lower, upper) of ``statistic`` over values that come in groups (cases, each with its draws).
+
+    Two-stage bootstrap: resample the groups with replacement, then the values inside each chosen group, so
+    both the case-to-case and the draw-to-draw variation widen the interval. With one group this is the plain
+    bootstrap over its values.
+    """
+    arrays = [np.asarray(g, dtype=np.float64) for g in groups if len(g)]
+    estimate = float(statistic(np.concatenate(arrays)))
+    rng = np.random.default_rng(seed)
+    samples = np.empty(resamples)
+    for index in range(resamples):
+        chosen = rng.integers(len(arrays), size=len(arrays)) if len(arrays) > 1 else [0]
+        samples[index] = statistic(np.concatenate([arrays[c][rng.integers(arrays[c].size, size=arrays[c].size)]
+                                                   for c in chosen]))
+    low, high = np.quantile(samples, [0.5 - level / 2, 0.5 + level / 2])
+    return estimate, float(low), float(high)
+
+
+def recovery_coefficient(measured: float, truth: float) -> float:
+    """Measured ÷ true activity concentration (1 = full recovery)."""
+    return measured / truth
+
+
+def contrast_recovery(sphere: float, background: float, true_sphere: float, true_background: float) -> float:
+    """NEMA NU 2 hot-sphere contrast recovery in %: (C_s ÷ C_b − 1) ÷ (A_s ÷ A_b − 1) · 100."""
+    return 100 * (sphere / background - 1) / (true_sphere / true_background - 1)
+
+
+def fidelity_ratio(method_errors: Sequence[float], full_count_errors: Sequence[float]) -> float:
+    """Mean error of a method (low count vs noise-free) ÷ mean error of the full-count scan (vs noise-free).
+
+    Below 1: the method's output of the low-count scan is closer to the noise-free image than a full-count scan.
+    """
+    return float(np.mean(method_errors) / np.mean(full_count_errors))
+
+
+class VoxelEnsemble:
+    """Running per-voxel mean and variance of one method's outputs over noise draws (Welford)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._mean: np.ndarray | None = None
+        self._squares: np.ndarray | None = None
+
+    def add(self, image: np.ndarray) -> None:
+        """Add one draw's image."""
+        image = image.astype(np.float64)
+        if self._mean is None:
+            self._mean, self._squares = np.zeros_like(image), np.zeros_like(image)
+        self.count += 1
+        delta = image - self._mean
+        self._mean += delta / self.count
+        self._squares += delta * (image - self._mean)
+
+    def noise_pct(self, mask: np.ndarray) -> float:
+        """Ensemble noise in ``mask``: √(mean voxel variance over draws) ÷ mean voxel value, in % (NaN if < 2)."""
+        if self.count < 2:
+            return float("nan")
+        variance = self._squares[mask] / (self.count - 1)
+        return float(100 * np.sqrt(variance.mean()) / self._mean[mask].mean())
+
+
+_SIZE = re.compile(r"_(\d+(?:\.\d+)?)mm$")
+
+
+def region_kind(name: str, true_mean: float, true_background: float) -> tuple[str, float | None]:
+    """(kind, diameter in mm or None) of a lesion label: ``sphere_17mm`` → ("hot sphere", 17.0); cold spheres
+    (true mean below the background's) are "cold sphere"; ``hot_lesion_9mm`` → ("hot lesion", 9.0);
+    ``caudate_left``/``putamen_right`` → "striatum"; ``defect_1`` → "defect"; ``tumour_core`` → "tumour core"."""
+    size = _SIZE.search(name)
+    diameter = float(size.group(1)) if size else None
+    stem = _SIZE.sub("", name)
+    stem = re.sub(r"_(\d+|left|right)$", "", stem)
+    if stem in ("caudate", "putamen"):
+        return "striatum", diameter
+    if stem == "sphere":
+        return ("hot sphere" if true_mean > true_background else "cold sphere"), diameter
+    return stem.replace("_", " "), diameter
+
+
+def uncertainty_agreement(variance: np.ndarray, error: np.ndarray, body: np.ndarray) -> dict[str, float]:
+    """How well a per-voxel variance predicts the squared error inside ``body``: Spearman correlation, and the
+    mean squared error in the 10 % highest-variance voxels ÷ that in the rest."""
+    v, e = variance[body], error[body] ** 2
+    top = v >= np.quantile(v, 0.9)
+    return {"spearman_variance_vs_squared_error": float(spearmanr(v, e).statistic),
+            "squared_error_ratio_top10pct_variance": float(e[top].mean() / max(e[~top].mean(), 1e-12))}
