@@ -9,7 +9,7 @@ import torch
 from model_fixtures import TINY, tiny_network
 from safetensors.torch import load_file, save_file
 
-from SPECTDenoiseLib.errors import ModelError
+from SPECTDenoiseLib.errors import ModelError, OutputError
 from SPECTDenoiseLib.models.config import ModelConfig
 from SPECTDenoiseLib.models.package import load_package, save_package
 from SPECTDenoiseLib.models.registry import build_network
@@ -136,4 +136,28 @@ def test_pickled_weights_are_not_read(tmp_path):
     network, folder = _save(tmp_path)
     torch.save(network.state_dict(), folder / "model.safetensors")
     with pytest.raises(ModelError, match="corrupt or not safetensors"):
+        load_package(folder)
+
+
+@pytest.mark.parametrize("kind", ["data-folder", "file"])
+def test_saving_never_replaces_something_that_is_not_a_model_package(tmp_path, kind):
+    target = tmp_path / "pairs"
+    if kind == "file":
+        target.write_text("notes")
+    else:
+        (target / "case1").mkdir(parents=True)
+        (target / "case1" / "full.nii.gz").write_bytes(b"data")
+    network, config = tiny_network(TINY["unet2d"])
+    with pytest.raises(OutputError, match="exists and is not a model package"):
+        save_package(network, config, target, "# card\n")
+    assert (target.read_text() == "notes") if kind == "file" else (target / "case1" / "full.nii.gz").exists()
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.float16, torch.float64])
+def test_weights_of_another_dtype_are_refused_not_cast(tmp_path, dtype):
+    _, folder = _save(tmp_path)
+    weights = load_file(str(folder / "model.safetensors"))
+    save_file({key: value.to(dtype) if value.is_floating_point() else value for key, value in weights.items()},
+              str(folder / "model.safetensors"))
+    with pytest.raises(ModelError, match=r"the network needs F32\.$"):
         load_package(folder)

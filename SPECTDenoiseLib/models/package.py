@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..errors import ModelError, OutputError
+from ..hub import PACKAGE_FILES
 from .config import ModelConfig
 from .registry import build_network, expected_weights
 
@@ -57,9 +58,12 @@ def save_package(network: nn.Module, config: ModelConfig, folder: str | Path, ca
     """Write ``network``'s weights, ``config`` and the model card to ``folder`` atomically; return the folder.
 
     The files are written into a temporary sibling folder that is then renamed, so ``folder`` never holds a
-    half-written package; an existing package at ``folder`` is replaced.
+    half-written package; an existing package at ``folder`` (or an empty folder) is replaced, any other folder
+    or file is refused with OutputError, so a mistyped ``-o`` never deletes data.
     """
     folder = Path(folder)
+    if folder.exists() and not (folder.is_dir() and {entry.name for entry in folder.iterdir()} <= {*PACKAGE_FILES}):
+        raise OutputError(f"'{folder}' exists and is not a model package; give a new folder name for the model.")
     config.validate()
     expected = set(build_network(config).state_dict())
     state = {key: value.detach().to("cpu").contiguous() for key, value in network.state_dict().items()}
