@@ -114,15 +114,22 @@ def test_apply_denoises_in_the_background_and_shows_the_result_outside_the_teach
     assert views["Teaching1"].GetBackgroundVolumeID() == spect.GetID()
 
 
-def test_cancel_stops_the_worker_and_adds_nothing(application, scene, tmp_path):
-    module, make_widget = application
+def _sampling(make_widget, scene, tmp_path):
+    """A panel whose Apply runs a slow DDPM, returned once the worker is sampling (and the scene's node count
+    before Apply)."""
     _spect_node(scene)
     widget = make_widget()
     widget._parameterNode.model = str(make_package(tmp_path / "ddpm", "ddpm", perturb=False, diffusion=SLOW_DDPM))
     widget._parameterNode.device = "cpu"
     nodes = scene.GetNumberOfNodes()
     widget.onApply()
-    _pump(widget, lambda w: w.ui.statusLabel.text.startswith("sample "))  # the model is sampling
+    _pump(widget, lambda w: w.ui.statusLabel.text.startswith("sample "))
+    return widget, nodes
+
+
+def test_cancel_stops_the_worker_and_adds_nothing(application, scene, tmp_path):
+    module, make_widget = application
+    widget, nodes = _sampling(make_widget, scene, tmp_path)
     widget.onApply()  # the button says Cancel
     assert widget.logic.runner.state is module.State.CANCELLING and not widget.ui.applyButton.enabled
     _pump(widget, _idle, timeout_s=30)
@@ -132,12 +139,7 @@ def test_cancel_stops_the_worker_and_adds_nothing(application, scene, tmp_path):
 
 def test_closing_the_scene_during_a_run_cancels_it_and_imports_nothing(application, scene, tmp_path):
     module, make_widget = application
-    _spect_node(scene)
-    widget = make_widget()
-    widget._parameterNode.model = str(make_package(tmp_path / "ddpm", "ddpm", perturb=False, diffusion=SLOW_DDPM))
-    widget._parameterNode.device = "cpu"
-    widget.onApply()
-    _pump(widget, lambda w: w.ui.statusLabel.text.startswith("sample "))  # the model is sampling
+    widget, _ = _sampling(make_widget, scene, tmp_path)
     scene.Clear(0)
     assert widget.logic.runner.state is module.State.CANCELLING
     _pump(widget, _idle, timeout_s=30)
