@@ -1,5 +1,6 @@
 """Property-based fuzzing (hypothesis) of what users feed in: metrics on arbitrary arrays and masks, ROI boxes →
-voxel masks, and the JSON files we parse (model config files, training settings, the catalogue).
+voxel masks, and the JSON files we parse (model config files and each of their fields, training settings, the
+catalogue).
 
 test_metrics.py already checks metric identities on non-negative volumes with full masks and test_models.py
 fuzzes ``ModelConfig.from_dict`` on JSON values; here the inputs are hostile: negative and huge float32 values,
@@ -24,6 +25,7 @@ from SPECTDenoiseLib import metrics
 from SPECTDenoiseLib.errors import InputError, ModelError
 from SPECTDenoiseLib.hub import read_catalogue
 from SPECTDenoiseLib.models.config import ModelConfig
+from SPECTDenoiseLib.models.registry import MAX_PARAMETERS, expected_weights
 from SPECTDenoiseLib.train.settings import TrainSettings
 
 SHAPE = (7, 8, 9)
@@ -86,6 +88,43 @@ def test_label_statistics_give_one_record_per_present_label_or_an_input_error(ar
         return
     assert sorted(records) == sorted(int(v) for v in np.unique(labels) if v > 0)
     assert all(records[v].voxels == int((labels == v).sum()) for v in records)
+
+
+hostile_ints = st.integers(-(2**70), 2**70) | st.sampled_from([0, 1, 8, 255, 256, 257, 1024, 1025, 2**31, 2**63])
+hostile_numbers = hostile_ints | st.floats() | st.booleans()
+argument_values = hostile_numbers | st.text(max_size=6) | st.lists(hostile_numbers, max_size=10)
+_argument_names = st.sampled_from(["channels", "num_res_units", "num_res_blocks", "norm_groups", "mid", "width",
+                                   "dropout", "residual_scale", "attention_levels", "norm"])
+_diffusion_fields = st.dictionaries(st.sampled_from(["train_timesteps", "schedule", "default_steps",
+                                                     "default_samples", "eta"]), hostile_ints | st.text(max_size=8),
+                                    max_size=5)
+config_changes = st.fixed_dictionaries({}, optional={
+    "arguments": st.dictionaries(_argument_names, argument_values, max_size=3),
+    "patch_size": st.lists(hostile_ints, max_size=4),
+    "context_slices": hostile_ints,
+    "size_multiple": hostile_ints,
+    "voxel_mm_range": st.lists(hostile_numbers, max_size=3),
+    "count_fractions": st.lists(hostile_numbers, max_size=3),
+    "sampling": st.sampled_from(["slices", "patches", "volume"]),
+    "kind": st.sampled_from(["deterministic", "diffusion"]),
+    "diffusion": st.none() | _diffusion_fields,
+})
+
+
+@FUZZ
+@given(st.sampled_from(sorted(TINY)), config_changes)
+def test_hostile_config_fields_give_a_bounded_network_or_a_model_error(architecture, changes):
+    """Any field value: a ModelError sentence, or a network within the parameter budget, found without
+    allocating it (what ``load_package`` checks before reading weights)."""
+    data = {**TINY[architecture], **changes}
+    if "arguments" in changes:
+        data["arguments"] = {**TINY[architecture]["arguments"], **changes["arguments"]}
+    try:
+        expected = expected_weights(ModelConfig.from_dict(data))
+    except ModelError as error:
+        assert str(error).endswith(".")
+        return
+    assert sum(math.prod(shape) for dtype, shape in expected.values() if dtype.is_floating_point) <= MAX_PARAMETERS
 
 
 @FUZZ
