@@ -371,8 +371,14 @@ class SPECTDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             teaching.show_in_standard_views(slicer.mrmlScene, outputs["denoised"])
 
     def onCompare(self):
+        """Fill the table; a problem the user can fix (no overlap, other grid) is one sentence on the status line,
+        anything else an error dialog (``tryWithErrorDisplay`` shows it, then re-raises)."""
         with slicer.util.tryWithErrorDisplay("Could not compute the comparison table.", waitCursor=True):
-            table, note = self.logic.compare(self._parameterNode)
+            try:
+                table, note = self.logic.compare(self._parameterNode)
+            except SPECTDenoiseError as error:
+                self.ui.statusLabel.text = str(error)
+                return
             self._parameterNode.comparisonTable = table
             self.ui.comparisonTableView.setMRMLTableNode(table)
             self.ui.statusLabel.text = f"SUV columns are empty: {note}" if note else "Comparison table updated."
@@ -380,10 +386,15 @@ class SPECTDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onExportCsv(self):
         path = qt.QFileDialog.getSaveFileName(self.parent, "Export comparison", "rois.csv", "CSV (*.csv)")
-        if path:
-            with slicer.util.tryWithErrorDisplay("Could not write the CSV file."):
+        if not path:
+            return
+        with slicer.util.tryWithErrorDisplay("Could not write the CSV file."):
+            try:
                 comparison.write_csv(self.logic.rows, path)
-                self.ui.statusLabel.text = f"Saved {path}."
+            except SPECTDenoiseError as error:
+                self.ui.statusLabel.text = str(error)
+                return
+            self.ui.statusLabel.text = f"Saved {path}."
 
     def ensureDependencies(self) -> bool:
         """Make sure Slicer's Python has the versions the worker needs (Resources/requirements.txt), installing them

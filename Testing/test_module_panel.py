@@ -303,3 +303,22 @@ def test_the_sample_study_is_registered_with_the_files_and_checksums_shipped(app
         data = open(unquote(urlparse(uri).path), "rb").read()
         assert checksum == "SHA256:" + hashlib.sha256(data).hexdigest()
     assert json.dumps(registered["nodeNames"]) and open(registered["thumbnailFileName"], "rb").read(4) == b"\x89PNG"
+
+
+def test_comparison_and_export_problems_are_one_sentence_on_the_status_line(application, scene, tmp_path):
+    _, make_widget = application
+    _spect_node(scene)
+    widget = make_widget()
+    roi = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "far away")
+    roi.SetCenterWorld(5000.0, 5000.0, 5000.0)
+    roi.SetSizeWorld(10.0, 10.0, 10.0)
+    widget._parameterNode.regionNode = roi
+    widget.onCompare()
+    assert "far away" in widget.ui.statusLabel.text and widget._parameterNode.comparisonTable is None
+    assert not widget.ui.exportCsvButton.enabled
+    roi.SetCenterWorld(30.0, 30.0, 12.0)
+    roi.SetSizeWorld(20.0, 20.0, 10.0)
+    widget.onCompare()
+    FileDialog.answer = str(tmp_path / "missing" / "rois.csv")
+    widget.onExportCsv()
+    assert widget.ui.statusLabel.text.startswith("Output folder") and not (tmp_path / "missing").exists()
