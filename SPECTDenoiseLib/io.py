@@ -305,19 +305,25 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
         raise OutputError(f"Output folder '{folder}' is not writable.")
     if path.is_dir():
         raise OutputError(f"Output '{path}' is a folder; give a file name such as '{path / 'denoised.nrrd'}'.")
-    staging = partial_folder(folder)
-    temporary = staging / path.name
-    try:
+    with staged(folder, f"'{path}'") as staging:
+        temporary = staging / path.name
         yield temporary
         for written in sorted(staging.iterdir(), key=lambda entry: entry == temporary):  # the header last
             os.replace(written, folder / written.name)
-        staging.rmdir()
+
+
+@contextlib.contextmanager
+def staged(parent: str | os.PathLike, what: str) -> Iterator[Path]:
+    """Yield a new :func:`partial_folder` in ``parent`` to write ``what`` into and move from; it is deleted with
+    whatever is left in it when the block ends, also on an error or cancel. An OSError in the block becomes
+    OutputError("Could not write WHAT: ...")."""
+    staging = partial_folder(parent)
+    try:
+        yield staging
     except OSError as error:
+        raise OutputError(f"Could not write {what}: {error.strerror or error}.") from None
+    finally:
         shutil.rmtree(staging, ignore_errors=True)
-        raise OutputError(f"Could not write '{path}': {error.strerror or error}.") from None
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def partial_folder(parent: str | os.PathLike) -> Path:
