@@ -15,6 +15,7 @@ import datetime
 import math
 import os
 import traceback
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -307,7 +308,9 @@ def _reading(path: Path) -> Iterator[None]:
     mode = pydicom.config.settings.reading_validation_mode
     pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            yield
     except (pydicom.errors.BytesLengthException, ValueError, TypeError, OverflowError, KeyError) as error:
         frames = traceback.extract_tb(error.__traceback__)
         if not frames or f"{os.sep}pydicom{os.sep}" not in frames[-1].filename:

@@ -100,3 +100,9 @@ def test_info_on_a_damaged_series_exits_3_with_one_line(run_cli, make_image, tmp
     assert result.returncode == 3
     assert result.stderr.startswith("spectdenoise: error: ") and "PixelSpacing" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_pydicom_warnings_about_tolerated_values_are_not_printed(run_cli, make_image, tmp_path):
+    damaged_series(make_image, tmp_path / "pt", "PT", lambda d: set_raw(d, "NumberOfFrames", b""))
+    result = run_cli("info", tmp_path / "pt")
+    assert result.returncode == 0 and result.stderr == ""
