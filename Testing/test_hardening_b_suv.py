@@ -119,3 +119,14 @@ def test_info_json_has_no_nan_for_a_nan_weight_tag(run_cli, make_image, tmp_path
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout, parse_constant=reject_constant)
     assert report["dicom"]["PatientWeight"] is None and "PatientWeight" in report["suv"]["missing"]
+
+
+@pytest.mark.parametrize(("times", "sentence"), [
+    (["--injection-time", "2024-05-17T09:00+02:00", "--scan-time", "2024-05-17T10:30"], "time zone"),
+    (["--injection-time", "1900-01-01T09:00", "--scan-time", "2024-05-17T10:30"], "half-lives"),
+])
+def test_info_explains_unusable_times_instead_of_failing(run_cli, times, sentence):
+    result = run_cli("info", "Resources/Samples/iec_low10.nrrd", "--weight", "70", "--dose", "300", "--units", "BQML",
+                     "--half-life", "21624", *times)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert "SUV factor:      not computable: " in result.stdout and sentence in result.stdout
