@@ -14,14 +14,22 @@ The catalogue is ``Resources/Models.json`` (``SPECTDENOISE_CATALOGUE`` names ano
                  "sha256": {"config.json": "...", "model.safetensors": "..."}, "description": "..."}]}
 
 Entries may carry more keys for the GUI and error messages (e.g. ``"kind": "diffusion"``); they are kept as is.
+
+Publishing and finding: :func:`push_model` uploads a package with ``HfApi.create_repo`` / ``upload_folder`` and
+returns the commit to pin; :func:`search_models` lists Hub models tagged :data:`PROJECT_TAG` with
+``HfApi.list_models``. Both need a Hub-standard card (:func:`card_metadata`), refuse to run offline, and bound
+every request by :func:`hub_timeout` seconds (``SPECTDENOISE_HUB_TIMEOUT``), so an unreachable Hub is one
+sentence (exit 5), never a hang.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +47,13 @@ _REPO_ID = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(?P<revision>[\
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 CHECKED_FILES = ("config.json", "model.safetensors")  # a catalogue hub entry must give the sha256 of each
+PROJECT_TAG = "spectdenoise"  # every SPECTDenoise model on the Hub carries it; search filters on it
+CARD_TAGS = (PROJECT_TAG, "spect", "denoising", "3d-slicer", "medical-imaging")  # plus the tracers, lower case
+LIBRARY_NAME = "spectdenoise"
+LICENSE = "apache-2.0"
+TIMEOUT_VARIABLE = "SPECTDENOISE_HUB_TIMEOUT"
+DEFAULT_TIMEOUT_S = 20.0
+_REPO_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
 
 
 def catalogue_path() -> Path:
@@ -149,13 +164,18 @@ def list_models() -> list[dict[str, Any]]:
 
 
 def model_info(model: str | None) -> dict[str, Any]:
-    """Describe a model: its folder, validated config and model card (downloads it if needed)."""
+    """Describe a model: its folder, validated config, model card and the card's Hub metadata (empty when the
+    card has none), downloading it if needed."""
     from .models.config import ModelConfig
 
     folder = resolve_model(model)
     card_path = folder / "README.md"
+    try:
+        metadata = card_metadata(folder)
+    except ModelError:
+        metadata = {}
     return {"id": model if model is not None else read_catalogue()["default"], "folder": str(folder),
-            "config": ModelConfig.load(folder / "config.json").to_dict(),
+            "config": ModelConfig.load(folder / "config.json").to_dict(), "metadata": metadata,
             "card": card_path.read_text(encoding="utf-8", errors="replace") if card_path.is_file() else ""}
 
 
@@ -165,6 +185,27 @@ def hf_cache_dir() -> Path:
         return Path(os.environ["HF_HUB_CACHE"]).expanduser()
     home = os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache") / "huggingface"
     return Path(home).expanduser() / "hub"
+
+
+def hub_endpoint() -> str:
+    """The Hub address: ``$HF_ENDPOINT`` (read now) or https://huggingface.co; HubError if it is not http(s)."""
+    endpoint = (os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
+    if not re.match(r"^https?://[^/\s]+", endpoint):
+        raise HubError(f"HF_ENDPOINT '{endpoint}' is not an http:// or https:// address; fix or unset it.")
+    return endpoint
+
+
+def hub_timeout() -> float:
+    """Seconds each Hub request of :func:`push_model` and :func:`search_models` may take (connect or read):
+    ``$SPECTDENOISE_HUB_TIMEOUT`` or 20."""
+    value = os.environ.get(TIMEOUT_VARIABLE, "").strip()
+    try:
+        seconds = float(value) if value else DEFAULT_TIMEOUT_S
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < 3600:
+        raise HubError(f"{TIMEOUT_VARIABLE} must be a number of seconds between 0 and 3600, not '{value}'.")
+    return seconds
 
 
 def _env_offline() -> bool:
@@ -182,9 +223,7 @@ def _snapshot(repo_id: str, revision: str, offline: bool | None) -> Path:
     )
 
     offline = _env_offline() if offline is None else offline
-    endpoint = (os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
-    if not re.match(r"^https?://[^/\s]+", endpoint):
-        raise HubError(f"HF_ENDPOINT '{endpoint}' is not an http:// or https:// address; fix or unset it.")
+    endpoint = hub_endpoint()
     name = f"{repo_id}@{revision}"
     try:
         folder = snapshot_download(repo_id, revision=revision, endpoint=endpoint, cache_dir=hf_cache_dir(),
@@ -241,3 +280,155 @@ def _cached_snapshots() -> list[tuple[str, str]]:
 
 def _is_package(folder: Path) -> bool:
     return (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
+
+
+def card_metadata(folder: str | Path) -> dict[str, Any]:
+    """The Hub metadata of the model card ``folder/README.md`` as plain values (``license``, ``library_name``,
+    ``tags``, ``training_data``, ``model-index``, ...).
+
+    Raises ModelError when there is no card, its YAML is invalid, or it lacks a licence, ``library_name`` or
+    the :data:`PROJECT_TAG` tag (``spectdenoise models card FOLDER`` writes them).
+    """
+    import yaml
+    from huggingface_hub import ModelCard
+
+    path = Path(folder) / "README.md"
+    fix = f"regenerate it with: spectdenoise models card {folder}"
+    try:
+        card = ModelCard(path.read_text(encoding="utf-8"), ignore_metadata_errors=False)
+    except FileNotFoundError:
+        raise ModelError(f"The model package '{folder}' has no model card (README.md); {fix}.") from None
+    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ModelError(f"The model card '{path}' has invalid Hub metadata ({reason}); {fix}.") from None
+    data = card.data.to_dict()
+    missing = [key for key in ("license", "library_name") if not data.get(key)]
+    if PROJECT_TAG not in (data.get("tags") or []):
+        missing.append(f"the tag '{PROJECT_TAG}'")
+    if missing:
+        raise ModelError(f"The model card '{path}' lacks Hub metadata: {', '.join(missing)}; {fix}.")
+    return data
+
+
+def push_model(folder: str | Path, repo_id: str, *, revision: str = "main", private: bool = False,
+               token_env: str = "HF_TOKEN") -> dict[str, str]:
+    """Upload the model package in ``folder`` to the Hub repo ``repo_id`` (created if needed) on branch
+    ``revision`` (created from main if needed) with the token in the environment variable ``token_env``.
+
+    The package must load (config, weights) and carry a Hub-standard card (:func:`card_metadata`); only the
+    package files are uploaded, in one commit whose message names the training data.
+
+    Returns
+    -------
+    dict
+        ``repo_id``, ``revision``, ``commit`` (40 hex: pin it as ``--model repo_id@commit``), ``pin`` and ``url``.
+
+    Raises
+    ------
+    ModelError
+        Invalid repo id, package or card.
+    HubError
+        No token, offline, Hub unreachable or too slow, token refused (401) or without write access (403).
+    """
+    from huggingface_hub import HfApi
+
+    from .models.package import load_package
+
+    folder = Path(folder)
+    if not _REPO_NAME.match(repo_id):
+        raise ModelError(f"'{repo_id}' is not a Hugging Face repo id; use ORG/NAME (letters, digits, '-', '_', '.').")
+    load_package(folder)
+    metadata = card_metadata(folder)
+    token = os.environ.get(token_env, "").strip()
+    if not token:
+        raise HubError(f"No Hugging Face token in the environment variable {token_env}; create a write token at "
+                       "https://huggingface.co/settings/tokens and set it (or name another variable with "
+                       "--token-env).")
+    endpoint = _online_endpoint("pushing a model")
+    data = str(metadata.get("training_data") or "unspecified data")
+    name = str(metadata.get("model_name") or folder.name)
+    api = HfApi(endpoint=endpoint, token=token)
+    with _hub_errors(endpoint, repo_id, token_env):
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        if revision != "main":
+            api.create_branch(repo_id, branch=revision, exist_ok=True)
+        info = api.upload_folder(repo_id=repo_id, folder_path=folder, revision=revision,
+                                 allow_patterns=list(PACKAGE_FILES),
+                                 commit_message=f"Upload {name}, trained on {data}"[:200],
+                                 commit_description=f"SPECTDenoise model package {name}. Training data: {data}")
+    return {"repo_id": repo_id, "revision": revision, "commit": info.oid, "pin": f"{repo_id}@{info.oid}",
+            "url": str(info.commit_url)}
+
+
+def search_models(text: str | None = None, tags: tuple[str, ...] | list[str] = (), limit: int = 50,
+                  ) -> list[dict[str, Any]]:
+    """SPECTDenoise models on the Hub: those tagged :data:`PROJECT_TAG` and every tag of ``tags`` (e.g. a
+    tracer, ``tc-99m``), whose id contains ``text``, newest first, at most ``limit``.
+
+    Returns plain records (JSON-ready, for the CLI and background processes such as the Slicer panel's
+    *Add from Hub*): ``id``, ``revision`` (the latest commit of main: pin it as ``pin`` = ``id@revision``),
+    ``last_modified`` (ISO 8601), ``downloads``, ``likes``, ``tags``, and from the card's metadata ``inputs``,
+    ``kind``, ``tracers``, ``license`` (None when absent). Raises HubError offline or when the Hub cannot be
+    reached within :func:`hub_timeout`.
+    """
+    from huggingface_hub import HfApi
+
+    endpoint = _online_endpoint("searching the Hub")
+    api = HfApi(endpoint=endpoint)
+    expand = ["sha", "lastModified", "tags", "downloads", "likes", "cardData"]
+    with _hub_errors(endpoint, None, None):
+        found = list(api.list_models(filter=[PROJECT_TAG, *tags], search=text or None, limit=limit,
+                                     sort="last_modified", expand=expand))
+    records = []
+    for info in found:
+        card = info.card_data.to_dict() if info.card_data is not None else {}
+        records.append({
+            "id": info.id, "revision": info.sha, "pin": f"{info.id}@{info.sha}",
+            "last_modified": info.last_modified.isoformat() if info.last_modified else None,
+            "downloads": info.downloads, "likes": info.likes, "tags": list(info.tags or []),
+            **{key: card.get(key) for key in ("inputs", "kind", "tracers", "license")},
+        })
+    return records
+
+
+def _online_endpoint(action: str) -> str:
+    """The endpoint, after refusing offline mode and applying :func:`hub_timeout` to huggingface_hub's client."""
+    from huggingface_hub import get_session
+
+    if _env_offline():
+        raise HubError(f"SPECTDenoise is offline (HF_HUB_OFFLINE is set), and {action} needs the Hugging Face Hub; "
+                       "unset HF_HUB_OFFLINE and connect.")
+    endpoint = hub_endpoint()
+    get_session().timeout = hub_timeout()
+    return endpoint
+
+
+@contextlib.contextmanager
+def _hub_errors(endpoint: str, repo_id: str | None, token_env: str | None) -> Iterator[None]:
+    """Turn huggingface_hub and network errors into one HubError (or ModelError for a card the Hub refuses)."""
+    import httpx2
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    try:
+        yield
+    except OfflineModeIsEnabled:
+        raise HubError("huggingface_hub is in offline mode (HF_HUB_OFFLINE); unset it and connect.") from None
+    except httpx2.TimeoutException:
+        raise HubError(f"The Hugging Face Hub at {endpoint} did not answer within {hub_timeout():g} s; try again "
+                       f"later or raise {TIMEOUT_VARIABLE}.") from None
+    except httpx2.TransportError:
+        raise HubError(f"The Hugging Face Hub at {endpoint} cannot be reached; check the network connection.") from None
+    except HfHubHTTPError as error:
+        status = error.response.status_code if error.response is not None else None
+        if status == 401:
+            raise HubError(f"The Hugging Face Hub at {endpoint} refused the token in {token_env or 'HF_TOKEN'} "
+                           "(HTTP 401); check that it is valid.") from None
+        if status == 403 and repo_id:
+            raise HubError(f"The token in {token_env} may not write to '{repo_id}' (HTTP 403); use a write token of "
+                           f"a member of '{repo_id.split('/')[0]}', or push under your own name.") from None
+        server = error.server_message.splitlines()[0] if error.server_message else f"HTTP {status}"
+        raise HubError(f"The Hugging Face Hub at {endpoint} refused the request ({server}).") from None
+    except ValueError as error:
+        if "Invalid metadata in README.md" not in str(error):
+            raise
+        raise ModelError(f"The Hub refused the model card's metadata ({' '.join(str(error).split())}).") from None

@@ -1,18 +1,32 @@
-"""The model card (``README.md`` of a model package) written at the end of training."""
+"""The model card (``README.md`` of a model package): written at the end of training, refreshed after benchmarks.
+
+A card is Hub-standard Markdown: YAML metadata (:func:`card_metadata`: licence, ``library_name``, tags, the
+training data summary and, once benchmarked, a ``model-index`` of results) above the Markdown body
+(:func:`model_card`). :func:`refresh_card` rewrites the metadata of an existing package's card from its
+``config.json``, its body's data line and ``benchmarks/results`` without touching the body
+(``spectdenoise models card FOLDER``).
+"""
 
 from __future__ import annotations
 
 import json
+import re
 import sys
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 
 from torch import nn
 
+from ..errors import ModelError
+from ..hub import CARD_TAGS, LIBRARY_NAME, LICENSE
+from ..io import atomic_output
 from ..models.config import ModelConfig
 from .settings import TrainSettings
 
 REPOSITORY = Path(__file__).resolve().parents[2]
+BENCHMARK_RESULTS = REPOSITORY / "benchmarks" / "results"
+_FRONT_MATTER = re.compile(r"\A---\n.*?\n---\n", re.DOTALL)  # the metadata block (any content, valid or not)
+_DATA_LINE = re.compile(r"^- Data: (?P<data>.+)$", re.MULTILINE)
 
 
 def model_card(settings: TrainSettings, config: ModelConfig, network: nn.Module, best_validation: float,
@@ -56,7 +70,79 @@ def model_card(settings: TrainSettings, config: ModelConfig, network: nn.Module,
         "Apache-2.0, as SPECTDenoise.",
         "",
     ]
-    return "\n".join(lines)
+    return with_metadata("\n".join(lines), card_metadata(settings.name, config, _describe_data(settings.data)))
+
+
+def card_metadata(name: str, config: ModelConfig, data_summary: str, results: Path | None = None):
+    """The Hub metadata (``huggingface_hub.ModelCardData``) of model ``name``: licence, library, tags (the
+    project's, ``spect``, ``denoising``, ``3d-slicer``, ``medical-imaging`` and the tracers), pipeline tag, the
+    training data summary, inputs, kind and count fractions, and, when ``results`` (a folder of
+    ``quality*.json`` benchmark files) holds rows of ``name``, a ``model-index`` of its NRMSE/PSNR/SSIM."""
+    from huggingface_hub import ModelCardData
+
+    tracers = [tracer.lower() for tracer in config.tracers]
+    evaluations = benchmark_results(results, name) if results is not None else []
+    return ModelCardData(
+        model_name=name, license=LICENSE, library_name=LIBRARY_NAME, pipeline_tag="image-to-image",
+        tags=[*CARD_TAGS, *tracers], eval_results=evaluations or None, training_data=data_summary,
+        inputs=list(config.input_channels), kind=config.kind, count_fractions=list(config.count_fractions),
+        tracers=list(config.tracers),
+    )
+
+
+def with_metadata(body: str, metadata) -> str:
+    """The card text: ``metadata`` as YAML between ``---`` lines, then the Markdown ``body``."""
+    return f"---\n{metadata.to_yaml()}\n---\n{body.lstrip()}"
+
+
+def benchmark_results(results: Path, name: str) -> list:
+    """``huggingface_hub.EvalResult`` rows of model ``name`` in the quality benchmark files of ``results``: mean
+    NRMSE, PSNR (dB) and SSIM in the body over the held-out cases at each count level (as BENCHMARKS.md)."""
+    from huggingface_hub import EvalResult
+
+    records = [record for path in sorted(Path(results).glob("quality*.json"))
+               for record in json.loads(path.read_text(encoding="utf-8"))["records"] if record["method"] == name]
+    by_fraction = defaultdict(list)
+    for record in records:
+        by_fraction[record["fraction"]].append(record)
+    rows = []
+    for fraction, group in sorted(by_fraction.items()):
+        counts = f"{100 * fraction:.0f} % counts"
+        dataset = f"SPECTDenoise held-out simulated SPECT ({len({r['case'] for r in group})} cases, {counts})"
+        for metric, key, digits in (("nrmse", "nrmse", 3), ("psnr", "psnr_db", 1), ("ssim", "ssim", 3)):
+            value = round(sum(r[key] for r in group) / len(group), digits)
+            rows.append(EvalResult(
+                task_type="image-to-image", task_name="Low-count SPECT denoising", dataset_type="simulated-spect",
+                dataset_name=dataset, dataset_config=counts.replace(" % ", "pct-"), dataset_split="test",
+                metric_type=metric, metric_name=f"{metric.upper()} in the body at {counts}", metric_value=value))
+    return rows
+
+
+def refresh_card(folder: str | Path, results: Path | None = BENCHMARK_RESULTS) -> Path:
+    """Rewrite the metadata of the card of the package in ``folder`` (its body is kept) and return the card.
+
+    The training data summary is taken from the body's ``- Data:`` line; raises ModelError if the package has
+    no card or its body has no such line.
+    """
+    folder = Path(folder)
+    path = folder / "README.md"
+    if not path.is_file():
+        raise ModelError(f"The model package '{folder}' has no model card (README.md) to refresh.")
+    body = _FRONT_MATTER.sub("", path.read_text(encoding="utf-8"), count=1)
+    data = _DATA_LINE.search(body)
+    if data is None:
+        raise ModelError(f"The model card '{path}' has no '- Data:' line to take the training data summary from.")
+    config = ModelConfig.load(folder / "config.json")
+    metadata = card_metadata(_card_name(body, folder), config, data["data"], results)
+    with atomic_output(path) as temporary:
+        temporary.write_text(with_metadata(body, metadata), encoding="utf-8")
+    return path
+
+
+def _card_name(body: str, folder: Path) -> str:
+    """The model's name: the card's first ``# `` title, else the folder's name."""
+    title = re.search(r"^# (?P<name>\S+)", body, re.MULTILINE)
+    return title["name"] if title else folder.name
 
 
 def _reproduce(settings: TrainSettings) -> str:
