@@ -444,6 +444,26 @@ def seed_lines() -> list[str]:
             "default model's fine-tuning, so used by neither set).", ""]
 
 
+def summary(mode: str, records: list[dict]) -> dict:
+    """Headline numbers per model and count level (in-distribution cases, vs the noise-free reconstruction):
+    mean NRMSE, PSNR, SSIM, fidelity ratio, with n; for model cards and README."""
+    inside = [r for r in records if r["case"]["ood"] is None]
+    out = {"mode": mode, "cases": [r["case"]["name"] for r in inside], "methods": {}}
+    for method in methods_of(inside):
+        for key in dict.fromkeys(k for r in inside for k in r["fractions"]):
+            draws = [(d, r) for r in inside for d in r["methods"].get(method, {}).get(key, {}).get("draws", [])]
+            if not draws:
+                continue
+            full = [r["methods"][FULL]["1"]["draws"][d["draw"]]["vs_noise_free"]["nrmse"] for d, r in draws]
+            out["methods"].setdefault(method, {})[key] = {
+                **{m: round(float(np.mean([d["vs_noise_free"][m] for d, _ in draws])), 4)
+                   for m in ("nrmse", "psnr_db", "ssim")},
+                "fidelity_ratio": round(float(np.mean([d["vs_noise_free"]["nrmse"] / f
+                                                       for (d, _), f in zip(draws, full)])), 3),
+                "cases": len({r["case"]["name"] for _, r in draws}), "draws": len(draws)}
+    return out
+
+
 def main() -> None:
     IMAGES.mkdir(parents=True, exist_ok=True)
     lines = ["# Benchmarks", "",
@@ -460,6 +480,7 @@ def main() -> None:
         records = load(mode)
         if records:
             lines += section(mode, title, records) + [""]
+            (RESULTS / f"summary_{mode}.json").write_text(json.dumps(summary(mode, records), indent=1) + "\n")
     lines += speed_lines()
     (REPOSITORY / "BENCHMARKS.md").write_text("\n".join(lines) + "\n")
     print("wrote BENCHMARKS.md")
