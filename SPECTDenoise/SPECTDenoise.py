@@ -140,11 +140,12 @@ class SPECTDenoiseLogic(ScriptedLoadableModuleLogic):
                             parameters.steps or None, parameters.seed)
 
     def denoiseRequest(self, parameters: SPECTDenoiseParameterNode) -> DenoiseRequest:
-        """The denoising job for the panel (outputs created when their selector is empty)."""
+        """The denoising job for the panel (outputs created when their selector is empty; a variance only from a
+        model that gives one — the default box is ticked, the default model is deterministic)."""
         outputs = {"denoised": parameters.denoisedVolume}
         if parameters.makeDifference:
             outputs["difference"] = parameters.differenceVolume
-        if parameters.makeVariance:
+        if parameters.makeVariance and models.gives_variance(parameters.model) is not False:
             outputs["variance"] = parameters.varianceVolume
         options = self.modelOptions(parameters)
         return DenoiseRequest(parameters.inputVolume, parameters.ctVolume, options.model, options.device, outputs,
@@ -234,11 +235,19 @@ class SPECTDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.initializeParameterNode()
 
     def exit(self):
-        self.setParameterNode(None)
+        """Another module is shown: stop updating the panel (runs go on; their results still reach the scene)."""
+        self.disconnectParameterNode()
+
+    def disconnectParameterNode(self):
+        """Unbind the panel from its parameter node (kept, so that a later enter() binds it again)."""
+        if self._parameterNode and self._parameterNodeGuiTag is not None:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGui)
 
     def onSceneStartClose(self, caller, event):
         """The scene is closing: stop any run (nothing is imported) and let go of the parameter node."""
-        self.show(self.logic.runner.cancel())
+        self.showEvents(self.logic.runner.cancel())
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event):
@@ -253,10 +262,7 @@ class SPECTDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self._parameterNode.inputVolume = firstVolume
 
     def setParameterNode(self, parameterNode: SPECTDenoiseParameterNode | None):
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGui)
+        self.disconnectParameterNode()
         self._parameterNode = parameterNode
         if self._parameterNode:
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
@@ -308,13 +314,13 @@ class SPECTDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onApply(self):
         if self.logic.runner.state.busy:
-            self.show(self.logic.runner.cancel())
+            self.showEvents(self.logic.runner.cancel())
         elif self.ensureDependencies():
             self.start(self.logic.denoiseRequest(self._parameterNode))
 
     def onTeaching(self):
         if self.logic.runner.state.busy:
-            self.show(self.logic.runner.cancel())
+            self.showEvents(self.logic.runner.cancel())
             return
         try:
             job = self.logic.lowCountRequest(self._parameterNode)
@@ -333,15 +339,15 @@ class SPECTDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.start(models.ModelDownload(modelId))
 
     def start(self, job: Job):
-        self.show(self.logic.runner.start(job))
+        self.showEvents(self.logic.runner.start(job))
         self.timer.start()
 
     def onTimer(self):
-        self.show(self.logic.runner.poll())
+        self.showEvents(self.logic.runner.poll())
         if not self.logic.runner.state.busy:
             self.timer.stop()
 
-    def show(self, events: list[RunEvent]):
+    def showEvents(self, events: list[RunEvent]):
         for event in events:
             if event.fraction is not None:
                 self.ui.progressBar.value = int(100 * event.fraction)
@@ -353,9 +359,10 @@ class SPECTDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def showOutputs(self):
         """Show what the finished job made: outputs in the standard views, a teaching layout, or the new model."""
         job, outputs = self.logic.runner.job, self.logic.runner.outputs
+        parameters = self.logic.getParameterNode()
         if isinstance(job, models.ModelDownload):
             self.fillModels()
-            self._parameterNode.model = job.model_id
+            parameters.model = job.model_id
         elif isinstance(job, teaching.LowCountRequest):
             rows = job.view_rows(outputs)
             layoutNode = slicer.app.layoutManager().layoutLogic().GetLayoutNode()
@@ -363,11 +370,11 @@ class SPECTDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             slicer.app.processEvents()  # the layout manager creates the views
             teaching.show_side_by_side(slicer.mrmlScene, [volume for row in rows for volume in row])
         else:
-            self._parameterNode.denoisedVolume = outputs["denoised"]
+            parameters.denoisedVolume = outputs["denoised"]
             if "difference" in outputs:
-                self._parameterNode.differenceVolume = outputs["difference"]
+                parameters.differenceVolume = outputs["difference"]
             if "variance" in outputs:
-                self._parameterNode.varianceVolume = outputs["variance"]
+                parameters.varianceVolume = outputs["variance"]
             teaching.show_in_standard_views(slicer.mrmlScene, outputs["denoised"])
 
     def onCompare(self):

@@ -322,3 +322,33 @@ def test_comparison_and_export_problems_are_one_sentence_on_the_status_line(appl
     FileDialog.answer = str(tmp_path / "missing" / "rois.csv")
     widget.onExportCsv()
     assert widget.ui.statusLabel.text.startswith("Output folder") and not (tmp_path / "missing").exists()
+
+
+def test_a_run_that_ends_while_another_module_is_shown_still_delivers_its_outputs(application, scene, tmp_path):
+    module, make_widget = application
+    _spect_node(scene)
+    widget = make_widget()
+    widget._parameterNode.model, widget._parameterNode.device = str(make_package(tmp_path / "unet", "unet2d")), "cpu"
+    widget.onApply()
+    widget.exit()
+    _pump(widget, _idle)
+    assert widget.logic.runner.state is module.State.DONE, widget.ui.statusLabel.text
+    assert module.SPECTDenoiseLogic().getParameterNode().denoisedVolume.GetName() == "SPECT denoised"
+    widget.enter()
+    assert widget._parameterNode.denoisedVolume.GetName() == "SPECT denoised" and widget.ui.applyButton.enabled
+
+
+def test_variance_is_asked_only_of_a_model_that_gives_one(application, scene, tmp_path):
+    module, _ = application
+    _spect_node(scene)
+    logic = module.SPECTDenoiseLogic()
+    parameters = logic.getParameterNode()
+    parameters.inputVolume = scene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+    assert parameters.makeVariance and parameters.model == ""  # the panel's defaults: default model, box ticked
+    assert set(logic.denoiseRequest(parameters).outputs) == {"denoised", "difference"}
+    parameters.model = "spect-ddpm"
+    assert set(logic.denoiseRequest(parameters).outputs) == {"denoised", "difference", "variance"}
+    parameters.model = str(make_package(tmp_path / "ddpm", "ddpm"))
+    assert "variance" in logic.denoiseRequest(parameters).outputs
+    parameters.model = "org/not-downloaded@main"  # known only when it runs: the worker decides
+    assert "variance" in logic.denoiseRequest(parameters).outputs

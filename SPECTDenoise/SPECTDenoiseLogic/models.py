@@ -25,11 +25,13 @@ HUB_REPO = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 @dataclasses.dataclass(frozen=True)
 class ModelChoice:
-    """One entry of the model list: ``id`` for the worker, ``label`` for the combo box, ``summary`` (model card)."""
+    """One entry of the model list: ``id`` for the worker, ``label`` for the combo box, ``summary`` (model card),
+    ``variance``: whether the model gives a variance map (None: not known before it runs)."""
 
     id: str
     label: str
     summary: str
+    variance: bool | None = None
 
 
 def model_choices() -> list[ModelChoice]:
@@ -39,25 +41,47 @@ def model_choices() -> list[ModelChoice]:
     choices = []
     for row in hub.list_models():
         label = row["id"] + (" (default)" if row["default"] else "") + ("" if row["available"] else " ↓")
-        choices.append(ModelChoice(row["id"], label, _summary(row, entries.get(row["id"]), catalogue["folder"])))
+        entry = entries.get(row["id"])
+        if entry is None:
+            choices.append(ModelChoice(row["id"], label, "Downloaded from the Hugging Face Hub; its model card is "
+                                                         "checked when it runs."))
+            continue
+        try:
+            facts = _facts(entry, catalogue["folder"])
+        except (OSError, ValueError) as error:
+            choices.append(ModelChoice(row["id"], label, f"The shipped model '{row['id']}' cannot be read ({error}); "
+                                                         "reinstall SPECTDenoise."))
+            continue
+        inputs = facts.get("input_channels") or facts.get("inputs") or ["spect"]
+        fractions = ", ".join(f"{100 * f:g}%" for f in facts.get("count_fractions", ())) or "not stated"
+        variance = facts.get("kind") == "diffusion"
+        summary = (f"{row['description'] or facts.get('description', '')}\nTrained for count fractions: {fractions}; "
+                   f"needs CT: {'yes' if 'ct' in inputs else 'no'}; variance: {'yes' if variance else 'no'}."
+                   + ("" if row["available"] else " Downloaded from the Hub on first use."))
+        choices.append(ModelChoice(row["id"], label, summary, variance))
     return choices
 
 
-def _summary(row: dict[str, Any], entry: dict[str, Any] | None, folder: Path) -> str:
-    if entry is None:
-        return "Downloaded from the Hugging Face Hub; its model card is checked when it runs."
+def _facts(entry: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """The catalogue entry, completed by the shipped model's config.json (a small local file)."""
     facts = dict(entry)
     if "path" in entry:
+        facts.update(json.loads((folder / entry["path"] / "config.json").read_text(encoding="utf-8")))
+    return facts
+
+
+def gives_variance(model_id: str) -> bool | None:
+    """Whether ``model_id`` ("" = the default model; a listed model or a local model folder) gives a variance map;
+    None when that is known only at run time."""
+    model_id = model_id or hub.read_catalogue()["default"] or ""
+    listed = next((choice.variance for choice in model_choices() if choice.id == model_id), None)
+    config = Path(model_id).expanduser() / "config.json"
+    if listed is None and config.is_file():
         try:
-            facts.update(json.loads((folder / entry["path"] / "config.json").read_text(encoding="utf-8")))
-        except (OSError, ValueError) as error:
-            return f"The shipped model '{row['id']}' cannot be read ({error}); reinstall SPECTDenoise."
-    inputs = facts.get("input_channels") or facts.get("inputs") or ["spect"]
-    fractions = ", ".join(f"{100 * f:g}%" for f in facts.get("count_fractions", ())) or "not stated"
-    availability = "" if row["available"] else " Downloaded from the Hub on first use."
-    return (f"{row['description'] or facts.get('description', '')}\nTrained for count fractions: {fractions}; "
-            f"needs CT: {'yes' if 'ct' in inputs else 'no'}; "
-            f"variance: {'yes' if facts.get('kind') == 'diffusion' else 'no'}.{availability}")
+            return _facts({"path": "."}, config.parent).get("kind") == "diffusion"
+        except (OSError, ValueError):
+            return None
+    return listed
 
 
 def hub_model_id(repo: str, revision: str = "") -> str:
