@@ -84,3 +84,13 @@ def test_batch_warnings_name_their_study(run_cli, study, tmp_path):
     assert result.returncode == 0, result.stderr
     warnings = [line for line in result.stderr.splitlines() if "negative voxels" in line]
     assert warnings == ["[undershoot] 3 negative voxels of the SPECT were set to 0 before denoising."]
+
+
+def test_batch_jsonl_reports_a_name_clash_as_an_error_event(run_cli, study, tmp_path):
+    folder = tmp_path / "studies"
+    folder.mkdir()
+    for name in ("a.nrrd", "a.mha"):
+        sitk.WriteImage(sitk.ReadImage(str(study["low"])), str(folder / name))
+    result = run_cli("denoise", folder, "-o", tmp_path / "out", "--model", study["model"], "--progress", "jsonl")
+    assert result.returncode == 3 and result.stderr == ""
+    assert [(event["event"], event["exit_code"]) for event in json_lines(result.stdout)] == [("error", 3)]

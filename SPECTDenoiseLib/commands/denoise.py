@@ -74,7 +74,13 @@ def shipped_diffusion_defaults() -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Denoise one study or, for a folder input with a folder output, every study in it."""
+    """Denoise one study or, for a folder input with a folder output, every study in it.
+
+    With ``--progress jsonl`` stdout carries JSON lines only: an error raised before or around the worker (a bad
+    ``--reference``, two studies of one name) is reported as an ``error`` event too (as ``--events jsonl``).
+    """
+    if args.progress == "jsonl":
+        args.events = "jsonl"
     if is_batch(Path(args.input), Path(args.output)):
         return run_batch(args)
     return run_single(args)
@@ -89,28 +95,18 @@ def is_batch(input_path: Path, output_path: Path) -> bool:
 
 
 def run_single(args: argparse.Namespace) -> int:
-    """Denoise one study in this process, printing JSON lines or a human progress line.
-
-    Every outcome is one event through the same printer, the errors found before denoising too, so that
-    ``--progress jsonl`` prints nothing but JSON lines; the ``--reference`` comparison is part of ``done``.
-    """
-    from ..errors import SPECTDenoiseError
+    """Denoise one study in this process, printing JSON lines or a human progress line; the ``--reference``
+    comparison is part of the ``done`` event."""
     from ..io import check_distinct_files
     from ..worker import Request, emit_json_line, serve
 
     emit = emit_json_line if args.progress == "jsonl" else HumanProgress()
-    try:
-        check_format(args)
-        request = Request(input=args.input, output=args.output, ct=args.ct, model=args.model, device=args.device,
-                          difference=args.difference, variance=args.variance, samples=args.samples,
-                          steps=args.steps, seed=args.seed)
-        check_distinct_files({"input": args.input, "CT": args.ct, "reference": args.reference}, request.outputs())
-        comparison = ReferenceComparison(Path(args.input), Path(args.reference)) if args.reference else None
-    except SPECTDenoiseError as error:
-        if args.debug:
-            raise
-        emit({"event": "error", "message": str(error), "exit_code": error.exit_code})
-        return error.exit_code
+    check_format(args)
+    request = Request(input=args.input, output=args.output, ct=args.ct, model=args.model, device=args.device,
+                      difference=args.difference, variance=args.variance, samples=args.samples, steps=args.steps,
+                      seed=args.seed)
+    check_distinct_files({"input": args.input, "CT": args.ct, "reference": args.reference}, request.outputs())
+    comparison = ReferenceComparison(Path(args.input), Path(args.reference)) if args.reference else None
     if comparison is not None:
         emit = comparison.added_to_done(emit, Path(args.output))
     return serve(request, emit, debug=args.debug)
