@@ -48,6 +48,19 @@ def failure_message(error_event: Mapping[str, Any] | None, exit_code: int, stder
     return f"The worker stopped unexpectedly (exit code {exit_code}): {lines[-1] if lines else 'no error message'}"
 
 
+# Windows process creation flags (winbase.h; subprocess defines them only on Windows).
+CREATE_NEW_PROCESS_GROUP = 0x00000200
+CREATE_NO_WINDOW = 0x08000000
+
+
+def popen_options(platform: str = sys.platform) -> dict[str, Any]:
+    """``subprocess.Popen`` options that give a child its own process group (so Cancel reaches its whole tree) and,
+    on Windows, no console window (as ``slicer.util.launchConsoleProcess`` hides it)."""
+    if platform == "win32":
+        return {"creationflags": CREATE_NEW_PROCESS_GROUP | CREATE_NO_WINDOW}
+    return {"start_new_session": True}
+
+
 class JsonLinesProcess:
     """Start ``command``; a reader thread turns each stdout line into a dict (a line that is not a JSON object
     becomes ``{"event": "log", "message": line}``) and queues it.
@@ -61,10 +74,7 @@ class JsonLinesProcess:
         self.stderr_path = Path(stderr_path) if stderr_path is not None else None
         self._events: queue.Queue[dict[str, Any]] = queue.Queue()
         self._kill_deadline: float | None = None
-        if sys.platform == "win32":  # own process group for taskkill /T, and no console window
-            options: dict[str, Any] = {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.CREATE_NO_WINDOW}
-        else:
-            options = {"start_new_session": True}
+        options = popen_options()
         stderr = open(self.stderr_path, "wb") if self.stderr_path is not None else None
         try:
             self._process = subprocess.Popen(
@@ -150,7 +160,7 @@ class JsonLinesProcess:
     def _signal_group(self, kill: bool) -> None:
         if sys.platform == "win32":
             subprocess.run(["taskkill", "/T", "/F", "/PID", str(self.pid)], capture_output=True, check=False,
-                           creationflags=subprocess.CREATE_NO_WINDOW)
+                           creationflags=CREATE_NO_WINDOW)
             return
         try:
             os.killpg(self.pid, signal.SIGKILL if kill else signal.SIGTERM)
