@@ -93,9 +93,8 @@ def _select_series(path: Path, series_uid: str | None) -> list[_SeriesFile]:
 
 def _floats(value: Any, count: int, name: str, where: Path, positive: bool = False) -> np.ndarray:
     """The ``count`` finite numbers (positive ones if ``positive``) of a DICOM value, else InputError naming it."""
-    items = value if isinstance(value, Sequence) and not isinstance(value, (str, bytes)) else [value]
     try:
-        numbers = np.asarray([float(v) for v in items], dtype=np.float64) if value is not None else np.empty(0)
+        numbers = np.asarray([float(v) for v in _items(value)], dtype=np.float64) if value is not None else np.empty(0)
     except (TypeError, ValueError):
         numbers = np.empty(0)
     if numbers.size != count or not np.all(np.isfinite(numbers)) or (positive and np.any(numbers <= 0)):
@@ -118,9 +117,14 @@ def _number(dataset: Dataset, keyword: str, where: Path, default: float) -> floa
     return number
 
 
+def _items(value: Any) -> list:
+    """The values of a DICOM multi-value, or a single value as a list of one."""
+    return list(value) if isinstance(value, Sequence) and not isinstance(value, (str, bytes)) else [value]
+
+
 def _shown(value: Any) -> str:
-    items = value if isinstance(value, Sequence) and not isinstance(value, (str, bytes)) else [value]
-    text = "\\".join(str(v) for v in items)[:80]
+    """A DICOM value as a short printable text for a message (backslash between values, at most 80 characters)."""
+    text = "\\".join(str(v) for v in _items(value))[:80]
     return "".join(c if c.isprintable() else "?" for c in text) or "an empty value"
 
 
@@ -149,7 +153,7 @@ def _pixels(path: Path) -> np.ndarray:
     try:
         return np.asarray(dataset.pixel_array)
     except (NotImplementedError, RuntimeError, ValueError, AttributeError, TypeError) as error:
-        if syntax is not None and not syntax.is_compressed:
+        if syntax in pydicom.uid.UncompressedTransferSyntaxes:
             raise InputError(f"DICOM file '{path}' has pixel data that do not match its Rows, Columns, BitsAllocated "
                              f"and NumberOfFrames ({error}); the file is damaged.") from None
         raise InputError(  # no decoder for this transfer syntax
