@@ -43,7 +43,7 @@ def total_variation(image: np.ndarray, body: np.ndarray, weight: float) -> np.nd
 
 
 def body_noise(image: np.ndarray, body: np.ndarray) -> float:
-    """Noise standard deviation from the body's high-pass residual (air excluded; cf. DESIGN §4)."""
+    """Noise standard deviation from the body's high-pass residual (air excluded; cf. docs/ARCHITECTURE.md §7)."""
     residual = image - gaussian_filter(image, 1.0)
     return float(np.std(residual[body]) * 1.6)
 

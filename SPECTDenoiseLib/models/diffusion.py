@@ -1,6 +1,6 @@
 """Conditional DDPM for SPECT denoising: network, scheduler and sampler, each replaceable (as in diffusers).
 
-Choices (see DESIGN.md §6):
+Choices:
 
 * **Slices, 2.5D-conditioned.** The network is MONAI's 2D ``DiffusionModelUNet``; its input is
   ``concat([x_t (1 channel), condition])`` where the condition holds the low-count SPECT slices z-k..z+k (and CT)
