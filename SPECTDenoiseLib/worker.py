@@ -6,6 +6,10 @@ The request is a JSON object::
      "difference": path|null, "variance": path|null, "samples": int|null, "steps": int|null, "seed": 0,
      "threads": int|null}
 
+built only by :class:`Request`, which checks every field's type and range (see :data:`WHOLE_NUMBER_RANGES`); a
+request file that is not such an object (wrong types, NUL characters, absurd nesting or size) is one ``error``
+event with exit code 3.
+
 The worker prints one JSON object per line on stdout (flushed)::
 
     {"event": "progress", "fraction": 0.4, "stage": "loading|preparing|denoising|sampling|writing", "message": "..."}
