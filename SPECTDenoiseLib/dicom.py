@@ -47,6 +47,7 @@ RADIOPHARMACEUTICAL_KEYWORDS = (
     "RadionuclideTotalDose", "RadionuclideHalfLife", "RadionuclidePositronFraction",
 )
 SLICE_SPACING_TOLERANCE = 0.01  # relative variation of slice distances tolerated in one series
+SPACING_RANGE_MM = (1e-4, 1e4)  # a voxel spacing outside 0.1 µm .. 10 m is a broken value, not a scanner's
 
 
 @dataclass(frozen=True)
@@ -91,16 +92,21 @@ def _select_series(path: Path, series_uid: str | None) -> list[_SeriesFile]:
     return next(iter(series.values()))
 
 
-def _floats(value: Any, count: int, name: str, where: Path, positive: bool = False) -> np.ndarray:
-    """The ``count`` finite numbers (positive ones if ``positive``) of a DICOM value, else InputError naming it."""
+def _floats(value: Any, count: int, name: str, where: Path, spacing: bool = False) -> np.ndarray:
+    """The ``count`` finite numbers (spacings in :data:`SPACING_RANGE_MM` if ``spacing``) of a DICOM value, else
+    InputError naming it."""
     try:
         numbers = np.asarray([float(v) for v in _items(value)], dtype=np.float64) if value is not None else np.empty(0)
     except (TypeError, ValueError):
         numbers = np.empty(0)
-    if numbers.size != count or not np.all(np.isfinite(numbers)) or (positive and np.any(numbers <= 0)):
+    if numbers.size != count or not np.all(np.isfinite(numbers)) or (spacing and not _spacings_sound(numbers)):
         held = "is missing" if value is None else f"holds {_shown(value)}"
         raise InputError(f"DICOM file '{where}' lacks a valid {name} (it {held}); its geometry cannot be determined.")
     return numbers
+
+
+def _spacings_sound(spacings: np.ndarray) -> bool:
+    return bool(np.all((spacings >= SPACING_RANGE_MM[0]) & (spacings <= SPACING_RANGE_MM[1])))
 
 
 def _number(dataset: Dataset, keyword: str, where: Path, default: float) -> float:
@@ -187,6 +193,8 @@ def _slice_spacing(positions: np.ndarray, normal: np.ndarray, where: Path) -> fl
     spacing = float(np.mean(distances))
     if np.max(np.abs(distances - spacing)) > SLICE_SPACING_TOLERANCE * spacing:
         raise InputError(f"DICOM series '{where}' has unevenly spaced slices (missing slices?); it cannot be read as one volume.")
+    if not _spacings_sound(np.array([spacing])):
+        raise InputError(f"DICOM series '{where}' has slices {spacing:.3g} mm apart; its positions are broken.")
     return spacing
 
 
@@ -199,7 +207,7 @@ def _read_single_frames(files: list[_SeriesFile], where: Path) -> sitk.Image:
     if len(files) < 2:
         raise InputError(f"DICOM series '{where}' has a single 2D slice; a 3D volume is needed.")
     spacing_z = _slice_spacing(positions, direction[:, 2], where)
-    pixel_spacing = _floats(first.get("PixelSpacing"), 2, "PixelSpacing", files[0].path, positive=True)
+    pixel_spacing = _floats(first.get("PixelSpacing"), 2, "PixelSpacing", files[0].path, spacing=True)
     slices = []
     for item in files:
         slope, intercept = _rescale(item.header, item.path)
@@ -241,9 +249,11 @@ def _read_multi_frame(path: Path) -> sitk.Image:
     step = _number(dataset, "SpacingBetweenSlices", path, 0.0) or _number(dataset, "SliceThickness", path, 0.0)
     if step == 0:
         raise InputError(f"DICOM file '{path}' has neither SpacingBetweenSlices nor SliceThickness; slice spacing is unknown.")
+    if not _spacings_sound(np.array([abs(step)])):
+        raise InputError(f"DICOM file '{path}' has a slice spacing of {step:.3g} mm; it is broken.")
     if step < 0:
         direction[:, 2] *= -1
-    pixel_spacing = _floats(dataset.get("PixelSpacing"), 2, "PixelSpacing", path, positive=True)
+    pixel_spacing = _floats(dataset.get("PixelSpacing"), 2, "PixelSpacing", path, spacing=True)
     slope, intercept = _rescale(dataset, path)
     spacing = np.array([pixel_spacing[1], pixel_spacing[0], abs(step)])
     return _image(pixels * slope + intercept, origin, spacing, direction)
@@ -264,7 +274,7 @@ def _read_enhanced(dataset: Dataset, pixels: np.ndarray, path: Path) -> sitk.Ima
     order = np.argsort(positions_array @ direction[:, 2])
     positions_array = positions_array[order]
     measures = _frame_item(dataset, 0, "PixelMeasuresSequence")
-    pixel_spacing = _floats(measures.get("PixelSpacing") if measures else None, 2, "PixelSpacing", path, positive=True)
+    pixel_spacing = _floats(measures.get("PixelSpacing") if measures else None, 2, "PixelSpacing", path, spacing=True)
     spacing = np.array([pixel_spacing[1], pixel_spacing[0], _slice_spacing(positions_array, direction[:, 2], path)])
     return _image(np.stack(volume)[order], positions_array[0], spacing, direction)
 

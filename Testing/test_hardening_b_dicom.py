@@ -43,6 +43,7 @@ DAMAGES = {
     "PixelSpacing negative": (lambda d: set_raw(d, "PixelSpacing", b"-2\\2"), "PixelSpacing"),
     "PixelSpacing text": (lambda d: set_raw(d, "PixelSpacing", b"ab\\2"), "PixelSpacing"),
     "PixelSpacing one value": (lambda d: set_raw(d, "PixelSpacing", b"2 "), "PixelSpacing"),
+    "PixelSpacing subnormal": (lambda d: set_raw(d, "PixelSpacing", b"1e-320\\1e-320"), "PixelSpacing"),
     "position NaN": (lambda d: set_raw(geometry_holder(d), "ImagePositionPatient", b"nan\\0\\0 "),
                      "ImagePositionPatient"),
     "position text": (lambda d: set_raw(geometry_holder(d), "ImagePositionPatient", b"a\\0\\0 "),
@@ -64,6 +65,7 @@ NM_DAMAGES = {
     "NumberOfFrames infinite": (lambda d: set_raw(d, "NumberOfFrames", b"inf "), "(0028,0008)"),
     "SpacingBetweenSlices NaN": (lambda d: set_raw(d, "SpacingBetweenSlices", b"nan "), "SpacingBetweenSlices"),
     "SpacingBetweenSlices text": (lambda d: set_raw(d, "SpacingBetweenSlices", b"x "), "SpacingBetweenSlices"),
+    "SpacingBetweenSlices huge": (lambda d: set_raw(d, "SpacingBetweenSlices", b"1e300 "), "slice spacing"),
     "empty DetectorInformationSequence": (lambda d: setattr(d, "DetectorInformationSequence", []),
                                           "ImageOrientationPatient"),
 }
