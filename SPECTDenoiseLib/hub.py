@@ -392,23 +392,24 @@ def search_models(text: str | None = None, tags: tuple[str, ...] | list[str] = (
 
 
 def _online_endpoint(action: str) -> str:
-    """The endpoint, after refusing offline mode and applying :func:`hub_timeout` to huggingface_hub's client."""
-    from huggingface_hub import get_session
-
+    """The endpoint, after refusing offline mode (and checking :func:`hub_timeout`)."""
     if _env_offline():
         raise HubError(f"SPECTDenoise is offline (HF_HUB_OFFLINE is set), and {action} needs the Hugging Face Hub; "
                        "unset HF_HUB_OFFLINE and connect.")
-    endpoint = hub_endpoint()
-    get_session().timeout = hub_timeout()
-    return endpoint
+    hub_timeout()
+    return hub_endpoint()
 
 
 @contextlib.contextmanager
 def _hub_errors(endpoint: str, repo_id: str | None, token_env: str | None) -> Iterator[None]:
-    """Turn huggingface_hub and network errors into one HubError (or ModelError for a card the Hub refuses)."""
+    """Bound each request of huggingface_hub's shared HTTP client by :func:`hub_timeout` (restored afterwards)
+    and turn its errors into one HubError (or ModelError for a card the Hub refuses)."""
     import httpx2
+    from huggingface_hub import get_session
     from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
+    session = get_session()
+    previous, session.timeout = session.timeout, hub_timeout()
     try:
         yield
     except OfflineModeIsEnabled:
@@ -432,3 +433,5 @@ def _hub_errors(endpoint: str, repo_id: str | None, token_env: str | None) -> It
         if "Invalid metadata in README.md" not in str(error):
             raise
         raise ModelError(f"The Hub refused the model card's metadata ({' '.join(str(error).split())}).") from None
+    finally:
+        session.timeout = previous

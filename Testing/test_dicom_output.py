@@ -279,3 +279,27 @@ def test_cli_format_dicom_needs_folder_names(tmp_path, run_cli):
     result = run_cli("denoise", source, "-o", tmp_path / "out.nrrd", "--format", "dicom")
     assert result.returncode == OutputError.exit_code
     assert "With --format dicom, -o needs a folder name without a suffix" in result.stderr
+
+
+@pytest.mark.parametrize("output_format, expected", [
+    ("auto", ["anna", "carl.nii.gz", "dora"]), ("dicom", ["anna", "carl", "dora"]),
+    ("nrrd", ["anna.nrrd", "carl.nrrd", "dora.nrrd"]),
+])
+def test_batch_output_names_follow_the_format(tmp_path, output_format, expected):
+    from SPECTDenoiseLib.commands.denoise import find_studies, output_name
+
+    write_scanner_series(phantom(), tmp_path / "anna", "PT")
+    sitk.WriteImage(phantom(), str(tmp_path / "carl.nii.gz"))
+    write_dicom_series(phantom(), tmp_path / "multi", "NM")
+    (tmp_path / "multi" / "NM000001.dcm").rename(tmp_path / "dora.dcm")
+    (tmp_path / "multi").rmdir()
+    studies = find_studies(tmp_path)
+    assert sorted(output_name(study, name, output_format) for name, study in studies.items()) == expected
+
+
+def test_a_dicom_series_folder_is_one_study_not_a_batch(tmp_path):
+    from SPECTDenoiseLib.commands.denoise import is_batch
+
+    series = write_scanner_series(phantom(), tmp_path / "series", "PT")
+    assert not is_batch(series, tmp_path / "out")
+    assert is_batch(tmp_path, tmp_path / "out")
