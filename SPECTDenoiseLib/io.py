@@ -75,6 +75,7 @@ def read_volume(path: str | os.PathLike) -> sitk.Image:
         from .dicom import read_dicom_series
 
         image = read_dicom_series(path)
+        check_voxel_count(image, f"Input '{path}'")
     else:
         reader = sitk.ImageFileReader()
         reader.SetFileName(str(path))
@@ -87,7 +88,6 @@ def read_volume(path: str | os.PathLike) -> sitk.Image:
             image = reader.Execute()
         except RuntimeError as error:
             raise InputError(f"Input '{path}' is not an image file that can be read ({_first_line(error)}).") from None
-    check_voxel_count(image, f"Input '{path}'")
     return check_volume(image, str(path))
 
 
