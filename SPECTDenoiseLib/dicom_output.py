@@ -75,7 +75,7 @@ def is_dicom_input(path: str | os.PathLike) -> bool:
 
 def check_output(path: str | os.PathLike, source: str | os.PathLike) -> None:
     """Raise OutputError if ``path`` cannot take an output of ``source``: a file needs a writable volume suffix;
-    a series folder (no suffix) needs a DICOM input and must be new or empty."""
+    a series folder (no suffix) needs a DICOM input and must be new or empty and outside the input's folder."""
     path = Path(path)
     if path.name.lower().endswith(".dcm"):
         raise OutputError(f"DICOM output is written as a series folder: name a folder without a suffix instead of "
@@ -85,6 +85,10 @@ def check_output(path: str | os.PathLike, source: str | os.PathLike) -> None:
     if not is_dicom_input(source):
         raise OutputError(f"Output '{path}' has no volume suffix, so it names a DICOM series folder, which needs a "
                           "DICOM input; end it in .nrrd, .nii.gz, .nii, .mha or .mhd to write a file.")
+    source = Path(source).expanduser().resolve()
+    if source.is_dir() and source in path.expanduser().resolve().parents:
+        raise OutputError(f"The DICOM output folder '{path}' lies inside the input series folder; choose a folder "
+                          "outside it, so that the input stays unchanged.")
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise OutputError(f"The DICOM output folder '{path}' already exists and is not empty; choose a new folder "
                           "so that series are not mixed.")

@@ -303,3 +303,9 @@ def test_a_dicom_series_folder_is_one_study_not_a_batch(tmp_path):
     series = write_scanner_series(phantom(), tmp_path / "series", "PT")
     assert not is_batch(series, tmp_path / "out")
     assert is_batch(tmp_path, tmp_path / "out")
+
+
+def test_a_series_folder_inside_the_input_folder_is_refused(study):
+    source, result = study
+    with pytest.raises(OutputError, match="lies inside the input series folder"):
+        write_derived_series(result, source / "denoised", source, kind="denoised", model="m")
