@@ -27,11 +27,11 @@ from benchmarks.independent_simulator import (  # noqa: E402
 )
 
 LEHR = get_collimator("Tc99m-LEHR")
-SPHERE_CENTRE = (26, 16, 30)  # voxel (z, y, x): off-centre on every axis
+SPHERE_CENTRE = (21, 13, 25)  # voxel (z, y, x): off-centre on every axis
 
 
-def cylinder_phantom(shape: tuple[int, int, int] = (40, 48, 48),
-                     spacing: tuple[float, float, float] = (4.0, 5.0, 5.0),
+def cylinder_phantom(shape: tuple[int, int, int] = (32, 40, 40),
+                     spacing: tuple[float, float, float] = (5.0, 6.0, 6.0),
                      sphere_centre: tuple[int, int, int] = SPHERE_CENTRE) -> Phantom:
     """Water cylinder (radius 90 mm, activity 1) with a hot sphere (radius 16 mm, activity 6)."""
     z, y, x = np.indices(shape, dtype=float)
@@ -53,7 +53,7 @@ def phantom() -> Phantom:
 
 @pytest.fixture(scope="module")
 def scans(phantom: Phantom) -> dict:
-    return simulate_independent(phantom, [0.25], draws=2, seed=1, iterations=4, subsets=4, angles=32)
+    return simulate_independent(phantom, [0.25], draws=2, seed=1, iterations=4, subsets=4, angles=24)
 
 
 def test_axis_order_round_trips() -> None:

@@ -40,6 +40,10 @@ What is the same
 Conventions: PyTomography holds objects as [x, y, z] in cm and projections as [view, r, z]; our arrays are
 [z, y, x] in mm. :func:`to_pytomography` / :func:`from_pytomography` are the only place the axes are swapped
 (a plain transpose, no flips); the tests check that an off-centre sphere is reconstructed where it is.
+
+Cost (CPU, 2 threads; PyTomography loops over views and blurs with grouped 1D convolutions): one 4 × 8 OSEM
+reconstruction takes about 33 CPU-seconds for a 56 × 64 × 64 grid with 60 views, 70 with 120 views, and about
+50 for 56 × 96 × 96 with 60 views; ``settings`` records the measured seconds of every run.
 """
 
 from __future__ import annotations
