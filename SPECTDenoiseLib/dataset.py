@@ -1,14 +1,21 @@
-"""Paired training data: phantoms simulated at full count and at several thinned count levels.
+"""Paired training data: phantoms scanned with randomised protocols, low-count scans and their noise-free target.
 
 Layout of ``DIR``::
 
-    manifest.json          {"version": 1, "cases": [{"id": "case_00012", "family": "torso", ...}, ...]}
-    case_00012/full.nii.gz low_0.1.nii.gz low_0.25.nii.gz ... ct.nii.gz labels.nii.gz activity.nii.gz
+    manifest.json          {"version": 2, "cases": [{"id": "case_00012", "family": "torso", ...}, ...]}
+    case_00012/target.nii.gz low_0.1.nii.gz low_0.25.nii.gz ct.nii.gz labels.nii.gz activity.nii.gz
 
-Paths in the manifest are relative to ``DIR``. Case ``i`` of a run with seed ``S`` uses phantom/noise seed
-``S·1 000 000 + i`` and draws its family, collimator, voxel size, counts, fractions, scatter and OSEM settings
-from that seed, so a run can be resumed (finished cases are skipped) and reproduced. One case is held in memory
-at a time; the manifest is rewritten atomically after each case.
+``target`` is the *noise-free* reconstruction (the expected projections reconstructed with the case's own
+settings), so a network learns the image rather than the noise of a full-count scan. Paths in the manifest are
+relative to ``DIR``. Case ``i`` of a run with seed ``S`` uses phantom/noise seed ``S·1 000 000 + i`` and draws
+everything from that seed, so a run can be resumed (finished cases are skipped) and reproduced.
+
+Domain randomisation, so our simulator is not the only world a model knows: voxel size, collimator, counts,
+textured uptake, 2–8 extra small hot lesions (4–20 mm, contrast 2–40) in every family, reconstruction (OSEM with
+or without resolution recovery, 2–16 iterations, FBP with a Butterworth window, post-filters), scatter corrected
+exactly, from a noisy window or not at all, 180° orbits for cardiac cases, collimator penetration tails that the
+reconstruction does not model, and a reconstruction resolution model 15 % off the simulated one. CT values never
+depend on lesions. One case is held in memory at a time; the manifest is rewritten atomically after each case.
 """
 
 from __future__ import annotations
@@ -25,10 +32,11 @@ import numpy as np
 from .errors import InputError, OutputError
 from .io import array_to_image, atomic_output, write_volume
 from .phantoms import make_phantom, phantom_images
-from .simulate import simulate_pair
+from .phantoms.variation import with_hot_lesions, with_texture
+from .simulate import ScanProtocol, ScanSimulator
 from .simulation import get_collimator, hu_to_mu
 
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
 SEED_STRIDE = 1_000_000
 FRACTION_LADDER = (0.05, 0.1, 0.15, 0.2, 0.25, 0.33, 0.5)
 
@@ -44,16 +52,17 @@ class FamilyPlan:
 
 
 PLANS: dict[str, FamilyPlan] = {
-    "torso": FamilyPlan(0.3, (3.6, 5.0), ("Tc99m-LEHR", "Tc99m-LEHR", "Lu177-MEGP"), (1.5e6, 5e6)),
-    "iec": FamilyPlan(0.2, (3.3, 5.0), ("Tc99m-LEHR", "I123-LEHR", "I123-LEGP", "Lu177-MEGP"), (1e6, 6e6)),
-    "brain": FamilyPlan(0.2, (2.3, 3.5), ("I123-LEHR", "I123-LEGP"), (0.8e6, 2.5e6)),
-    "cardiac": FamilyPlan(0.2, (3.5, 5.0), ("Tc99m-LEHR",), (0.5e6, 1.5e6)),
-    "mouse": FamilyPlan(0.1, (0.4, 0.5), ("Tc99m-uSPECT",), (3e6, 15e6)),
+    "torso": FamilyPlan(0.3, (3.0, 6.8), ("Tc99m-LEHR", "Tc99m-LEHR", "Lu177-MEGP"), (1.0e6, 5e6)),
+    "iec": FamilyPlan(0.2, (3.0, 6.8), ("Tc99m-LEHR", "I123-LEHR", "I123-LEGP", "Lu177-MEGP"), (0.7e6, 6e6)),
+    "brain": FamilyPlan(0.2, (1.9, 3.5), ("I123-LEHR", "I123-LEGP"), (0.5e6, 2.5e6)),
+    "cardiac": FamilyPlan(0.2, (3.5, 6.8), ("Tc99m-LEHR",), (0.4e6, 1.5e6)),
+    "mouse": FamilyPlan(0.1, (0.4, 0.6), ("Tc99m-uSPECT",), (2e6, 15e6)),
 }
 
 
 def case_settings(index: int, seed: int = 0, plans: dict[str, FamilyPlan] | None = None) -> dict:
-    """The simulation settings of case ``index`` in a run seeded ``seed`` (deterministic for given ``plans``)."""
+    """The simulation settings of case ``index`` in a run seeded ``seed`` (deterministic for given ``plans``):
+    family, phantom variation and a :class:`~SPECTDenoiseLib.simulate.ScanProtocol` (``"protocol"``)."""
     plans = PLANS if plans is None else plans
     case_seed = seed * SEED_STRIDE + index
     rng = np.random.default_rng([case_seed, 7])
@@ -61,21 +70,39 @@ def case_settings(index: int, seed: int = 0, plans: dict[str, FamilyPlan] | None
     weights = np.array([plans[n].weight for n in names])
     family = names[int(rng.choice(len(names), p=weights / weights.sum()))]
     plan = plans[family]
+    collimator = str(rng.choice(plan.collimators))
     low, high = plan.counts
+    reconstruction = str(rng.choice(["osem-rr", "osem-rr", "osem-rr", "osem", "fbp"]))
     angles = int(rng.choice([60, 64, 96, 120]))
+    scatter = rng.random() < 0.6
+    medium_energy = get_collimator(collimator).isotope in ("I-123", "Lu-177")
+    protocol = {
+        "total_counts": float(round(math.exp(rng.uniform(math.log(low), math.log(high))), -3)),
+        "angles": angles,
+        "arc_deg": 180.0 if family == "cardiac" and rng.random() < 0.5 else 360.0,
+        "start_deg": float(round(rng.uniform(0, 360), 1)),
+        "reconstruction": reconstruction,
+        "iterations": int(round(math.exp(rng.uniform(math.log(2), math.log(16))))),
+        "subsets": int(rng.choice([4, 6, 8, 10, 12])),
+        "butterworth_cutoff": float(round(rng.uniform(0.3, 0.8), 2)),
+        "butterworth_order": int(rng.choice([5, 8, 10])),
+        "postfilter_fwhm_mm": float(round(rng.uniform(4, 12), 1)) if rng.random() < 0.3 else 0.0,
+        "scatter_fraction": float(round(rng.uniform(0.15, 0.4), 2)) if scatter else 0.0,
+        "scatter_correction": str(rng.choice(["exact", "window", "window", "none"])) if scatter else "exact",
+        "penetration_fraction": float(round(rng.uniform(0.03, 0.15), 3)) if medium_energy and rng.random() < 0.7 else 0.0,
+        "penetration_fwhm_mm": float(round(rng.uniform(40, 90))),
+        "recon_blur_scale": float(round(rng.uniform(0.85, 1.15), 2)),
+    }
     return {
         "id": f"case_{index:05d}",
         "family": family,
-        "collimator": str(rng.choice(plan.collimators)),
-        "voxel_mm": round(float(rng.uniform(*plan.voxel_mm)), 2),
+        "collimator": collimator,
+        "voxel_mm": round(float(math.exp(rng.uniform(*np.log(plan.voxel_mm)))), 2),
         "seed": case_seed,
-        "scatter": bool(rng.random() < 0.5),
-        "iterations": int(rng.integers(2, 7)),
-        "subsets": int(rng.choice([4, 6, 8, 10, 12])),
-        "angles": angles,
-        "total_counts": float(round(math.exp(rng.uniform(math.log(low), math.log(high))), -3)),
-        "postfilter_fwhm_mm": float(round(rng.uniform(4, 10), 1)) if rng.random() < 0.25 else 0.0,
-        "fractions": sorted(float(f) for f in rng.choice(FRACTION_LADDER, 3, replace=False)),
+        "texture": float(round(rng.uniform(0.0, 0.3), 2)),
+        "extra_lesions": int(rng.integers(2, 9)),
+        "protocol": protocol,
+        "fractions": sorted(float(f) for f in rng.choice(FRACTION_LADDER, 2, replace=False)),
     }
 
 
@@ -104,7 +131,7 @@ def _write_manifest(out_dir: Path, manifest: dict) -> None:
 
 
 def _complete(out_dir: Path, entry: dict) -> bool:
-    paths = [entry["full"], entry["ct"], entry["labels"], *entry["low"].values()]
+    paths = [entry["target"], entry["ct"], entry["labels"], *entry["low"].values()]
     return all((out_dir / p).exists() for p in paths)
 
 
@@ -114,31 +141,31 @@ def simulate_case(settings: dict, out_dir: str | os.PathLike) -> dict:
     out_dir = Path(out_dir)
     case_dir = out_dir / settings["id"]
     case_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(settings["seed"])
     phantom = make_phantom(settings["family"], seed=settings["seed"], voxel_mm=settings["voxel_mm"])
+    phantom = with_hot_lesions(phantom, rng, settings["extra_lesions"])
+    if settings["texture"] > 0:
+        phantom = with_texture(phantom, rng, settings["texture"])
     mu_map = hu_to_mu(phantom.ct, get_collimator(settings["collimator"]))
-    result = simulate_pair(
-        phantom.activity, phantom.spacing_mm, mu_map, fractions=settings["fractions"],
-        total_counts=settings["total_counts"], collimator=settings["collimator"], iterations=settings["iterations"],
-        subsets=settings["subsets"], angles=settings["angles"], scatter=settings["scatter"], seed=settings["seed"],
-        postfilter_fwhm_mm=settings["postfilter_fwhm_mm"],
-    )
+    scan = ScanSimulator(phantom.activity, phantom.spacing_mm, mu_map, settings["collimator"],
+                         ScanProtocol(**settings["protocol"]))
     images = phantom_images(phantom)
     reference = images["activity"]
-    files = {"full": f"{settings['id']}/full.nii.gz", "ct": f"{settings['id']}/ct.nii.gz",
+    files = {"target": f"{settings['id']}/target.nii.gz", "ct": f"{settings['id']}/ct.nii.gz",
              "labels": f"{settings['id']}/labels.nii.gz", "activity": f"{settings['id']}/activity.nii.gz"}
-    write_volume(array_to_image(result.full, reference), out_dir / files["full"])
+    write_volume(array_to_image(scan.noise_free(), reference), out_dir / files["target"])
     write_volume(images["ct"], out_dir / files["ct"])
     write_volume(images["labels"], out_dir / files["labels"])
     write_volume(reference, out_dir / files["activity"])
     low = {}
-    for fraction, image in result.low.items():
+    for fraction in settings["fractions"]:
         low[fraction_key(fraction)] = f"{settings['id']}/low_{fraction_key(fraction)}.nii.gz"
+        image = scan.reconstruct(scan.acquire(rng, fraction))
         write_volume(array_to_image(image, reference), out_dir / low[fraction_key(fraction)])
     entry = {key: value for key, value in settings.items() if key != "fractions"}
     entry.update(files)
     entry.update({"low": low, "label_names": {str(k): v for k, v in phantom.label_names.items()},
-                  "counts_full": result.counts_full, "orbit_radius_mm": round(result.settings["orbit_radius_mm"], 1),
-                  "shape_zyx": list(phantom.activity.shape)})
+                  "orbit_radius_mm": round(scan.orbit_radius_mm, 1), "shape_zyx": list(phantom.activity.shape)})
     return entry
 
 

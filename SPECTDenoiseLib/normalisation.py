@@ -7,6 +7,7 @@ Arrays are float32 numpy arrays indexed [z, y, x].
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage
 
 from .errors import InputError
 from .metrics import body_mask
@@ -21,7 +22,8 @@ def intensity_scale(spect: np.ndarray, method: str) -> float:
     Parameters
     ----------
     spect : [z, y, x] SPECT voxels in image units (counts, Bq/ml or SUV), negatives already clipped.
-    method : ``ModelConfig.normalisation``: ``"body_mean"`` (mean inside ``metrics.body_mask``) or
+    method : ``ModelConfig.normalisation``: ``"robust_median"`` (see :func:`robust_tissue_level`; does not
+        follow hot organs, bladders or injection sites), ``"body_mean"`` (mean inside ``metrics.body_mask``) or
         ``"percentile99"`` (99th percentile of the body voxels).
 
     Returns
@@ -36,6 +38,8 @@ def intensity_scale(spect: np.ndarray, method: str) -> float:
     """
     if not np.any(spect > 0):
         raise InputError("The SPECT volume has no positive voxels; check that the right image was selected.")
+    if method == "robust_median":
+        return robust_tissue_level(spect)
     body = spect[body_mask(spect)]
     if method == "body_mean":
         scale = float(body.mean(dtype=np.float64))
@@ -44,6 +48,32 @@ def intensity_scale(spect: np.ndarray, method: str) -> float:
     else:
         raise ValueError(f"unknown normalisation {method!r}")
     return scale
+
+
+def robust_tissue_level(spect: np.ndarray, relative_threshold: float = 0.2, rounds: int = 6) -> float:
+    """Median uptake of the tissue carrying activity, found without letting hot spots decide it.
+
+    Starting from the voxels above 5 % of the 99th percentile of the (lightly smoothed) positive voxels, the
+    level is re-estimated as the median of the voxels above ``relative_threshold`` × the current level, so a
+    bladder, kidney or injection site that dominates the percentile only sets the first guess and the level
+    settles on the bulk of the tissue. Every step is relative, so the level of ``k · spect`` is ``k`` times
+    the level of ``spect`` (scale equivariance), whatever the units.
+
+    Parameters
+    ----------
+    spect : [z, y, x] SPECT voxels in image units, with at least one positive voxel.
+    relative_threshold : share of the level below which voxels count as background or air.
+    rounds : re-estimations (the level converges within a few).
+    """
+    smoothed = ndimage.gaussian_filter(spect.astype(np.float32), 1.0)
+    positive = smoothed[smoothed > 0]
+    level = 0.05 * float(np.percentile(positive, 99)) / relative_threshold
+    for _ in range(rounds):
+        tissue = smoothed[smoothed > relative_threshold * level]
+        if tissue.size == 0:
+            break
+        level = float(np.median(tissue))
+    return level
 
 
 def normalise_ct(hu: np.ndarray) -> np.ndarray:

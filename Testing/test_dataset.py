@@ -29,20 +29,21 @@ def dataset(tmp_path_factory):
 def test_manifest_lists_every_case_with_relative_paths_that_exist(dataset):
     folder, manifest = dataset
     on_disk = json.loads((folder / "manifest.json").read_text())
-    assert on_disk == manifest and on_disk["version"] == 1
+    assert on_disk == manifest and on_disk["version"] == 2
     assert [case["id"] for case in on_disk["cases"]] == ["case_00000", "case_00001"]
     for case in on_disk["cases"]:
-        for key in ("family", "collimator", "voxel_mm", "seed", "scatter", "iterations", "subsets", "label_names"):
+        for key in ("family", "collimator", "voxel_mm", "seed", "protocol", "texture", "extra_lesions", "label_names"):
             assert key in case
-        assert len(case["low"]) == 3
-        for path in (case["full"], case["ct"], case["labels"], *case["low"].values()):
+        assert len(case["low"]) == 2
+        assert sum("hot_lesion" in name for name in case["label_names"].values()) >= 1
+        for path in (case["target"], case["ct"], case["labels"], *case["low"].values()):
             assert not path.startswith("/") and (folder / path).is_file()
 
 
-def test_low_and_full_share_geometry_and_keep_the_mean(dataset):
+def test_low_and_noise_free_target_share_geometry_and_keep_the_mean(dataset):
     folder, manifest = dataset
     case = manifest["cases"][0]
-    full = sitk.ReadImage(str(folder / case["full"]))
+    full = sitk.ReadImage(str(folder / case["target"]))
     for path in case["low"].values():
         low = sitk.ReadImage(str(folder / path))
         assert low.GetSize() == full.GetSize() and low.GetSpacing() == full.GetSpacing()
@@ -51,7 +52,7 @@ def test_low_and_full_share_geometry_and_keep_the_mean(dataset):
 
 def test_rerun_skips_finished_cases_and_adds_new_ones(dataset):
     folder, _ = dataset
-    first_full = folder / "case_00000" / "full.nii.gz"
+    first_full = folder / "case_00000" / "target.nii.gz"
     stamp = first_full.stat().st_mtime_ns
     seen = []
     manifest = generate_dataset(folder, 3, seed=3, plans=QUICK, progress=lambda d, n, c, s: seen.append((c, s)))
@@ -64,11 +65,16 @@ def test_case_settings_are_deterministic_and_span_the_ranges():
     settings = [case_settings(i, seed=0) for i in range(200)]
     assert settings[17] == case_settings(17, seed=0)
     assert {s["family"] for s in settings} == {"iec", "torso", "brain", "cardiac", "mouse"}
-    assert {s["scatter"] for s in settings} == {True, False}
+    protocols = [s["protocol"] for s in settings]
+    assert {p["scatter_correction"] for p in protocols if p["scatter_fraction"] > 0} == {"exact", "window", "none"}
+    assert {p["reconstruction"] for p in protocols} == {"osem-rr", "osem", "fbp"}
+    assert {p["arc_deg"] for p in protocols} == {180.0, 360.0}
+    assert min(p["iterations"] for p in protocols) == 2 and max(p["iterations"] for p in protocols) >= 12
+    assert any(p["penetration_fraction"] > 0 for p in protocols)
     fractions = np.concatenate([s["fractions"] for s in settings])
     assert fractions.min() == pytest.approx(0.05) and fractions.max() == pytest.approx(0.5)
     clinical = [s["voxel_mm"] for s in settings if s["family"] != "mouse"]
-    assert 2.0 <= min(clinical) and max(clinical) <= 5.0
+    assert 1.9 <= min(clinical) < 2.5 and 6.0 < max(clinical) <= 6.8
 
 
 def test_zero_cases_is_an_input_error(tmp_path):

@@ -18,7 +18,7 @@ from ..records import unknown_keys
 
 INPUT_CHANNELS = ("spect", "ct")
 SAMPLING_MODES = ("slices", "patches")
-NORMALISATIONS = ("body_mean", "percentile99")
+NORMALISATIONS = ("robust_median", "body_mean", "percentile99")
 KINDS = ("deterministic", "diffusion")
 DIFFUSION_KEYS = ("train_timesteps", "schedule", "default_steps", "default_samples")
 MAX_PATCH_SIDE = 256
@@ -43,8 +43,9 @@ class ModelConfig:
         (2.5D); the network then sees ``(2k + 1) * len(input_channels)`` channels (image kind major).
     patch_size : window size [z, y, x] for ``"patches"``.
     size_multiple : in-plane (and, for patches, every) dimension must be a multiple of this; inference pads.
-    normalisation : how intensities are scaled before the network and restored after (``"body_mean"``: divide
-        by the mean inside the body; ``"percentile99"``: divide by the 99th percentile of body voxels).
+    normalisation : how intensities are scaled before the network and restored after (``"robust_median"``:
+        divide by the tissue level of ``normalisation.robust_tissue_level``, unmoved by hot organs;
+        ``"body_mean"``: the mean inside the body; ``"percentile99"``: the 99th percentile of body voxels).
     kind : ``"deterministic"`` (one output) or ``"diffusion"`` (conditional DDPM: mean and variance of samples).
     diffusion : for diffusion models, ``{"train_timesteps": int, "schedule": str, "default_steps": int,
         "default_samples": int}``.

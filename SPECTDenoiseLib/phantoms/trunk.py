@@ -85,7 +85,9 @@ def _trunk(canvas: Canvas, rng: np.random.Generator, z0: float, body: tuple[floa
 
 
 def _bone_lesions(canvas: Canvas, rng: np.random.Generator, bone_uptake: float, count: int) -> list[dict]:
-    """Hot (80 %) or cold lytic lesions 6–30 mm centred on random bone voxels; returns their description."""
+    """Hot (80 %) or cold lytic lesions 6–30 mm centred on random bone voxels; returns their description.
+
+    The CT keeps the bone's value: a lesion shows in the SPECT only, so a CT channel cannot give it away."""
     bone = np.argwhere(np.isin(canvas.labels, BONES))
     lesions = []
     for index in range(min(count, len(bone))):
@@ -98,7 +100,7 @@ def _bone_lesions(canvas: Canvas, rng: np.random.Generator, bone_uptake: float, 
         radii = tuple(diameter / 2 * rng.uniform(0.8, 1.2, 3))
         name = f"{'hot' if hot else 'cold'}_lesion_{round(diameter)}mm"
         canvas.paint(ellipsoid(centre, radii), centre, max(radii) + 2, activity=contrast * bone_uptake,
-                     hu=800.0 if hot else 100.0, label=20 + index, name=name)
+                     label=20 + index, name=name)
         lesions.append({"name": name, "diameter_mm": diameter, "contrast_to_bone": contrast})
     return lesions
 

@@ -5,6 +5,7 @@ The high-level entry points (``simulate_pair``, ``simulate_low_count``) live in 
 
 from .collimators import PRESETS, Collimator, get_collimator
 from .counts import poisson_counts, scatter_projections, thin_counts
+from .fbp import chang_factors, filtered_backprojection
 from .mumap import hu_to_mu, water_body_mu
 from .osem import OSEM, cylinder_mask
 from .projector import SPECTProjector
@@ -14,7 +15,9 @@ __all__ = [
     "PRESETS",
     "Collimator",
     "SPECTProjector",
+    "chang_factors",
     "cylinder_mask",
+    "filtered_backprojection",
     "get_collimator",
     "hu_to_mu",
     "poisson_counts",

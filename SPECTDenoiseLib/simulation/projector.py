@@ -48,11 +48,16 @@ class SPECTProjector:
     mu_map : attenuation map [z, y, x] in 1/mm, or None for no attenuation.
     cache_mb : memory allowed for caching attenuation factors between calls.
     views_per_chunk : views processed together (bounds the working memory).
+    blur_scale : the collimator FWHM is multiplied by this (0 = no resolution model, as OSEM without
+        resolution recovery; 1.1 = a reconstruction that overestimates the blur).
+    penetration : (fraction, FWHM in mm) of a broad septal-penetration tail added to the response (the tail
+        keeps ``fraction`` of the counts of each depth plane), or None.
     """
 
     def __init__(self, shape: Sequence[int], spacing_mm: Sequence[float], collimator: Collimator,
                  angles_deg: Sequence[float], orbit_radius_mm: float, mu_map: np.ndarray | None = None,
-                 device: str | torch.device = "cpu", cache_mb: float = 512.0, views_per_chunk: int = 8) -> None:
+                 device: str | torch.device = "cpu", cache_mb: float = 512.0, views_per_chunk: int = 8,
+                 blur_scale: float = 1.0, penetration: tuple[float, float] | None = None) -> None:
         nz, ny, nx = (int(n) for n in shape)
         dz, dy, dx = (float(s) for s in spacing_mm)
         if ny != nx or abs(dy - dx) > 1e-3 * dx:
@@ -66,13 +71,19 @@ class SPECTProjector:
         self.views_per_chunk = max(1, int(views_per_chunk))
         centre = (nx - 1) / 2.0
         depth_mm = (np.arange(nx) - centre) * dx
-        sigmas = np.array([collimator.sigma_mm(self.orbit_radius_mm + t) for t in depth_mm])
-        self.pad_u = _fft_size(nx + math.ceil(3 * sigmas.max() / dx) + 1)
-        self.pad_z = _fft_size(nz + math.ceil(3 * sigmas.max() / dz) + 1)
+        sigmas = float(blur_scale) * np.array([collimator.sigma_mm(self.orbit_radius_mm + t) for t in depth_mm])
+        tail_fraction, tail_sigma = (0.0, 0.0) if penetration is None else (
+            float(penetration[0]), float(penetration[1]) / (2.0 * math.sqrt(2.0 * math.log(2.0))))
+        reach = max(float(sigmas.max()), tail_sigma if tail_fraction > 0 else 0.0)
+        self.pad_u = _fft_size(nx + math.ceil(3 * reach / dx) + 1)
+        self.pad_z = _fft_size(nz + math.ceil(3 * reach / dz) + 1)
         fu = np.fft.fftfreq(self.pad_u, d=dx)
         fz = np.fft.rfftfreq(self.pad_z, d=dz)
         freq2 = fu[:, None] ** 2 + fz[None, :] ** 2
         kernels = np.exp(-2.0 * math.pi**2 * sigmas[:, None, None] ** 2 * freq2[None])
+        if tail_fraction > 0:
+            tail = np.exp(-2.0 * math.pi**2 * tail_sigma**2 * freq2)
+            kernels = (1.0 - tail_fraction) * kernels + tail_fraction * tail[None]
         self._kernels = torch.tensor(kernels, dtype=torch.float32, device=self.device)  # [depth, u, fz]
         self._mu = None if mu_map is None else torch.as_tensor(np.ascontiguousarray(mu_map, dtype=np.float32),
                                                                 device=self.device)

@@ -2,14 +2,14 @@
 
 Two layouts are read:
 
-* a simulator dataset (``spectdenoise dataset``): ``DIR/manifest.json`` listing each case's full-count file,
-  low-count files per count fraction, CT and label map;
+* a simulator dataset (``spectdenoise dataset``): ``DIR/manifest.json`` listing each case's target (the
+  noise-free reconstruction), low-count files per count fraction, CT and label map;
 * a user's own pairs for fine-tuning: ``DIR/<case>/low*.{nii.gz,nrrd,mha}`` (one or more low-count scans),
   ``DIR/<case>/full.*`` and optionally ``ct.*`` and ``mask.*`` (lesion mask for the attention loss).
 
 Samples are prepared exactly as inference prepares them (:mod:`SPECTDenoiseLib.normalisation`): the low-count
 volume's intensity scale divides both the input and the target, CT goes through ``normalise_ct``, 2.5D inputs
-come from ``stack_slices``.
+come from ``stack_slices``. Lesion masks hold 1 for hot and 2 for cold lesion-like structures.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ from ..normalisation import body_mask, intensity_scale, normalise_ct, stack_slic
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
 LESION_WORDS = ("lesion", "sphere", "defect", "caudate", "putamen", "tumour", "tumor")
+COLD_WORDS = ("cold", "defect")
+HOT, COLD = 1, 2
 
 
 def lesion_labels(label_names: dict) -> tuple[int, ...]:
@@ -37,20 +39,29 @@ def lesion_labels(label_names: dict) -> tuple[int, ...]:
                         if any(word in str(name).lower() for word in LESION_WORDS)))
 
 
+def cold_labels(label_names: dict) -> tuple[int, ...]:
+    """Lesion-like label values that are cold (names with "cold" or "defect")."""
+    return tuple(sorted(int(value) for value, name in label_names.items()
+                        if int(value) in lesion_labels(label_names)
+                        and any(word in str(name).lower() for word in COLD_WORDS)))
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainingCase:
-    """One subject: low-count scans (by count fraction) and their full-count target, all on one grid.
+    """One subject: low-count scans (by count fraction) and their target, all on one grid.
 
-    ``mask`` is a label map for lesion attention; with ``mask_labels`` only those label values count as lesion,
-    otherwise every positive label does.
+    ``target`` is the noise-free reconstruction for simulated data, the full-count scan for a user's own pairs.
+    ``mask`` is a label map for lesion attention; with ``mask_labels`` only those label values count as lesion
+    (those in ``cold_labels`` as cold ones), otherwise every positive label is a hot lesion.
     """
 
     name: str
-    full: Path
+    target: Path
     low: dict[float, Path]
     ct: Path | None = None
     mask: Path | None = None
     mask_labels: tuple[int, ...] | None = None
+    cold_labels: tuple[int, ...] = ()
 
 
 def find_cases(folder: str | Path) -> list[TrainingCase]:
@@ -83,11 +94,12 @@ def _cases_from_manifest(folder: Path, manifest: Path) -> list[TrainingCase]:
         cases.append(
             TrainingCase(
                 name=entry["id"],
-                full=folder / entry["full"],
+                target=folder / (entry["target"] if "target" in entry else entry["full"]),
                 low={float(fraction): folder / path for fraction, path in entry["low"].items()},
                 ct=folder / entry["ct"] if entry.get("ct") else None,
                 mask=folder / entry["labels"] if entry.get("labels") else None,
                 mask_labels=lesion_labels(entry["label_names"]) if "label_names" in entry else None,
+                cold_labels=cold_labels(entry["label_names"]) if "label_names" in entry else (),
             )
         )
     return cases
@@ -112,7 +124,7 @@ def _cases_from_pairs(folder: Path) -> list[TrainingCase]:
         cases.append(
             TrainingCase(
                 name=case_folder.name,
-                full=fulls[0],
+                target=fulls[0],
                 low={float(index): path for index, path in enumerate(lows)},
                 ct=cts[0] if cts else None,
                 mask=masks[0] if masks else None,
@@ -123,23 +135,25 @@ def _cases_from_pairs(folder: Path) -> list[TrainingCase]:
 
 @dataclasses.dataclass
 class LoadedCase:
-    """A case's arrays ([z, y, x]; float32 in image units, CT already through ``normalise_ct``; masks bool)."""
+    """A case's arrays ([z, y, x]; float32 in image units, CT already through ``normalise_ct``; ``mask`` int8 with
+    HOT/COLD lesion voxels; ``lesion_voxels`` their indices [n, 3])."""
 
-    full: np.ndarray
+    target: np.ndarray
     low: list[np.ndarray]
     ct: np.ndarray | None
     mask: np.ndarray | None
     body: np.ndarray
+    lesion_voxels: np.ndarray
 
 
 def load_case(case: TrainingCase, needs_ct: bool) -> LoadedCase:
     """Read a case's volumes, resampling CT and mask onto the full-count grid when their geometry differs."""
-    full_image = read_volume(case.full)
+    full_image = read_volume(case.target)
     lows = []
     for path in case.low.values():
         low_image = read_volume(path)
         if not same_geometry(low_image, full_image):
-            raise InputError(f"Low-count '{path}' and full-count '{case.full}' do not share one voxel grid.")
+            raise InputError(f"Low-count '{path}' and target '{case.target}' do not share one voxel grid.")
         lows.append(np.clip(image_to_array(low_image), 0, None))
     ct = None
     if needs_ct:
@@ -154,9 +168,11 @@ def load_case(case: TrainingCase, needs_ct: bool) -> LoadedCase:
                                                interpolator=sitk.sitkNearestNeighbor, moving_name="mask",
                                                reference_name="full-count image")
         labels = sitk.GetArrayFromImage(mask_image)
-        mask = np.isin(labels, case.mask_labels) if case.mask_labels is not None else labels > 0
-    full = np.clip(image_to_array(full_image), 0, None)
-    return LoadedCase(full=full, low=lows, ct=ct, mask=mask, body=body_mask(full))
+        lesion = np.isin(labels, case.mask_labels) if case.mask_labels is not None else labels > 0
+        mask = np.where(np.isin(labels, case.cold_labels) & lesion, COLD, np.where(lesion, HOT, 0)).astype(np.int8)
+    target = np.clip(image_to_array(full_image), 0, None)
+    lesion_voxels = np.argwhere(mask > 0) if mask is not None else np.zeros((0, 3), dtype=np.int64)
+    return LoadedCase(target=target, low=lows, ct=ct, mask=mask, body=body_mask(target), lesion_voxels=lesion_voxels)
 
 
 class CaseCache:
@@ -195,12 +211,14 @@ class PatchSampler:
     """Draws random, augmented training samples shaped as the model's inference feeds it.
 
     Slice models get 2.5D stacks cropped to ``patch`` = [y, x]; patch models get 3D windows ``patch`` = [z, y, x].
-    Augmentation: in-plane flips and 90° rotations, and a ±``scale_jitter`` error on the intensity scale so the
-    model tolerates normalisation differences between scanners. Windows are centred on body voxels.
+    Augmentation: in-plane flips and 90° rotations, and the intensity scale multiplied by a factor log-uniform in
+    ``scale_range`` (input and target alike), so the network learns f(k·x) ≈ k·f(x) and tolerates normalisation
+    differences between scanners. Windows are centred on a lesion voxel with probability ``lesion_fraction``
+    (when the case has lesions), otherwise on a random body voxel.
     """
 
     def __init__(self, cache: CaseCache, config: ModelConfig, patch: tuple[int, ...], seed: int,
-                 scale_jitter: float = 0.1) -> None:
+                 scale_range: tuple[float, float] = (0.9, 1.1), lesion_fraction: float = 0.0) -> None:
         expected = 2 if config.sampling == "slices" else 3
         if len(patch) != expected:
             raise ValueError(f"patch must have {expected} sizes for sampling {config.sampling!r}")
@@ -208,7 +226,8 @@ class PatchSampler:
         self.config = config
         self.patch = tuple(int(p) for p in patch)
         self.rng = np.random.default_rng(seed)
-        self.scale_jitter = scale_jitter
+        self.log_scale_range = (float(np.log(scale_range[0])), float(np.log(scale_range[1])))
+        self.lesion_fraction = float(lesion_fraction)
         self._scales: dict[tuple[int, int], float] = {}
 
     def batch(self, size: int) -> Batch:
@@ -223,19 +242,22 @@ class PatchSampler:
         low = case.low[which]
         if (index, which) not in self._scales:  # the body mask behind the scale costs more than the sample
             self._scales[index, which] = intensity_scale(low, self.config.normalisation)
-        scale = self._scales[index, which] * (1 + self.rng.uniform(-1, 1) * self.scale_jitter)
+        scale = self._scales[index, which] * float(np.exp(self.rng.uniform(*self.log_scale_range)))
         volumes = [low] + ([case.ct] if self.config.needs_ct else [])
-        mask = case.mask if case.mask is not None else np.zeros(case.full.shape, dtype=bool)
-        centre = self._body_voxel(case.body)
+        mask = case.mask if case.mask is not None else np.zeros(case.target.shape, dtype=np.int8)
+        if len(case.lesion_voxels) and self.rng.random() < self.lesion_fraction:
+            centre = tuple(int(v) for v in case.lesion_voxels[self.rng.integers(len(case.lesion_voxels))])
+        else:
+            centre = self._body_voxel(case.body)
         # Cut the window first and scale only it: whole-volume arithmetic per sample would dominate training.
         if self.config.sampling == "slices":
             z = centre[0]
             inputs = stack_slices(volumes, [z], self.config.context_slices)[0]
             inputs, target, mask = (self._crop(a, centre[1:], self.patch)
-                                    for a in (inputs, case.full[z][None], mask[z][None]))
+                                    for a in (inputs, case.target[z][None], mask[z][None]))
         else:
             inputs, target, mask = (self._crop(a, centre, self.patch)
-                                    for a in (np.stack(volumes), case.full[None], mask[None]))
+                                    for a in (np.stack(volumes), case.target[None], mask[None]))
         spect_channels = 2 * self.config.context_slices + 1 if self.config.sampling == "slices" else 1
         inputs[:spect_channels] /= scale
         return self._augment(inputs, target / scale, mask.astype(np.float32))

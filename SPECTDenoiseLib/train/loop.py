@@ -63,7 +63,8 @@ def _train(settings: TrainSettings, rank: int, world: int, device: torch.device,
     objective = _objective(config, settings, device)
     # Every training case stays in memory (a few MB each): re-reading compressed files per sample would dominate.
     sampler = PatchSampler(CaseCache(training, config.needs_ct, capacity=len(training)), config, tuple(settings.patch),
-                           seed=settings.seed * 7919 + rank * 104729 + step)
+                           seed=settings.seed * 7919 + rank * 104729 + step, scale_range=tuple(settings.scale_range),
+                           lesion_fraction=settings.lesion_patch_fraction)
     validation_batches = _validation_batches(validation, config, settings)
     generator = torch.Generator(device="cpu").manual_seed(settings.seed + rank + step)
     log(f"training {config.architecture} ({_parameters(network):,} parameters) on {len(training)} cases, "
@@ -141,7 +142,7 @@ def _objective(config: ModelConfig, settings: TrainSettings, device: torch.devic
 
         return diffusion_loss
     criterion = DenoisingLoss(3 if config.sampling == "patches" else 2, settings.ssim_weight,
-                              settings.lesion_weight).to(device)
+                              settings.lesion_weight, settings.mean_weight).to(device)
 
     def denoising_loss(model: nn.Module, batch: Batch, generator: torch.Generator) -> torch.Tensor:
         inputs, targets, masks = (torch.from_numpy(a).to(device) for a in (batch.inputs, batch.targets, batch.masks))
@@ -170,7 +171,8 @@ class _Forward(nn.Module):
 def _validation_batches(cases, config: ModelConfig, settings: TrainSettings) -> list[Batch]:
     if not cases:
         return []
-    sampler = PatchSampler(CaseCache(cases, config.needs_ct), config, tuple(settings.patch), seed=20261122)
+    sampler = PatchSampler(CaseCache(cases, config.needs_ct), config, tuple(settings.patch), seed=20261122,
+                           lesion_fraction=settings.lesion_patch_fraction)
     return [sampler.batch(settings.batch_size) for _ in range(VALIDATION_BATCHES)]
 
 

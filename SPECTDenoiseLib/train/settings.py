@@ -30,6 +30,9 @@ class TrainSettings:
     learning_rate : peak Adam learning rate (cosine decay to 5 % after a short warm-up).
     ssim_weight : α of L1 + α(1 − SSIM) (deterministic models).
     lesion_weight : β of the lesion-attention weight 1 + β·mask (0 = off).
+    mean_weight : γ of the lesion mean-consistency loss term (0 = off).
+    lesion_patch_fraction : share of training windows centred on a lesion voxel.
+    scale_range : [low, high] of the log-uniform intensity-scale augmentation (input and target alike).
     validation_cases : cases held out from training for validation (the last ones of the sorted list).
     validate_every : steps between validations and checkpoints.
     seed : seeds sampling, noise and initial weights.
@@ -47,6 +50,9 @@ class TrainSettings:
     learning_rate: float = 1e-3
     ssim_weight: float = 0.5
     lesion_weight: float = 0.0
+    mean_weight: float = 0.0
+    lesion_patch_fraction: float = 0.0
+    scale_range: list[float] = dataclasses.field(default_factory=lambda: [0.9, 1.1])
     validation_cases: int = 4
     validate_every: int = 100
     seed: int = 1
@@ -110,7 +116,9 @@ _FIELD_RULES = {
     "output": "a folder name", "run_dir": "a folder name", "patch": "a list of 2 or 3 positive whole numbers",
     "batch_size": "a whole number of at least 1", "steps": "a whole number of at least 1",
     "learning_rate": "a number above 0", "ssim_weight": "a number of at least 0",
-    "lesion_weight": "a number of at least 0", "validation_cases": "a whole number of at least 0",
+    "lesion_weight": "a number of at least 0", "mean_weight": "a number of at least 0",
+    "lesion_patch_fraction": "a number from 0 to 1", "scale_range": "two numbers 0 < low ≤ high",
+    "validation_cases": "a whole number of at least 0",
     "validate_every": "a whole number of at least 1", "seed": "a whole number of at least 0",
     "name": "a name", "description": "a string", "initial_weights": "a model name or folder, or null",
 }
@@ -121,6 +129,10 @@ _FIELD_CHECKS: dict[str, Callable[[Any], bool]] = {
     "patch": lambda value: isinstance(value, list) and len(value) in (2, 3) and all(map(_whole(1), value)),
     "batch_size": _whole(1), "steps": _whole(1), "learning_rate": _number(0.0, strict=True),
     "ssim_weight": _number(0.0, strict=False), "lesion_weight": _number(0.0, strict=False),
+    "mean_weight": _number(0.0, strict=False),
+    "lesion_patch_fraction": lambda value: _number(0.0, strict=False)(value) and value <= 1,
+    "scale_range": lambda value: (isinstance(value, list) and len(value) == 2 and all(map(_number(0.0, True), value))
+                                  and value[0] <= value[1]),
     "validation_cases": _whole(0), "validate_every": _whole(1), "seed": _whole(0),
     "name": _text, "description": lambda value: isinstance(value, str),
     "initial_weights": lambda value: value is None or _text(value),
