@@ -154,8 +154,8 @@ class SPECTDenoiseLogic(ScriptedLoadableModuleLogic):
     def lowCountRequest(self, parameters: SPECTDenoiseParameterNode) -> teaching.LowCountRequest:
         """The teaching job: simulate each fraction, then (if asked) denoise each (raises InputError for
         unreadable fractions)."""
-        return teaching.LowCountRequest(parameters.inputVolume, teaching.parse_fractions(parameters.teachingFractions),
-                                        parameters.ctVolume, parameters.seed,
+        fractions = teaching.parse_fractions(parameters.teachingFractions)
+        return teaching.LowCountRequest(parameters.inputVolume, fractions, parameters.ctVolume, parameters.seed,
                                         self.modelOptions(parameters) if parameters.teachingDenoise else None)
 
     def compare(self, parameters: SPECTDenoiseParameterNode) -> tuple[vtkMRMLTableNode, str]:

@@ -1,9 +1,9 @@
 """Background commands that report JSON lines on stdout: started, read without blocking, stopped as a whole tree.
 
-Every command the CLI's batch mode and the Slicer module run in the background (``python -m SPECTDenoiseLib.worker``,
-``python -m SPECTDenoiseLib --events jsonl simulate|models download ...``) speaks the worker protocol: progress
-events, then one ``done`` or ``error`` event (``{"event": "error", "message": ..., "exit_code": N}``). This module
-is the one place that launches them: :class:`JsonLinesProcess` puts the child in its own process group (POSIX) or
+Every command the CLI's batch mode and the Slicer module run in the background
+(``python -m SPECTDenoiseLib.worker``, ``python -m SPECTDenoiseLib --events jsonl simulate|models download ...``)
+speaks the worker protocol: progress events, then one ``done`` or ``error`` event
+(``{"event": "error", "message": ..., "exit_code": N}``). This module is the one place that launches them: :class:`JsonLinesProcess` puts the child in its own process group (POSIX) or
 process group without a console window (Windows), so Cancel reaches a launcher such as Slicer's ``PythonSlicer``
 and the Python it starts — SIGTERM first, SIGKILL after a grace period; ``taskkill /T`` on Windows.
 """
@@ -36,14 +36,14 @@ def library_environment(base: Mapping[str, str] | None = None) -> dict[str, str]
 def failure_message(error_event: Mapping[str, Any] | None, exit_code: int, stderr_tail: str = "") -> str:
     """One sentence for a background command that did not succeed.
 
-    The command's own ``error`` event wins; a negative ``exit_code`` means it was killed by that signal (e.g. by the
-    out-of-memory killer); otherwise it crashed without reporting, and the last line it wrote on stderr is added.
+    The command's own ``error`` event wins; a negative ``exit_code`` means it was killed by that signal (e.g. by
+    the out-of-memory killer); otherwise it crashed without reporting, and the last line it wrote on stderr is added.
     """
     if error_event is not None and error_event.get("message"):
         return str(error_event["message"])
     if exit_code < 0:
-        return (f"The worker was killed by {signal.Signals(-exit_code).name} (for example when the computer ran out "
-                "of memory); nothing was imported. Run it again, or use a smaller volume or the CPU device.")
+        return (f"The worker was killed by {signal.Signals(-exit_code).name} (for example when the computer ran "
+                "out of memory); nothing was imported. Run it again, or use a smaller volume or the CPU device.")
     lines = stderr_tail.splitlines()
     return f"The worker stopped unexpectedly (exit code {exit_code}): {lines[-1] if lines else 'no error message'}"
 

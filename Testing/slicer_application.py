@@ -309,7 +309,8 @@ def slicer_application(scene) -> Iterator[types.ModuleType]:
         for class_name in QMRML_CLASSES:
             setattr(slicer, class_name, type(class_name, (Widget,), {}))
         slicer.mrmlScene, slicer.app, slicer.dicomDatabase = scene, Application(scene), None
-        slicer.modules = types.SimpleNamespace(spectdenoise=types.SimpleNamespace(path=str(MODULE_DIR / "SPECTDenoise.py")))
+        module_path = str(MODULE_DIR / "SPECTDenoise.py")  # slicer.util.modulePath reads it
+        slicer.modules = types.SimpleNamespace(spectdenoise=types.SimpleNamespace(path=module_path))
         for name in SLICER_SUBMODULES:
             setattr(slicer, name, _load(f"slicer.{name}", python / (name if name == "parameterNodeWrapper"
                                                                      else f"{name}.py")))

@@ -38,7 +38,8 @@ def test_the_child_runs_in_its_own_session_and_finds_this_library(tmp_path):
 
 
 def test_terminate_escalates_to_sigkill_after_the_grace_period(tmp_path):
-    script = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('ready', flush=True)\ntime.sleep(60)"
+    script = ("import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('ready', flush=True)\n"
+              "time.sleep(60)")
     process = JsonLinesProcess([sys.executable, "-c", script], tmp_path / "stderr.log")
     while not process.events():  # wait for "ready": the handler is in place
         time.sleep(0.02)

@@ -1,7 +1,7 @@
 """The Python packages the background commands need, and which of them Slicer's Python lacks (version-checked).
 
-Used where Slicer has no ``slicer.packaging.pip_ensure`` (before 5.12) and to pick torch out of the list, since torch
-is installed through the PyTorch extension rather than pip.
+Used where Slicer has no ``slicer.packaging.pip_ensure`` (before 5.12) and to pick torch out of the list, since
+torch is installed through the PyTorch extension rather than pip.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ def read_requirements(path: str | os.PathLike) -> list[Requirement]:
 
 
 def is_met(requirement: Requirement) -> bool:
-    """True when the requirement's distribution is installed at a version it accepts (markers not applying: True)."""
+    """True when the requirement's distribution is installed at a version it accepts (or its marker does not
+    apply here)."""
     if requirement.marker is not None and not requirement.marker.evaluate():
         return True
     try:

@@ -49,13 +49,14 @@ def model_choices() -> list[ModelChoice]:
         try:
             facts = _facts(entry, catalogue["folder"])
         except (OSError, ValueError) as error:
-            choices.append(ModelChoice(row["id"], label, f"The shipped model '{row['id']}' cannot be read ({error}); "
-                                                         "reinstall SPECTDenoise."))
+            why = f"The shipped model '{row['id']}' cannot be read ({error}); reinstall SPECTDenoise."
+            choices.append(ModelChoice(row["id"], label, why))
             continue
         inputs = facts.get("input_channels") or facts.get("inputs") or ["spect"]
         fractions = ", ".join(f"{100 * f:g}%" for f in facts.get("count_fractions", ())) or "not stated"
         variance = facts.get("kind") == "diffusion"
-        summary = (f"{row['description'] or facts.get('description', '')}\nTrained for count fractions: {fractions}; "
+        description = row["description"] or facts.get("description", "")
+        summary = (f"{description}\nTrained for count fractions: {fractions}; "
                    f"needs CT: {'yes' if 'ct' in inputs else 'no'}; variance: {'yes' if variance else 'no'}."
                    + ("" if row["available"] else " Downloaded from the Hub on first use."))
         choices.append(ModelChoice(row["id"], label, summary, variance))

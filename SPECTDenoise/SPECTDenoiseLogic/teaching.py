@@ -74,7 +74,8 @@ class LowCountRequest:
         count = len(self.fractions)
         steps = [
             Step(["-m", "SPECTDenoiseLib", "--events", "jsonl", "simulate", str(full), "-o",
-                  str(self._path(folder, index)), "--fraction", repr(fraction), "--seed", str(self.seed + index), *ct],
+                  str(self._path(folder, index)), "--fraction", repr(fraction), "--seed", str(self.seed + index),
+                  *ct],
                  f"Simulating {series_label(fraction)} ({index + 1} of {count})…")
             for index, fraction in enumerate(self.fractions)
         ]
@@ -142,8 +143,8 @@ def side_by_side_layout(rows: int, columns: int, orientation: str = "Axial") -> 
                 f'<property name="viewcolor" action="default">#E0E0E0</property></view></item>')
 
     row_layouts = "".join(
-        '<item><layout type="horizontal">' + "".join(view(r * columns + c) for c in range(columns)) + "</layout></item>"
-        for r in range(rows))
+        '<item><layout type="horizontal">' + "".join(view(r * columns + c) for c in range(columns))
+        + "</layout></item>" for r in range(rows))
     return f'<layout type="vertical">{row_layouts}</layout>'
 
 
