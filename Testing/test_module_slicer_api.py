@@ -15,7 +15,7 @@ import inspect
 from pathlib import Path
 
 import pytest
-from slicer_application import MODULE_DIR, SLICER_PYTHON, require_slicer_sources
+from slicer_application import MODULE_DIR, require_slicer_sources
 
 slicer_core = pytest.importorskip("slicer_core")
 import slicer.util  # noqa: E402
