@@ -25,7 +25,7 @@ from SPECTDenoiseLib.dataset import SEED_STRIDE  # noqa: E402
 
 
 def test_benchmark_validation_and_training_seeds_are_disjoint():
-    benchmark = {case.seed for case in in_distribution_cases({"iec": 2, "torso": 2})} | {c.seed for c in ood_cases()}
+    benchmark = {c.seed for c in in_distribution_cases({"iec": 2, "torso": 2})} | {c.seed for c in ood_cases()}
     validation = {case.seed for case in in_distribution_cases({"iec": 2, "torso": 2}, VALIDATION_RUN_SEED)}
     training = {seed for low, high in TRAINING_SEEDS.values() for seed in range(low, high + 1)}
     assert not benchmark & validation and not benchmark & training and not validation & training

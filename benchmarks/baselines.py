@@ -7,7 +7,8 @@ real user can tune a filter against the noise-free image.
 
 * Gaussian: isotropic 3D Gaussian, FWHM in mm.
 * TV: Chambolle total variation (scikit-image), weight relative to the image's body mean.
-* NLM: scikit-image non-local means in 3D, ``h`` relative to the noise estimated from the body's high-pass residual.
+* NLM: scikit-image non-local means in 3D, ``h`` relative to the noise estimated from the body's high-pass
+  residual.
 * BM4D: the ``bm4d`` package (correlated-noise BM4D) after a square-root variance stabilisation, given the
   *coloured* noise power spectrum of the stabilised image, scaled by the tuned ``strength``. The spectrum comes
   from one extra, independent noise draw of the same scan (its difference from the noise-free reconstruction):
@@ -49,10 +50,12 @@ def body_noise(image: np.ndarray, body: np.ndarray) -> float:
 
 
 def non_local_means(image: np.ndarray, body: np.ndarray, h_factor: float) -> np.ndarray:
-    """3D non-local means with ``h = h_factor × noise``, 5³ patches, 11³ search window."""
+    """3D non-local means with ``h = h_factor × noise``, 5³ patches, 11³ search window. The noise variance is not
+    subtracted from patch distances (scikit-image's ``sigma``): that correction assumes white noise, and OSEM noise
+    is correlated, so ``h`` alone sets the smoothing."""
     sigma = body_noise(image, body)
-    return denoise_nl_means(image, patch_size=5, patch_distance=5, h=h_factor * sigma, sigma=sigma,
-                            fast_mode=True).astype(np.float32)
+    return denoise_nl_means(image, patch_size=5, patch_distance=5, h=h_factor * sigma, fast_mode=True
+                            ).astype(np.float32)
 
 
 def stabilise(image: np.ndarray, scale: float) -> np.ndarray:
@@ -74,7 +77,8 @@ def noise_psd(noise: np.ndarray, body: np.ndarray, smoothing: int = 3) -> np.nda
     return uniform_filter(power, smoothing, mode="wrap")
 
 
-def stabilised_psd(image: np.ndarray, body: np.ndarray, other_draw: np.ndarray, noise_free: np.ndarray) -> np.ndarray:
+def stabilised_psd(image: np.ndarray, body: np.ndarray, other_draw: np.ndarray,
+                   noise_free: np.ndarray) -> np.ndarray:
     """Noise PSD of ``image`` after :func:`stabilise`, from an independent draw of the same scan minus its
     noise-free reconstruction, both stabilised with ``image``'s scale."""
     scale = PSEUDO_COUNTS / float(image[body].mean())
@@ -85,6 +89,8 @@ def bm4d_coloured(image: np.ndarray, body: np.ndarray, psd: np.ndarray, strength
     """BM4D of the stabilised image given the stabilised noise ``psd`` (:func:`stabilised_psd`) × strength²."""
     import bm4d
 
+    if not hasattr(np, "trapz"):  # bm4d 4.2.5 fits its thresholds to a PSD with numpy.trapz, gone in numpy 2.4
+        np.trapz = np.trapezoid
     scale = PSEUDO_COUNTS / float(image[body].mean())
     filtered = bm4d.bm4d(stabilise(image, scale), strength**2 * psd)
     return unstabilise(filtered, scale).astype(np.float32)
@@ -100,8 +106,8 @@ class Tuning:
     tried: list[tuple[float, float]] = field(default_factory=list)
 
 
-def tune(score: Callable[[float], float], grid: list[float], ratio: float = 2.0, limits: tuple[float, float] = (0.0, math.inf),
-         max_extensions: int = 6, refine: bool = True) -> Tuning:
+def tune(score: Callable[[float], float], grid: list[float], ratio: float = 2.0,
+         limits: tuple[float, float] = (0.0, math.inf), max_extensions: int = 6, refine: bool = True) -> Tuning:
     """Minimise ``score(parameter)`` on a positive, increasing ``grid`` of at least 2 values.
 
     While the best value is the smallest or largest tried, the grid is extended by one value beyond it (× or ÷
@@ -140,16 +146,16 @@ def tune(score: Callable[[float], float], grid: list[float], ratio: float = 2.0,
 GRIDS = {
     "gaussian": [4.0, 8.0, 16.0],
     "tv": [0.05, 0.2, 0.8],
-    "nlm": [0.5, 1.0, 2.0],
+    "nlm": [0.2, 0.4, 0.8],
     "bm4d": [0.5, 1.0, 2.0],
 }
 LIMITS = {"gaussian": (0.5, 80.0), "tv": (1e-3, 50.0), "nlm": (0.05, 20.0), "bm4d": (0.05, 20.0)}
 SLOW = ("nlm", "bm4d")
 
 
-def run_baselines(image: np.ndarray, reference: np.ndarray, body: np.ndarray, spacing_mm: tuple[float, float, float],
-                  names: tuple[str, ...] = ("gaussian", "tv"), psd_noise: tuple[np.ndarray, np.ndarray] | None = None,
-                  ) -> dict[str, tuple[np.ndarray, Tuning]]:
+def run_baselines(image: np.ndarray, reference: np.ndarray, body: np.ndarray,
+                  spacing_mm: tuple[float, float, float], names: tuple[str, ...] = ("gaussian", "tv"),
+                  psd_noise: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, tuple[np.ndarray, Tuning]]:
     """Return {name: (best output, tuning)} for each baseline in ``names``, tuned against ``reference``.
 
     ``psd_noise`` = (independent noise draw, noise-free reconstruction) is needed for "bm4d".

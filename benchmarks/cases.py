@@ -36,7 +36,8 @@ from SPECTDenoiseLib.train.data import lesion_labels
 
 from stats import interior, region_kind
 
-TRAINING_SEEDS = {"train_a": (1 * SEED_STRIDE, 1 * SEED_STRIDE + 54), "train_b": (2 * SEED_STRIDE, 2 * SEED_STRIDE + 56)}
+TRAINING_SEEDS = {"train_a": (1 * SEED_STRIDE, 1 * SEED_STRIDE + 54),
+                  "train_b": (2 * SEED_STRIDE, 2 * SEED_STRIDE + 56)}
 VALIDATION_RUN_SEED = 8
 BENCHMARK_RUN_SEED = 9
 OOD_SEED_OFFSET = 1000
@@ -47,7 +48,7 @@ MIN_REGION_VOXELS = 8
 
 @dataclass(frozen=True)
 class Case:
-    """One benchmark case: a phantom, a protocol, the simulator that scans it, and how it is out of distribution."""
+    """One benchmark case: a phantom, a protocol, the simulator that scans it, how it is out of distribution."""
 
     name: str
     family: str
@@ -116,7 +117,7 @@ OOD_VARIANTS = (
     Variant("postfilter-16mm", "iec", {"postfilter_fwhm_mm": 16.0},
             note="16 mm Gaussian post-filter (v1 ≤ 10 mm; v2 ≤ 12 mm)"),
     Variant("window-scatter", "torso", {"scatter_fraction": 0.35, "scatter_correction": "window"},
-            note="35 % scatter corrected with a noisy window estimate (v1 only exact correction; v2 in its range)"),
+            note="35 % scatter corrected from a noisy window estimate (v1 only exact correction; v2 in range)"),
     Variant("cardiac-180", "cardiac", {"arc_deg": 180.0, "start_deg": 315.0, "angles": 60},
             note="180° cardiac orbit, 60 views (v1 only 360°; v2 in half its cardiac cases)"),
     Variant("voxel-2mm", "iec", voxel_mm=2.0, note="IEC at 2 mm voxels (v1 IEC 3.3–5 mm; v2 3–6.8 mm)"),
@@ -180,7 +181,7 @@ def background_region(phantom: Phantom) -> tuple[str, np.ndarray]:
 
 
 class CaseScans:
-    """Noise-free reconstruction and repeated noise draws of one case (each draw: {fraction: image}, 1.0 included)."""
+    """Noise-free reconstruction and repeated noise draws of one case (a draw: {fraction: image}, 1.0 included)."""
 
     def __init__(self, case: Case, phantom: Phantom, fractions: tuple[float, ...], draws: int) -> None:
         self.case, self.fractions, self.draws = case, tuple(fractions), int(draws)

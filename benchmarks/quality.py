@@ -17,11 +17,12 @@ the first draw of each in-distribution case also runs the robustness probes (``p
 
 Modes (the count of cases × draws for each table is written next to every number in BENCHMARKS.md):
 
-* ``--quick``: 2 in-distribution cases (IEC, torso) × 10 draws at 10 % counts, 4 protocol variants × 3 draws,
-  Gaussian and TV, the catalogue's default model; about 15 minutes on 2 idle cores.
+* ``--quick``: 2 in-distribution cases (the first IEC and torso of the benchmark sequence whose reconstruction
+  costs at most 1.5 × a plain 4 mm IEC scan) × 10 draws at 10 % counts, 4 protocol variants × 3 draws, Gaussian
+  and TV, the catalogue's default model; about 15 minutes with ``--jobs 2`` on 2 idle cores.
 * full (default): 8 in-distribution cases × 10 draws at 10, 14, 25 and 50 % counts, all 11 protocol variants ×
   10 draws at 10 %, all four classical filters (NLM and BM4D on the first 3 draws at 10 %), every shipped model
-  (diffusion models on the first 3 draws); hours, best in the background.
+  (diffusion models on the first 3 draws at 10 %); hours, best in the background.
 * ``--validation``: the full mode's in-distribution design on the validation seeds (model selection only).
 
 Each case's result is written as soon as it is done (``benchmarks/results/<mode>/<case>.json``, atomically); a
@@ -29,8 +30,8 @@ rerun skips cases whose file holds the same configuration, so a killed run resum
 
 Usage::
 
-    python benchmarks/quality.py --quick [--models ID|FOLDER|NAME=FOLDER ...]
-    nice -n 10 python benchmarks/quality.py            # full mode
+    python benchmarks/quality.py --quick --jobs 2 [--models ID|FOLDER|NAME=FOLDER ...]
+    nice -n 10 python benchmarks/quality.py --jobs 2   # full mode
     python benchmarks/report.py                         # BENCHMARKS.md and plots from all result files
 """
 
@@ -45,10 +46,12 @@ import resource
 import sys
 import time
 from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))
@@ -65,6 +68,7 @@ from cases import (  # noqa: E402
     in_distribution_cases,
     lesion_regions,
     ood_cases,
+    relative_cost,
 )
 from methods import load_models, run_model  # noqa: E402
 from probes import run_probes  # noqa: E402
@@ -99,8 +103,8 @@ class Mode:
 
 MODES = {
     "quick": Mode({"iec": 1, "torso": 1}, ("osem-no-rr", "fbp-butterworth-0.25", "window-scatter", "pytomography"),
-                  (0.1,), draws=10, ood_draws=3, baselines=("gaussian", "tv"), diffusion_draws=2, default_only=True,
-                  max_cost=1.5),
+                  (0.1,), draws=10, ood_draws=3, baselines=("gaussian", "tv"), diffusion_draws=2,
+                  default_only=True, max_cost=1.5),
     "full": Mode({"iec": 3, "torso": 2, "brain": 1, "cardiac": 1, "mouse": 1}, None, (0.1, 1 / 7, 0.25, 0.5),
                  draws=10, ood_draws=10, baselines=("gaussian", "tv", "nlm", "bm4d"), slow_draws=3),
     "validation": Mode({"iec": 2, "torso": 2, "brain": 1, "cardiac": 1, "mouse": 1}, (), (0.1, 0.25), draws=10,
@@ -131,7 +135,8 @@ def draw_entry(output: np.ndarray, noise_free: np.ndarray, full: np.ndarray | No
 
 def run_case(case: Case, mode: Mode, models: dict, config: dict, probes: bool) -> dict:
     """Simulate one case, run every method on every draw; return the case's result record."""
-    started, cpu_started, load_before = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF), os.getloadavg()
+    started, load_before = time.perf_counter(), os.getloadavg()
+    cpu_started = resource.getrusage(resource.RUSAGE_SELF)
     phantom = case_phantom(case)
     regions, info = lesion_regions(phantom)
     background_name, background = background_region(phantom)
@@ -145,9 +150,9 @@ def run_case(case: Case, mode: Mode, models: dict, config: dict, probes: bool) -
     for name, values in region_values(noise_free, regions).items():
         info[name]["noise_free"] = values
     record = {
-        "case": case.record(), "config": config, "simulation": scans.settings, "shape": list(phantom.activity.shape),
-        "spacing_mm": list(spacing), "fractions": [fraction_key(f) for f in fractions], "draws": draws,
-        "regions": info,
+        "case": case.record(), "config": config, "simulation": scans.settings,
+        "shape": list(phantom.activity.shape), "spacing_mm": list(spacing),
+        "fractions": [fraction_key(f) for f in fractions], "draws": draws, "regions": info,
         "background": {"name": background_name, "voxels": int(background.sum()),
                        "truth_mean": float(phantom.activity[background].mean()),
                        "noise_free": [float(noise_free[background].mean()), spatial_cov(noise_free, background)]},
@@ -169,14 +174,14 @@ def run_case(case: Case, mode: Mode, models: dict, config: dict, probes: bool) -
         for fraction in fractions:
             key, low = fraction_key(fraction), images[fraction]
             add("input", key, low, full, {})
-            names = tuple(n for n in mode.baselines if n not in SLOW or (
-                draw < mode.slow_draws and any(abs(fraction - f) < 1e-6 for f in mode.slow_fractions)))
+            slow_level = any(abs(fraction - f) < 1e-6 for f in mode.slow_fractions)
+            names = tuple(n for n in mode.baselines if n not in SLOW or (draw < mode.slow_draws and slow_level))
             psd_noise = (extra[fraction], noise_free) if extra is not None and fraction in extra else None
             for name, (output, tuning) in run_baselines(low, noise_free, body, spacing, names, psd_noise).items():
                 add(name, key, output, full, {"parameter": tuning.parameter, "interior": tuning.interior,
                                               "tried": tuning.tried})
             for model_name, model in models.items():
-                if model.config.kind == "diffusion" and draw >= mode.diffusion_draws:
+                if model.config.kind == "diffusion" and (draw >= mode.diffusion_draws or not slow_level):
                     continue
                 t0 = time.perf_counter()
                 denoised, variance = run_model(model, low, phantom.ct, spacing, seed=draw)
@@ -192,8 +197,8 @@ def run_case(case: Case, mode: Mode, models: dict, config: dict, probes: bool) -
     for (method, key), ensemble in ensembles.items():
         record["methods"][method][key]["ensemble_noise_pct"] = ensemble.noise_pct(background)
     cpu = resource.getrusage(resource.RUSAGE_SELF)
-    record["timing"] = {"wall_s": round(time.perf_counter() - started, 1),
-                        "cpu_s": round(cpu.ru_utime + cpu.ru_stime - cpu_started.ru_utime - cpu_started.ru_stime, 1),
+    cpu_s = cpu.ru_utime + cpu.ru_stime - cpu_started.ru_utime - cpu_started.ru_stime
+    record["timing"] = {"wall_s": round(time.perf_counter() - started, 1), "cpu_s": round(cpu_s, 1),
                         "load_before": [round(x, 2) for x in load_before],
                         "load_after": [round(x, 2) for x in os.getloadavg()]}
     record["methods"] = json.loads(json.dumps(record["methods"]))
@@ -201,8 +206,9 @@ def run_case(case: Case, mode: Mode, models: dict, config: dict, probes: bool) -
 
 
 def select_cases(mode: Mode, names: list[str] | None) -> list[Case]:
-    """The mode's cases (in-distribution first), optionally only those named."""
-    cases = in_distribution_cases(mode.quota, mode.run_seed, mode.max_cost)
+    """The mode's cases, optionally only those named: in-distribution first, cheapest first (so that a partial
+    run holds as many cases as possible)."""
+    cases = sorted(in_distribution_cases(mode.quota, mode.run_seed, mode.max_cost), key=relative_cost)
     if mode.ood != ():
         cases += ood_cases(mode.ood, mode.run_seed)
     return [case for case in cases if names is None or case.name in names]
@@ -211,14 +217,19 @@ def select_cases(mode: Mode, names: list[str] | None) -> list[Case]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--quick", action="store_true", help="the development check (about 15 min on 2 cores)")
+    group.add_argument("--quick", action="store_true",
+                       help="the development check (about 15 min on 2 idle cores with --jobs 2)")
     group.add_argument("--validation", action="store_true", help="validation seeds, for model selection only")
     parser.add_argument("--models", nargs="*", help="catalogue ids, model folders or NAME=FOLDER "
                         "(default: the default model with --quick, else every shipped model)")
     parser.add_argument("--cases", nargs="*", help="only these case names (see the result file names)")
     parser.add_argument("--draws", type=int, help="noise draws per case (overrides the mode's; for trials)")
     parser.add_argument("--no-probes", action="store_true", help="skip the robustness probes")
-    parser.add_argument("--output-dir", help="where the per-case JSON files go (default benchmarks/results/<mode>)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads per process (default 1: on a busy machine torch's thread pool spins, "
+                             "2 threads ran OSEM 20 times slower than 1 under a load of 14 on 2 cores)")
+    parser.add_argument("--jobs", type=int, default=1, help="cases run in parallel processes (default 1)")
+    parser.add_argument("--output-dir", help="folder of the per-case JSON files (default results/<mode>)")
     args = parser.parse_args()
     mode_name = "quick" if args.quick else "validation" if args.validation else "full"
     mode = MODES[mode_name]
@@ -233,23 +244,48 @@ def main() -> None:
     config = json.loads(json.dumps(config))
     cases = select_cases(mode, args.cases)
     print(f"{mode_name}: {len(cases)} cases, models {', '.join(models)}; results in {output_dir}", flush=True)
+    todo = []
     for case in cases:
         path = output_dir / f"{case.name}.json"
         if path.exists() and json.loads(path.read_text()).get("config") == config:
             print(f"{case.name}: done earlier, kept", flush=True)
+        elif case.simulator == "pytomography" and not independent_simulator_available(case):
             continue
-        if case.simulator == "pytomography":
+        else:
+            todo.append(case)
+    specs = args.models
+    with ProcessPoolExecutor(max_workers=args.jobs, initializer=torch.set_num_threads,
+                             initargs=(args.threads,)) as pool:
+        futures = {pool.submit(run_and_write, case, mode, specs, config, not args.no_probes,
+                               output_dir / f"{case.name}.json"): case for case in todo}
+        failed = []
+        for future, case in futures.items():
             try:
-                import independent_simulator  # noqa: F401
-            except ImportError as error:
-                print(f"{case.name}: skipped, the independent simulator cannot be imported ({error})", flush=True)
-                continue
-        print(f"{case.name}: {case.ood or 'in distribution'}", flush=True)
-        record = run_case(case, mode, models, config, probes=not args.no_probes)
-        with atomic_output(path) as temporary:
-            temporary.write_text(json.dumps(record, indent=1) + "\n")
-        print(f"{case.name}: written in {record['timing']['wall_s']:.0f} s", flush=True)
+                future.result()
+            except Exception as error:  # one failed case must not lose the others; the exit code tells
+                print(f"{case.name}: FAILED ({type(error).__name__}: {error})", flush=True)
+                failed.append(case.name)
+    if failed:
+        sys.exit(f"{len(failed)} case(s) failed: {', '.join(failed)}")
 
+
+def independent_simulator_available(case: Case) -> bool:
+    """Whether ``benchmarks/independent_simulator.py`` imports (else say that ``case`` is skipped)."""
+    try:
+        import independent_simulator  # noqa: F401
+    except ImportError as error:
+        print(f"{case.name}: skipped, the independent simulator cannot be imported ({error})", flush=True)
+        return False
+    return True
+
+
+def run_and_write(case: Case, mode: Mode, specs: list[str] | None, config: dict, probes: bool, path: Path) -> None:
+    """Run one case in this process and write its record to ``path`` atomically."""
+    print(f"{case.name}: {case.ood or 'in distribution'}", flush=True)
+    record = run_case(case, mode, load_models(specs, default_only=mode.default_only), config, probes)
+    with atomic_output(path) as temporary:
+        temporary.write_text(json.dumps(record, indent=1) + "\n")
+    print(f"{case.name}: written in {record['timing']['wall_s']:.0f} s", flush=True)
 
 if __name__ == "__main__":
     main()

@@ -73,8 +73,8 @@ def n_label(groups: list[list[float]]) -> str:
 
 def quality_table(records: list[dict], methods: list[str], keys: list[str], reference: str) -> list[str]:
     """Rows: methods; columns: count levels; cells NRMSE [CI] / PSNR / SSIM against ``reference``."""
-    lines = ["| method | " + " | ".join(f"{percent(k)}: NRMSE [95 % CI] / PSNR dB / SSIM (n)" for k in keys) + " |",
-             "|---|" + "---|" * len(keys)]
+    header = " | ".join(f"{percent(k)}: NRMSE [95 % CI] / PSNR dB / SSIM (n)" for k in keys)
+    lines = [f"| method | {header} |", "|---|" + "---|" * len(keys)]
     rows = [(FULL, ["1"] * len(keys))] if reference == "vs_noise_free" else []
     for method, columns in rows + [(m, keys) for m in methods]:
         cells = []
@@ -83,8 +83,9 @@ def quality_table(records: list[dict], methods: list[str], keys: list[str], refe
             if not nrmse:
                 cells.append("–")
                 continue
-            psnr = np.mean([v for g in per_case(records, method, key, lambda d, _r: d[reference]["psnr_db"]) for v in g])
-            ssim = np.mean([v for g in per_case(records, method, key, lambda d, _r: d[reference]["ssim"]) for v in g])
+            psnr, ssim = (np.mean(np.concatenate(per_case(records, method, key,
+                                                          lambda d, _r, m=m: d[reference][m])))
+                          for m in ("psnr_db", "ssim"))
             cells.append(f"{cell(*bootstrap_ci(nrmse))} / {psnr:.1f} / {ssim:.3f} ({n_label(nrmse)})")
         label = f"{FULL} (100 % counts, same draws)" if method == FULL else method
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
@@ -140,7 +141,8 @@ def region_table(records: list[dict], methods: list[str], key: str, select, orde
                 cells.append("–")
                 continue
             estimate, low, high = bootstrap_ci(groups)
-            sd = float(np.sqrt(np.mean([np.var(g, ddof=1) for g in groups]))) if min(map(len, groups)) > 1 else np.nan
+            spread = [np.var(g, ddof=1) for g in groups if len(g) > 1]
+            sd = float(np.sqrt(np.mean(spread))) if spread else np.nan
             cells.append(f"{estimate:+.1f} [{low:+.1f}, {high:+.1f}], SD {sd:.1f} ({n_label(groups)})")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return lines
@@ -172,21 +174,21 @@ def lesion_kind(info: dict) -> str | None:
 
 
 def background_table(records: list[dict], methods: list[str], keys: list[str]) -> list[str]:
-    lines = ["| method | " + " | ".join(f"{percent(k)}: spatial CoV % / ensemble noise % (n)" for k in keys) + " |",
-             "|---|" + "---|" * len(keys)]
+    header = " | ".join(f"{percent(k)}: spatial CoV % / ensemble noise % (n)" for k in keys)
+    lines = [f"| method | {header} |", "|---|" + "---|" * len(keys)]
     for method in methods:
         cells = []
         for key in keys:
             groups = per_case(records, method, key, lambda d, _r: d["background"][1])
             ensemble = [r["methods"][method][key]["ensemble_noise_pct"] for r in records
                         if key in r["methods"].get(method, {})]
-            ensemble = [v for v in ensemble if v is not None and np.isfinite(v)]
-            cells.append(f"{np.mean(np.concatenate(groups)):.1f} / "
-                         f"{np.mean(ensemble) if ensemble else float('nan'):.1f} ({n_label(groups)})" if groups else "–")
+            ensemble = np.mean([v for v in ensemble if v is not None and np.isfinite(v)] or [np.nan])
+            cells.append(f"{np.mean(np.concatenate(groups)):.1f} / {ensemble:.1f} ({n_label(groups)})"
+                         if groups else "–")
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     nf = [r["background"]["noise_free"][1] for r in records]
-    lines.append(f"| noise-free reconstruction | spatial CoV {np.mean(nf):.1f} % (texture and partial volume, no noise; "
-                 f"{len(nf)} cases) |" + " |" * (len(keys) - 1))
+    lines.append(f"| noise-free reconstruction | spatial CoV {np.mean(nf):.1f} % (texture and partial volume, "
+                 f"no noise; {len(nf)} cases) |" + " |" * (len(keys) - 1))
     return lines
 
 
@@ -214,9 +216,10 @@ def ood_table(records: list[dict], methods: list[str]) -> list[str]:
 
 
 def tuning_table(records: list[dict]) -> list[str]:
-    lines = ["| filter | parameter | volumes tuned | chosen value interior to the values tried | chosen values (min–max) |",
-             "|---|---|---|---|---|"]
-    units = {"gaussian": "FWHM mm", "tv": "weight ÷ body mean", "nlm": "h ÷ noise SD", "bm4d": "× noise PSD amplitude"}
+    lines = ["| filter | parameter | volumes tuned | chosen value interior to the values tried | "
+             "chosen values (min–max) |", "|---|---|---|---|---|"]
+    units = {"gaussian": "FWHM mm", "tv": "weight ÷ body mean", "nlm": "h ÷ noise SD",
+             "bm4d": "× noise PSD amplitude"}
     for name in CLASSICAL:
         draws = [d for r in records for per_key in r["methods"].get(name, {}).values() for d in per_key["draws"]]
         if draws:
@@ -256,12 +259,12 @@ def uncertainty_lines(records: list[dict]) -> list[str]:
         return []
     lines = ["", "Diffusion uncertainty: does the per-voxel variance of the samples point at the largest errors "
              "(against the noise-free reconstruction)?", "",
-             "| model | count level | Spearman(variance, squared error) | MSE in top-10 % variance ÷ rest | n draws |",
-             "|---|---|---|---|---|"]
+             "| model | count level | Spearman(variance, squared error) | MSE in top-10 % variance ÷ rest | "
+             "n draws |", "|---|---|---|---|---|"]
     for (method, key), draws in sorted(rows.items()):
-        lines.append(f"| {method} | {percent(key)} | "
-                     f"{np.mean([d['spearman_variance_vs_squared_error'] for d in draws]):.2f} | "
-                     f"{np.mean([d['squared_error_ratio_top10pct_variance'] for d in draws]):.1f} | {len(draws)} |")
+        rho = np.mean([d["spearman_variance_vs_squared_error"] for d in draws])
+        ratio = np.mean([d["squared_error_ratio_top10pct_variance"] for d in draws])
+        lines.append(f"| {method} | {percent(key)} | {rho:.2f} | {ratio:.1f} | {len(draws)} |")
     return lines
 
 
@@ -270,8 +273,8 @@ def case_table(records: list[dict]) -> list[str]:
              "|---|---|---|---|---|---|---|---|"]
     for record in records:
         case, p = record["case"], record["case"]["protocol"]
-        recon = (f"FBP Butterworth {p['butterworth_cutoff']}/{p['butterworth_order']}" if p["reconstruction"] == "fbp"
-                 else f"{p['reconstruction']} {p['iterations']}×{p['subsets']}")
+        recon = (f"FBP Butterworth {p['butterworth_cutoff']}/{p['butterworth_order']}"
+                 if p["reconstruction"] == "fbp" else f"{p['reconstruction']} {p['iterations']}×{p['subsets']}")
         extras = [f"{p['angles']} views/{p['arc_deg']:.0f}°"]
         if p["postfilter_fwhm_mm"]:
             extras.append(f"post-filter {p['postfilter_fwhm_mm']} mm")
@@ -282,7 +285,8 @@ def case_table(records: list[dict]) -> list[str]:
         if case["simulator"] != "ours":
             extras.append(f"simulator {case['simulator']}")
         lines.append(f"| {case['name']} | {case['seed']} | {case['collimator']} | {case['voxel_mm']} | {recon}, "
-                     f"{', '.join(extras)} | {p['total_counts']:.3g} | {record['draws']} | {len(record['regions'])} |")
+                     f"{', '.join(extras)} | {p['total_counts']:.3g} | {record['draws']} | "
+                     f"{len(record['regions'])} |")
     return lines
 
 
@@ -337,10 +341,18 @@ def section(mode: str, title: str, records: list[dict]) -> list[str]:
     lines = [f"## {title}", "",
              f"Models (sha256 of weights): {', '.join(f'`{m}` ({h})' for m, h in config['models'].items())}. "
              f"Files: `benchmarks/results/{mode}/*.json` ({len(records)} cases). n = cases × noise draws. "
-             "Classical filters are tuned per volume against the noise-free reconstruction (oracle); "
-             f"NLM and BM4D run on the first {config['slow_draws']} draws at "
-             f"{', '.join(percent(str(f)) for f in config['slow_fractions'])} only; diffusion models on the first "
-             f"{config['diffusion_draws']} draws.", "", "### Cases", ""] + case_table(records)
+             "Classical filters are tuned per volume against the noise-free reconstruction (oracle). "
+             + (f"NLM and BM4D run on the first {config['slow_draws']} draws at "
+                f"{', '.join(percent(str(f)) for f in config['slow_fractions'])} only. " if config["slow_draws"]
+                else "NLM and BM4D are not run in this mode. ")
+             + f"Diffusion models run on the first {config['diffusion_draws']} draws at "
+             f"{', '.join(percent(str(f)) for f in config['slow_fractions'])} counts.", "",
+             "### Cases", "",
+             "In-distribution cases are drawn by the training data generator of `SPECTDenoiseLib/dataset.py` (v2, "
+             "the data of the models retrained for issue 10) with the benchmark seeds; for models trained on the "
+             "earlier v1 data (the models shipped before that retraining: 360° OSEM-RR only, ≤ 6 iterations, exact "
+             "or no scatter, no penetration, no added lesions or texture) several of these settings are new.", ""]
+    lines += case_table(records)
     if inside:
         ten = "0.1" if "0.1" in keys else keys[0]
         sphere_order = [f"{d} mm" for d in (10, 13, 17, 22, 28, 37)]
@@ -348,9 +360,9 @@ def section(mode: str, title: str, records: list[dict]) -> list[str]:
         plot = IMAGES / f"benchmark_nrmse_{mode}.png"
         nrmse_plot(inside, methods, keys, plot)
         lines += ["", "### Image quality against the noise-free reconstruction (main table)", "",
-                  "In-distribution cases. NRMSE = RMSE ÷ reference mean in the body (CT > −500 HU); PSNR with peak = "
-                  "reference max in the body; SSIM 3D. The full-count row is the error of the full-count scan "
-                  "itself: the floor earlier benchmarks hid by using it as the reference.", "",
+                  "In-distribution cases. NRMSE = RMSE ÷ reference mean in the body (CT > −500 HU); PSNR with "
+                  "peak = reference max in the body; SSIM 3D. The full-count row is the error of the full-count "
+                  "scan itself: the floor earlier benchmarks hid by using it as the reference.", "",
                   f"![NRMSE against count level]({plot.relative_to(REPOSITORY)})", ""]
         lines += quality_table(inside, methods, keys, "vs_noise_free")
         lines += ["", "### Against the full-count reconstruction (second table, the papers' reference)", ""]
@@ -368,38 +380,40 @@ def section(mode: str, title: str, records: list[dict]) -> list[str]:
                               "Hot IEC spheres, **mean**: bias vs noise-free in % [95 % CI], SD over draws in %, "
                               "(n = cases × draws)")
         lines += [""] + region_table(inside, methods, ten, hot_sphere, sphere_order, 1,
-                                     "Hot IEC spheres, **max**: bias vs noise-free in % [95 % CI], SD over draws in %")
+                                     "Hot IEC spheres, **max**: bias vs noise-free in % [95 % CI], "
+                                     "SD over draws in %")
         lines += ["", "Recovery against the truth (phantom activity), RCmean / RCmax, mean over cases × draws; "
                       "the noise-free column is what the reconstruction itself recovers:", ""]
         lines += recovery_table(inside, methods, ten, hot_sphere, sphere_order)
         if kinds:
-            lines += [""] + region_table(inside, methods, ten, lesion_kind, kinds, 0,
-                                         "Other lesion kinds, **mean**: bias vs noise-free in % [95 % CI], SD in %")
+            lines += [""] + region_table(inside, methods, ten, lesion_kind, kinds, 0, "Other lesion kinds, "
+                                         "**mean**: bias vs noise-free in % [95 % CI], SD in %")
             lines += [""] + region_table(inside, methods, ten, lesion_kind, kinds, 1,
                                          "Other lesion kinds, **max**: bias vs noise-free in % [95 % CI], SD in %")
             lines += ["", "Recovery against the truth, RCmean / RCmax:", ""]
             lines += recovery_table(inside, methods, ten, lesion_kind, kinds)
         lines += ["", "### Background noise", "",
                   "Spatial CoV: SD ÷ mean of the voxels of the background tissue (eroded 2 voxels), per image, "
-                  "averaged over draws (includes the phantom's texture). Ensemble noise: √(mean over those voxels of "
-                  "the variance across draws) ÷ mean: the noise alone.", ""]
+                  "averaged over draws (includes the phantom's texture). Ensemble noise: √(mean over those voxels "
+                  "of the variance across draws) ÷ mean: the noise alone.", ""]
         lines += background_table(inside, methods, keys)
         probes = probe_table(inside)
         if probes:
             lines += ["", "### Robustness probes", "",
-                      "The first draw at 10 % counts of each in-distribution case, presented differently; largest "
-                      "|change| of a hot lesion's mean against the plainly denoised scan (n lesions). Units: the scan "
-                      "× factor, the output ÷ factor. Hot spot: a 40 mm blob at 20 × the body mean, blurred 10 mm, "
-                      "placed in the body farthest from the lesions. Air margin: 16 voxels of air (−1000 HU) on "
-                      "every side. Cropped: to the body's bounding box + 1 voxel.", ""] + probes
+                      "The first draw at 10 % counts of each in-distribution case, presented differently; "
+                      "largest |change| of a hot lesion's mean against the plainly denoised scan (n lesions). "
+                      "Units: the scan × factor, the output ÷ factor. Hot spot: a 40 mm blob at 20 × the body "
+                      "mean, blurred 10 mm, placed in the body farthest from the lesions. Air margin: 16 voxels "
+                      "of air (−1000 HU) on every side. Cropped: to the body's bounding box + 1 voxel.", ""]
+            lines += probes
         lines += uncertainty_lines(inside)
         lines += ["", "### Classical filter tuning", ""] + tuning_table(records)
     if ood:
         lines += ["", "### Out-of-distribution cases", "",
-                  "Each changes one setting of a plain protocol (IEC or torso, OSEM-RR 4 × 8, 120 views, no scatter) "
-                  "to a value the training data did not use (v1: the data of the models shipped on 1 Dec 2026; v2: "
-                  "`SPECTDenoiseLib/dataset.py` after issue 10's retraining). Cells: NRMSE vs noise-free / "
-                  "fidelity ratio / mean |bias| of hot-lesion means vs noise-free, at "
+                  "Each changes one setting of a plain protocol (IEC or torso, OSEM-RR 4 × 8, 120 views, no "
+                  "scatter) to a value the training data did not use (v1: the data of the models shipped on 1 Dec "
+                  "2026; v2: `SPECTDenoiseLib/dataset.py` after issue 10's retraining). Cells: NRMSE vs "
+                  "noise-free / fidelity ratio / mean |bias| of hot-lesion means vs noise-free, at "
                   f"{percent(ood[0]['fractions'][0])} counts.", ""]
         lines += ood_table(ood, methods)
     return lines
@@ -414,20 +428,20 @@ def speed_lines() -> list[str]:
         lines += ["", f"## Speed ({speed['device']})", "",
                   f"`{speed['command']}` on {speed['date']}: {speed['machine']}, {speed['cpu_cores']} CPU cores, "
                   f"Python {speed['python']}, torch {speed['torch']}. End to end `spectdenoise denoise` (process "
-                  "start, model load, read, denoise, write), medians over repeats; CPU = user + system time of the "
-                  "process and its worker; load = the machine's 1-minute load average before and after each run "
-                  "(other work running slows the wall time).", "",
-                  "| model | volume | wall s (median) | CPU s (median) | threads | peak MiB | load during runs | repeats |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "start, model load, read, denoise, write), medians over repeats; CPU = user + system time of "
+                  "the process and its worker; load = the machine's 1-minute load average before and after each "
+                  "run (other work running slows the wall time).", "",
+                  "| model | volume | wall s (median) | CPU s (median) | threads | peak MiB | load during runs | "
+                  "repeats |", "|---|---|---|---|---|---|---|---|"]
         for row in speed["results"]:
             if "skipped" in row:
                 lines.append(f"| {row['model']} | {row['size']} | skipped ({row['skipped']}) | | | | | |")
             elif "failed" in row:
                 lines.append(f"| {row['model']} | {row['size']} | failed: {row['failed']} | | | | | |")
             else:
-                lines.append(f"| {row['model']} | {row['size']} | {row['median_wall_s']:.1f} | {row['median_cpu_s']:.1f} "
-                             f"| {row['threads']} | {row['median_peak_rss_mib']:.0f} | {row['load_min']:.1f}–"
-                             f"{row['load_max']:.1f} | {row['repeats']} |")
+                lines.append(f"| {row['model']} | {row['size']} | {row['median_wall_s']:.1f} | "
+                             f"{row['median_cpu_s']:.1f} | {row['threads']} | {row['median_peak_rss_mib']:.0f} | "
+                             f"{row['load_min']:.1f}–{row['load_max']:.1f} | {row['repeats']} |")
     return lines
 
 
@@ -437,11 +451,11 @@ def seed_lines() -> list[str]:
             f"- Training (model cards, `benchmarks/training/*.json`): {train}.",
             f"- Validation, for model selection only: run seed {VALIDATION_RUN_SEED}, case seeds "
             f"{VALIDATION_RUN_SEED}000000 + i (`python benchmarks/quality.py --validation`).",
-            f"- Benchmark: run seed {BENCHMARK_RUN_SEED}, case seeds {BENCHMARK_RUN_SEED}000000 + i (in distribution) "
-            f"and {BENCHMARK_RUN_SEED}001000 + j (protocol variants). Noise draw d of case seed s: "
+            f"- Benchmark: run seed {BENCHMARK_RUN_SEED}, case seeds {BENCHMARK_RUN_SEED}000000 + i (in "
+            f"distribution) and {BENCHMARK_RUN_SEED}001000 + j (protocol variants). Noise draw d of case seed s: "
             "`numpy.random.default_rng([s, d])`.",
-            f"- Retired: {RETIRED_SEEDS[0]}–{RETIRED_SEEDS[-1]} (the benchmark before issue 10; used to select the "
-            "default model's fine-tuning, so used by neither set).", ""]
+            f"- Retired: {RETIRED_SEEDS[0]}–{RETIRED_SEEDS[-1]} (the benchmark before issue 10; used to select "
+            "the default model's fine-tuning, so used by neither set).", ""]
 
 
 def summary(mode: str, records: list[dict]) -> dict:
@@ -467,14 +481,15 @@ def summary(mode: str, records: list[dict]) -> dict:
 def main() -> None:
     IMAGES.mkdir(parents=True, exist_ok=True)
     lines = ["# Benchmarks", "",
-             "Regenerate: `python benchmarks/quality.py --quick` (≈ 15 min on 2 idle cores) or "
-             "`nice -n 10 python benchmarks/quality.py` (full, hours; resumable), `python benchmarks/speed.py`, "
-             "then `python benchmarks/report.py`. Add `--models ID|FOLDER|NAME=FOLDER ...` to test other models. "
+             "Regenerate: `python benchmarks/quality.py --quick --jobs 2` (≈ 15 min on 2 idle cores) or "
+             "`nice -n 10 python benchmarks/quality.py --jobs 2` (full, hours; resumable), "
+             "`python benchmarks/speed.py`, then `python benchmarks/report.py`. Add "
+             "`--models ID|FOLDER|NAME=FOLDER ...` to test other models. "
              "Design, references and statistics: the docstrings of `benchmarks/quality.py`, `cases.py`, "
              "`stats.py`, `baselines.py`, `probes.py`.", "",
-             "Main reference: the **noise-free reconstruction** (expected projections, same reconstruction settings); "
-             "the full-count scan, itself noisy, is the second reference. Sphere bias and SD come from repeated "
-             "independent noise draws. Intervals: 95 %, two-stage bootstrap over cases and draws.", ""]
+             "Main reference: the **noise-free reconstruction** (expected projections, same reconstruction "
+             "settings); the full-count scan, itself noisy, is the second reference. Sphere bias and SD come from "
+             "repeated independent noise draws. Intervals: 95 %, two-stage bootstrap over cases and draws.", ""]
     lines += seed_lines()
     for mode, title in SECTIONS:
         records = load(mode)

@@ -4,7 +4,7 @@ Each run is a fresh `spectdenoise denoise` process (start-up, model loading, rea
 user waits for). Per run we record the wall time, the CPU time of the process and every descendant it waited for
 (user + system, from ``os.wait4``'s resource usage), its peak resident memory, and the machine's 1-minute load
 average just before and just after (other work on the machine slows the run; CPU time is less affected than wall
-time). Each model and volume is run ``--repeats`` times (default 3); the table gives the medians and the load range.
+time). Each model and volume is run ``--repeats`` times (default 3); the table gives medians and the load range.
 The CLI gives its worker ``OMP_NUM_THREADS`` = CPU cores ÷ jobs (one job here), recorded as ``threads``.
 
 Volumes: 128³ and 256 × 256 × 200 voxels (4 mm) of smooth random activity (speed does not depend on content).
