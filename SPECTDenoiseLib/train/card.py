@@ -10,6 +10,7 @@ training data summary and, once benchmarked, a ``model-index`` of results) above
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from collections import Counter, defaultdict
@@ -169,11 +170,12 @@ def _training_seconds(log: list[dict]) -> float:
 
 
 def _shown(folder: str) -> str:
-    """``folder`` relative to the repository when it lies inside it (the card's commands run there), else as given."""
-    try:
-        return str(Path(folder).resolve().relative_to(REPOSITORY))
-    except ValueError:
-        return folder
+    """``folder`` relative to the repository when it lies inside it (the card's commands run there), else as given;
+    a folder reached through a link inside the repository (``data -> /disk/data``) keeps its path there."""
+    for path in (Path(os.path.abspath(folder)), Path(folder).resolve()):
+        if path.is_relative_to(REPOSITORY):
+            return str(path.relative_to(REPOSITORY))
+    return folder
 
 
 def _describe_data(folders: list[str]) -> str:
