@@ -177,3 +177,13 @@ def test_errors_md_lists_every_exit_code():
     codes = {value.exit_code for value in vars(errors).values()
              if isinstance(value, type) and issubclass(value, errors.SPECTDenoiseError)}
     assert codes | {0, 1, 2} <= table
+
+
+def test_card_keeps_the_repository_path_of_data_reached_through_a_link(tmp_path, monkeypatch):
+    (tmp_path / "disk" / "train_a").mkdir(parents=True)
+    (tmp_path / "repository").mkdir()
+    (tmp_path / "repository" / "data").symlink_to(tmp_path / "disk")
+    monkeypatch.setattr(card, "REPOSITORY", tmp_path / "repository")
+    tuned = TrainSettings(model={}, data=[str(tmp_path / "repository" / "data" / "train_a")], output="out",
+                          run_dir="run", patch=[64, 64], name="x", initial_weights="spect-unet25d")
+    assert "--model spect-unet25d --data data/train_a -o OUTPUT" in card._reproduce(tuned)
