@@ -3,7 +3,8 @@
 The widget binds the panel to the logic. MRML work lives in the Qt-free ``SPECTDenoiseLogic`` package (tested with
 slicer-core); models run in a background worker process (``SPECTDenoiseLib.worker``), teaching series are simulated
 by background ``SPECTDenoiseLib simulate`` processes and Hub models are downloaded by a background process, all
-through one runner, so Slicer never imports torch and stays responsive; Cancel kills the running process tree.
+through one runner, so no model runs in Slicer's own process and Slicer stays responsive; Cancel kills the running
+process tree. Written against Slicer's own sources (see docs/SLICER.md for the supported versions).
 """
 
 import importlib
