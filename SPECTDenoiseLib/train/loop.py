@@ -125,8 +125,10 @@ def _initial_network(settings: TrainSettings, config: ModelConfig) -> nn.Module:
     from ..hub import load_model
 
     start = load_model(settings.initial_weights)
-    if start.config.to_dict() != config.to_dict():
-        raise ModelError(f"The starting model '{settings.initial_weights}' has another configuration than the run.")
+    network_fields = ("architecture", "arguments", "input_channels", "sampling", "context_slices", "patch_size", "kind")
+    if any(getattr(start.config, name) != getattr(config, name) for name in network_fields):
+        raise ModelError(f"The starting model '{settings.initial_weights}' has another network than the run "
+                         f"(compare {', '.join(network_fields)}).")
     return start.network
 
 
