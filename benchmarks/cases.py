@@ -181,15 +181,17 @@ def background_region(phantom: Phantom) -> tuple[str, np.ndarray]:
 
 
 class CaseScans:
-    """Noise-free reconstruction and repeated noise draws of one case (a draw: {fraction: image}, 1.0 included)."""
+    """Noise-free reconstruction and repeated noise draws of one case (a draw: {fraction: image}, 1.0 included);
+    ``extra`` asks for one more draw (index ``draws``) for noise spectra."""
 
-    def __init__(self, case: Case, phantom: Phantom, fractions: tuple[float, ...], draws: int) -> None:
+    def __init__(self, case: Case, phantom: Phantom, fractions: tuple[float, ...], draws: int,
+                 extra: bool = False) -> None:
         self.case, self.fractions, self.draws = case, tuple(fractions), int(draws)
         if case.simulator == "pytomography":
             from independent_simulator import simulate_independent
 
             protocol = case.protocol
-            result = simulate_independent(phantom, self.fractions, self.draws + 1, case.seed,
+            result = simulate_independent(phantom, self.fractions, self.draws + int(extra), case.seed,
                                           iterations=protocol.iterations, subsets=protocol.subsets,
                                           angles=protocol.angles)
             self.noise_free = result["noise_free"]

@@ -145,7 +145,8 @@ def run_case(case: Case, mode: Mode, models: dict, config: dict, probes: bool) -
     fractions = mode.ood_fractions if case.ood else mode.fractions
     draws = mode.ood_draws if case.ood else mode.draws
     slow = tuple(name for name in mode.baselines if name in SLOW)
-    scans = CaseScans(case, phantom, fractions, draws)
+    extra_draw = bool(slow and mode.slow_draws)
+    scans = CaseScans(case, phantom, fractions, draws, extra_draw)
     noise_free = scans.noise_free
     for name, values in region_values(noise_free, regions).items():
         info[name]["noise_free"] = values
@@ -159,7 +160,7 @@ def run_case(case: Case, mode: Mode, models: dict, config: dict, probes: bool) -
         "methods": defaultdict(lambda: defaultdict(lambda: {"draws": []})), "probes": {},
     }
     ensembles: dict[tuple[str, str], VoxelEnsemble] = defaultdict(VoxelEnsemble)
-    extra = scans.draw(draws) if slow and mode.slow_draws else None
+    extra = scans.draw(draws) if extra_draw else None
     hot = {name: mask for name, mask in regions.items() if not info[name]["kind"].startswith("cold")}
 
     def add(method: str, key: str, output: np.ndarray, full: np.ndarray | None, details: dict) -> None:
