@@ -201,7 +201,7 @@ def run_case(case: Case, mode: Mode, models: dict, config: dict, probes: bool) -
     cpu_s = cpu.ru_utime + cpu.ru_stime - cpu_started.ru_utime - cpu_started.ru_stime
     record["timing"] = {"wall_s": round(time.perf_counter() - started, 1), "cpu_s": round(cpu_s, 1),
                         "load_before": [round(x, 2) for x in load_before],
-                        "load_after": [round(x, 2) for x in os.getloadavg()]}
+                        "load_after": [round(x, 2) for x in os.getloadavg()], "cpu_cores": os.cpu_count()}
     record["methods"] = json.loads(json.dumps(record["methods"]))
     return record
 

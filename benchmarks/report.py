@@ -338,6 +338,7 @@ def section(mode: str, title: str, records: list[dict]) -> list[str]:
     methods = methods_of(records)
     keys = list(dict.fromkeys(k for r in inside for k in r["fractions"]))
     config = records[0]["config"]
+    cores = records[0]["timing"].get("cpu_cores", 2)  # records of 1 Dec 2026 before it was recorded: 2 cores
     lines = [f"## {title}", "",
              f"Models (sha256 of weights): {', '.join(f'`{m}` ({h})' for m, h in config['models'].items())}. "
              f"Files: `benchmarks/results/{mode}/*.json` ({len(records)} cases). n = cases × noise draws. "
@@ -347,6 +348,12 @@ def section(mode: str, title: str, records: list[dict]) -> list[str]:
                 else "NLM and BM4D are not run in this mode. ")
              + f"Diffusion models run on the first {config['diffusion_draws']} draws at "
              f"{', '.join(percent(str(f)) for f in config['slow_fractions'])} counts.", "",
+             f"Compute: {sum(r['timing']['cpu_s'] for r in records) / 60:.0f} CPU minutes in all (one torch thread "
+             f"per process); wall time per case {min(r['timing']['wall_s'] for r in records):.0f}–"
+             f"{max(r['timing']['wall_s'] for r in records):.0f} s at a 1-minute load average of "
+             f"{min(min(r['timing']['load_before'][0], r['timing']['load_after'][0]) for r in records):.1f}–"
+             f"{max(max(r['timing']['load_before'][0], r['timing']['load_after'][0]) for r in records):.1f} "
+             f"on {cores} cores.", "",
              "### Cases", "",
              "In-distribution cases are drawn by the training data generator of `SPECTDenoiseLib/dataset.py` (v2, "
              "the data of the models retrained for issue 10) with the benchmark seeds; for models trained on the "
