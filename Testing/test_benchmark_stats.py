@@ -14,9 +14,7 @@ from stats import (  # noqa: E402
     VoxelEnsemble,
     bootstrap_ci,
     contrast_recovery,
-    draw_statistics,
-    fidelity_ratio,
-    mean_ci,
+    recovery_coefficient,
     region_kind,
     region_values,
     spatial_cov,
@@ -35,20 +33,6 @@ def test_spatial_cov_is_sd_over_mean_in_percent():
     assert spatial_cov(image, np.ones_like(image, dtype=bool)) == pytest.approx(50.0)
 
 
-def test_mean_ci_is_the_student_interval_and_nan_for_one_value():
-    mean, low, high = mean_ci([1.0, 2.0, 3.0])
-    assert mean == 2.0
-    assert high - mean == pytest.approx(4.302653 * 1.0 / np.sqrt(3), rel=1e-5)  # t(0.975, 2) · SD / √n
-    assert np.isnan(mean_ci([1.0])[1])
-
-
-def test_draw_statistics_give_bias_and_sd_relative_to_the_reference():
-    result = draw_statistics([9.0, 11.0, 12.0, 8.0], reference=10.0)
-    assert result["bias_pct"] == pytest.approx(0.0)
-    assert result["sd_pct"] == pytest.approx(np.std([-10, 10, 20, -20], ddof=1))
-    assert result["bias_low"] < 0 < result["bias_high"] and result["n"] == 4
-
-
 def test_bootstrap_interval_covers_the_estimate_and_widens_with_case_spread():
     rng = np.random.default_rng(1)
     tight = [rng.normal(0, 1, 10) for _ in range(4)]
@@ -59,13 +43,13 @@ def test_bootstrap_interval_covers_the_estimate_and_widens_with_case_spread():
     assert spread_high - spread_low > 2 * (high - low)
 
 
+def test_recovery_coefficient_is_measured_over_true():
+    assert recovery_coefficient(3.0, 4.0) == pytest.approx(0.75)
+
+
 def test_contrast_recovery_is_100_for_a_perfect_image_and_0_for_a_flat_one():
     assert contrast_recovery(8.0, 1.0, 8.0, 1.0) == pytest.approx(100.0)
     assert contrast_recovery(1.0, 1.0, 8.0, 1.0) == pytest.approx(0.0)
-
-
-def test_fidelity_ratio_below_one_when_the_method_beats_full_count():
-    assert fidelity_ratio([0.1, 0.1], [0.2, 0.2]) == pytest.approx(0.5)
 
 
 def test_voxel_ensemble_noise_matches_numpy_over_draws():

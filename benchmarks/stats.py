@@ -13,7 +13,6 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from scipy import ndimage
 from scipy.stats import spearmanr
-from scipy.stats import t as student_t
 
 LEVEL = 0.95
 
@@ -34,31 +33,9 @@ def interior(mask: np.ndarray, voxels: int = 2) -> np.ndarray:
     return ndimage.binary_erosion(mask, iterations=voxels)
 
 
-def mean_ci(values: Sequence[float], level: float = LEVEL) -> tuple[float, float, float]:
-    """(mean, lower, upper): Student-t interval of the mean of independent ``values`` (NaN bounds when n < 2)."""
-    values = np.asarray(values, dtype=np.float64)
-    mean = float(values.mean())
-    if values.size < 2:
-        return mean, float("nan"), float("nan")
-    half = float(student_t.ppf(0.5 + level / 2, values.size - 1) * values.std(ddof=1) / np.sqrt(values.size))
-    return mean, mean - half, mean + half
-
-
 def relative_errors(values: Sequence[float], reference: float) -> np.ndarray:
     """100 · (values − reference) ÷ reference."""
     return 100 * (np.asarray(values, dtype=np.float64) - reference) / reference
-
-
-def draw_statistics(values: Sequence[float], reference: float) -> dict[str, float]:
-    """Bias and spread of one quantity measured on repeated noise draws against its ``reference`` value.
-
-    Returns bias_pct (mean relative error) with its interval (bias_low, bias_high), sd_pct (SD of the relative
-    errors over draws, i.e. the noise of the measurement) and n.
-    """
-    errors = relative_errors(values, reference)
-    bias, low, high = mean_ci(errors)
-    return {"bias_pct": bias, "bias_low": low, "bias_high": high,
-            "sd_pct": float(errors.std(ddof=1)) if errors.size > 1 else float("nan"), "n": int(errors.size)}
 
 
 def bootstrap_ci(groups: Sequence[Sequence[float]], statistic: Callable[[np.ndarray], float] = np.mean,
@@ -89,14 +66,6 @@ def recovery_coefficient(measured: float, truth: float) -> float:
 def contrast_recovery(sphere: float, background: float, true_sphere: float, true_background: float) -> float:
     """NEMA NU 2 hot-sphere contrast recovery in %: (C_s ÷ C_b − 1) ÷ (A_s ÷ A_b − 1) · 100."""
     return 100 * (sphere / background - 1) / (true_sphere / true_background - 1)
-
-
-def fidelity_ratio(method_errors: Sequence[float], full_count_errors: Sequence[float]) -> float:
-    """Mean error of a method (low count vs noise-free) ÷ mean error of the full-count scan (vs noise-free).
-
-    Below 1: the method's output of the low-count scan is closer to the noise-free image than a full-count scan.
-    """
-    return float(np.mean(method_errors) / np.mean(full_count_errors))
 
 
 class VoxelEnsemble:
