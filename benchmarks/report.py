@@ -370,7 +370,8 @@ def section(mode: str, title: str, records: list[dict]) -> list[str]:
              "In-distribution cases are drawn by the training data generator of `SPECTDenoiseLib/dataset.py` (v2, "
              "the data of the models retrained for issue 10) with the benchmark seeds; for models trained on the "
              "earlier v1 data (the models shipped before that retraining: 360° OSEM-RR only, ≤ 6 iterations, "
-             "exact or no scatter, no penetration, no added lesions or texture) several of these settings are new.", ""]
+             "exact or no scatter, no penetration, no added lesions or texture) several of these settings are "
+             "new.", ""]
     lines += case_table(records)
     if inside:
         ten = "0.1" if "0.1" in keys else keys[0]
@@ -403,8 +404,8 @@ def section(mode: str, title: str, records: list[dict]) -> list[str]:
                                      "SD over draws in %")
         lines += ["", "Recovery against the truth (phantom activity): RCmean / RCmax (region mean or max ÷ true "
                       "mean) / NEMA contrast recovery (C_region ÷ C_background − 1) ÷ (A_region ÷ A_background "
-                      "− 1) with the same image's background, means over cases × draws; the noise-free column is what "
-                      "the reconstruction itself recovers:", ""]
+                      "− 1) with the same image's background, means over cases × draws; the noise-free column is "
+                      "what the reconstruction itself recovers:", ""]
         lines += recovery_table(inside, methods, ten, hot_sphere, sphere_order)
         if kinds:
             lines += [""] + region_table(inside, methods, ten, lesion_kind, kinds, 0, "Other lesion kinds, "
@@ -430,8 +431,8 @@ def section(mode: str, title: str, records: list[dict]) -> list[str]:
         lines += uncertainty_lines(inside)
         lines += ["", "### Classical filter tuning", "",
                   "Each filter's parameter is tuned per volume against the noise-free reconstruction (body "
-                  "NRMSE): a 3-value log grid, extended ×/÷ 2 while the best value is on its edge, then refined once "
-                  "(`baselines.tune`). BM4D gets the coloured noise power spectrum of the square-root-stabilised "
+                  "NRMSE): a 3-value log grid, extended ×/÷ 2 while the best value is on its edge, then refined "
+                  "once (`baselines.tune`). BM4D gets the coloured noise power spectrum of the square-root-stabilised "
                   "image, measured on one extra independent noise draw of the same scan minus the noise-free "
                   "reconstruction (possible only in simulation, and generous to BM4D).", ""]
         lines += tuning_table(records)
