@@ -433,8 +433,8 @@ def section(mode: str, title: str, records: list[dict]) -> list[str]:
                   "Each filter's parameter is tuned per volume against the noise-free reconstruction (body "
                   "NRMSE): a 3-value log grid, extended ×/÷ 2 while the best value is on its edge, then refined "
                   "once (`baselines.tune`). BM4D gets the coloured noise power spectrum of the "
-                  "square-root-stabilised image, measured on one extra independent noise draw of the same scan minus the noise-free "
-                  "reconstruction (possible only in simulation, and generous to BM4D).", ""]
+                  "square-root-stabilised image, measured on one extra independent noise draw of the same scan "
+                  "minus the noise-free reconstruction (possible only in simulation, and generous to BM4D).", ""]
         lines += tuning_table(records)
     if ood:
         lines += ["", "### Out-of-distribution cases", "",
