@@ -9,7 +9,8 @@ The CLI gives its worker ``OMP_NUM_THREADS`` = CPU cores ÷ jobs (one job here),
 
 Volumes: 128³ and 256 × 256 × 200 voxels (4 mm) of smooth random activity (speed does not depend on content).
 Diffusion models run with their default samples and steps at 128³; on a CPU the large volume is skipped for them
-(minutes per volume) unless ``--all``. Results: ``benchmarks/results/speed_<device>.json``.
+(minutes per volume) unless ``--all``; they run last. Results: ``benchmarks/results/speed_<device>.json``,
+rewritten after every model and volume.
 
 Usage: python benchmarks/speed.py [--device cpu|cuda] [--repeats 3] [--models ID ...] [--all]
 """
@@ -93,31 +94,33 @@ def main() -> None:
     parser.add_argument("--all", action="store_true", help="also run diffusion models on the large volume")
     args = parser.parse_args()
     models = args.models or [entry["id"] for entry in read_catalogue()["models"] if "path" in entry]
+    configs = {model: ModelConfig.load(resolve_model(model) / "config.json") for model in models}
     threads = max(1, os.cpu_count() or 1)
-    results = []
-    with tempfile.TemporaryDirectory() as folder:
-        for size_name, shape in SIZES.items():
-            volume = make_volume(shape, Path(folder) / f"spect_{size_name}.nrrd")
-            ct = Path(folder) / f"ct_{size_name}.nrrd"
-            sitk.WriteImage(sitk.ReadImage(str(volume)) * 0, str(ct))  # water everywhere: 0 HU
-            for model in models:
-                config = ModelConfig.load(resolve_model(model) / "config.json")
-                row = {"model": model, "size": size_name, "threads": threads}
-                if config.kind == "diffusion" and size_name != "128^3" and args.device == "cpu" and not args.all:
-                    results.append({**row, "skipped": "diffusion on CPU"})
-                    continue
-                runs = [time_denoise(model, volume, args.device, ct if config.needs_ct else None)
-                        for _ in range(args.repeats)]
-                results.append({**row, **summarise(runs), "runs": runs})
-                print({k: v for k, v in results[-1].items() if k != "runs"}, flush=True)
     out = REPOSITORY / "benchmarks" / "results" / f"speed_{args.device}.json"
-    out.write_text(json.dumps({
-        "machine": platform.platform(), "processor": platform.processor() or platform.machine(),
-        "cpu_cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
-        "device": args.device, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "command": "python benchmarks/speed.py " + " ".join(sys.argv[1:]), "results": results}, indent=1) + "\n")
+    record = {"machine": platform.platform(), "processor": platform.processor() or platform.machine(),
+              "cpu_cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
+              "device": args.device, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+              "command": "python benchmarks/speed.py " + " ".join(sys.argv[1:]), "results": []}
+    plan = [(size, model) for diffusion in (False, True) for size in SIZES for model in models
+            if (configs[model].kind == "diffusion") == diffusion]  # slow diffusion runs last
+    with tempfile.TemporaryDirectory() as folder:
+        for size_name, model in plan:
+            volume = Path(folder) / f"spect_{size_name}.nrrd"
+            ct = Path(folder) / f"ct_{size_name}.nrrd"
+            if not volume.exists():
+                make_volume(SIZES[size_name], volume)
+                sitk.WriteImage(sitk.ReadImage(str(volume)) * 0, str(ct))  # water everywhere: 0 HU
+            config = configs[model]
+            row = {"model": model, "size": size_name, "threads": threads}
+            if config.kind == "diffusion" and size_name != "128^3" and args.device == "cpu" and not args.all:
+                record["results"].append({**row, "skipped": "diffusion on CPU"})
+                continue
+            runs = [time_denoise(model, volume, args.device, ct if config.needs_ct else None)
+                    for _ in range(args.repeats)]
+            record["results"].append({**row, **summarise(runs), "runs": runs})
+            print({k: v for k, v in record["results"][-1].items() if k != "runs"}, flush=True)
+            out.write_text(json.dumps(record, indent=1) + "\n")  # after every row: a partial run is usable
     print(f"wrote {out}")
-
 
 if __name__ == "__main__":
     main()
