@@ -70,8 +70,9 @@ def test_baselines_record_their_tuning_and_the_model_its_probes(record):
     assert "units x1000" in record["probes"]["tiny-unet25d"]
 
 
-def test_report_section_renders_every_table(record):
-    lines = "\n".join(report.section("test", "Test", [record]))
+def test_report_section_renders_every_table(record, tmp_path):
+    lines = "\n".join(report.section("test", "Test", [record], images=tmp_path))
+    assert (tmp_path / "benchmark_spheres_test.png").exists()
     for heading in ("Image quality against the noise-free reconstruction", "Fidelity ratio", "Hot IEC spheres",
                     "Background noise", "Robustness probes", "Classical filter tuning"):
         assert heading in lines

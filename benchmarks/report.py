@@ -344,7 +344,13 @@ def sphere_plot(records: list[dict], methods: list[str], key: str, order: list[s
     plt.close(figure)
 
 
-def section(mode: str, title: str, records: list[dict]) -> list[str]:
+def link(path: Path) -> str:
+    """``path`` relative to the repository (as BENCHMARKS.md links it), or as is when outside it."""
+    return str(path.relative_to(REPOSITORY)) if path.is_relative_to(REPOSITORY) else str(path)
+
+
+def section(mode: str, title: str, records: list[dict], images: Path = IMAGES) -> list[str]:
+    """The Markdown lines of one result set (a mode's case records); its plots are written to ``images``."""
     inside = [r for r in records if r["case"]["ood"] is None]
     ood = [r for r in records if r["case"]["ood"] is not None]
     methods = methods_of(records)
@@ -377,13 +383,13 @@ def section(mode: str, title: str, records: list[dict]) -> list[str]:
         ten = "0.1" if "0.1" in keys else keys[0]
         sphere_order = [f"{d} mm" for d in (10, 13, 17, 22, 28, 37)]
         kinds = sorted({info["kind"] for r in inside for info in r["regions"].values()} - {"hot sphere"})
-        plot = IMAGES / f"benchmark_nrmse_{mode}.png"
+        plot = images / f"benchmark_nrmse_{mode}.png"
         nrmse_plot(inside, methods, keys, plot)
         lines += ["", "### Image quality against the noise-free reconstruction (main table)", "",
                   "In-distribution cases. NRMSE = RMSE ÷ reference mean in the body (CT > −500 HU); PSNR with "
                   "peak = reference max in the body; SSIM 3D. The full-count row is the error of the full-count "
                   "scan itself: the floor earlier benchmarks hid by using it as the reference.", "",
-                  f"![NRMSE against count level]({plot.relative_to(REPOSITORY)})", ""]
+                  f"![NRMSE against count level]({link(plot)})", ""]
         lines += quality_table(inside, methods, keys, "vs_noise_free")
         lines += ["", "### Against the full-count reconstruction (second table, the papers' reference)", ""]
         lines += quality_table(inside, methods, keys, "vs_full")
@@ -392,10 +398,10 @@ def section(mode: str, title: str, records: list[dict]) -> list[str]:
                   "noise-free). Below 1: the denoised low-count scan is closer to the noise-free image than a "
                   "full-count scan is. [95 % CI] (n).", ""]
         lines += fidelity_table(inside, methods, keys)
-        plot = IMAGES / f"benchmark_spheres_{mode}.png"
+        plot = images / f"benchmark_spheres_{mode}.png"
         sphere_plot(inside, methods, ten, sphere_order, plot)
         lines += ["", f"### Lesions at {percent(ten)} counts over repeated noise draws", "",
-                  f"![Sphere bias by diameter]({plot.relative_to(REPOSITORY)})", ""]
+                  f"![Sphere bias by diameter]({link(plot)})", ""]
         lines += region_table(inside, methods, ten, hot_sphere, sphere_order, 0,
                               "Hot IEC spheres, **mean**: bias vs noise-free in % [95 % CI], SD over draws in %, "
                               "(n = cases × draws); – : no hot sphere of that size with ≥ 8 voxels in these cases")
@@ -458,7 +464,9 @@ def speed_lines() -> list[str]:
                   f"Python {speed['python']}, torch {speed['torch']}. End to end `spectdenoise denoise` (process "
                   "start, model load, read, denoise, write), medians over repeats; CPU = user + system time of "
                   "the process and its worker; load = the machine's 1-minute load average before and after each "
-                  "run (other work running slows the wall time).", "",
+                  "run (other work running slows the wall time; a load above the core count means the runs shared "
+                  "the machine, so rerun on an idle one for the figures a user sees); threads = the "
+                  "`OMP_NUM_THREADS` the CLI gives its worker.", "",
                   "| model | volume | wall s (median) | CPU s (median) | threads | peak MiB | load during runs | "
                   "repeats |", "|---|---|---|---|---|---|---|---|"]
         for row in speed["results"]:
