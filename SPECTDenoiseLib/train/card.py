@@ -51,7 +51,10 @@ def model_card(settings: TrainSettings, config: ModelConfig, network: nn.Module,
         "## Training",
         f"- Data: {_describe_data(settings.data)}",
         "- Loss: " + ("DDPM noise prediction (epsilon, MSE)" if config.kind == "diffusion" else
-                       f"L1 + {settings.ssim_weight:g}·(1 − SSIM), lesion attention β = {settings.lesion_weight:g}"),
+                       f"L1 + {settings.ssim_weight:g}·(1 − SSIM), lesion attention β = {settings.lesion_weight:g}, "
+                       f"lesion-mean term γ = {settings.mean_weight:g}; {settings.lesion_patch_fraction:.0%} of "
+                       f"windows centred on lesions; intensity scale × {settings.scale_range[0]:g}–"
+                       f"{settings.scale_range[1]:g} (log-uniform)"),
         f"- {settings.steps} steps, batch {settings.batch_size}, patch {settings.patch}, Adam lr "
         f"{settings.learning_rate:g} (cosine), seed {settings.seed}; {seconds / 60:.0f} min on {_where()}",
         f"- Best validation loss (held-out cases): {best_validation:.4f}",
