@@ -23,13 +23,15 @@ from SPECTDenoiseLib.simulate import ScanProtocol  # noqa: E402
 
 TINY_CASE = Case("iec-tiny", "iec", 9000013, "Tc99m-LEHR", 12.0,
                  ScanProtocol(total_counts=2e6, angles=24, iterations=2, subsets=4))
-TINY_MODE = dataclasses.replace(quality.MODES["quick"], draws=3, fractions=(0.1, 0.25))
+TINY_MODE = dataclasses.replace(quality.MODES["quick"], draws=3, fractions=(0.1, 0.25),
+                                baselines=("gaussian", "tv", "nlm", "bm4d"), slow_draws=1, diffusion_draws=1)
 
 
 @pytest.fixture(scope="module")
 def record(tmp_path_factory):
-    folder = make_package(tmp_path_factory.mktemp("models") / "tiny-unet25d", "unet25d")
-    models = load_models([str(folder)])
+    folders = tmp_path_factory.mktemp("models")
+    models = load_models([str(make_package(folders / "tiny-unet25d", "unet25d")),
+                          f"tiny-ddpm={make_package(folders / 'ddpm', 'ddpm')}"])
     return quality.run_case(TINY_CASE, TINY_MODE, models, {"mode": "test", "models": {"tiny-unet25d": "x"},
                                                            "slow_draws": 0, "slow_fractions": [0.1],
                                                            "diffusion_draws": 2}, probes=True)
@@ -43,13 +45,20 @@ def test_model_specs_accept_ids_folders_and_named_folders(tmp_path):
 
 def test_every_method_has_every_draw_against_both_references(record):
     methods = record["methods"]
-    assert set(methods) == {"full-count", "input", "gaussian", "tv", "tiny-unet25d"}
+    assert set(methods) == {"full-count", "input", "gaussian", "tv", "nlm", "bm4d", "tiny-unet25d", "tiny-ddpm"}
     assert [d["draw"] for d in methods["full-count"]["1"]["draws"]] == [0, 1, 2]
     for method in ("input", "gaussian", "tv", "tiny-unet25d"):
         for key in ("0.1", "0.25"):
             draws = methods[method][key]["draws"]
             assert len(draws) == 3 and {"vs_noise_free", "vs_full", "regions", "background"} <= set(draws[0])
             assert np.isfinite(methods[method][key]["ensemble_noise_pct"])
+
+
+def test_slow_filters_and_diffusion_models_run_on_the_first_draws_at_10_percent_only(record):
+    methods = record["methods"]
+    for method in ("nlm", "bm4d", "tiny-ddpm"):
+        assert list(methods[method]) == ["0.1"] and len(methods[method]["0.1"]["draws"]) == 1
+    assert "spearman_variance_vs_squared_error" in methods["tiny-ddpm"]["0.1"]["draws"][0]
 
 
 def test_noise_free_reference_sits_below_the_noisy_scans(record):

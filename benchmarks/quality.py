@@ -196,7 +196,8 @@ def run_case(case: Case, mode: Mode, models: dict, config: dict, probes: bool) -
                         low, phantom.ct, body, hot, spacing)
         print(f"  {case.name} draw {draw + 1}/{draws} done ({time.perf_counter() - started:.0f} s)", flush=True)
     for (method, key), ensemble in ensembles.items():
-        record["methods"][method][key]["ensemble_noise_pct"] = ensemble.noise_pct(background)
+        noise = ensemble.noise_pct(background)  # NaN for a single draw: stored as null (strict JSON)
+        record["methods"][method][key]["ensemble_noise_pct"] = noise if np.isfinite(noise) else None
     cpu = resource.getrusage(resource.RUSAGE_SELF)
     cpu_s = cpu.ru_utime + cpu.ru_stime - cpu_started.ru_utime - cpu_started.ru_stime
     record["timing"] = {"wall_s": round(time.perf_counter() - started, 1), "cpu_s": round(cpu_s, 1),
