@@ -34,7 +34,6 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import pydicom
 import SimpleITK as sitk
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -83,8 +82,8 @@ def check_output(path: str | os.PathLike, source: str | os.PathLike) -> None:
     if not is_series_folder(path):
         return
     if not is_dicom_input(source):
-        raise OutputError(f"Output '{path}' has no volume suffix, so it names a DICOM series folder, which needs a "
-                          "DICOM input; end it in .nrrd, .nii.gz, .nii, .mha or .mhd to write a file.")
+        raise OutputError(f"Output '{path}' has no volume suffix, so it names a DICOM series folder, which needs "
+                          "a DICOM input; end it in .nrrd, .nii.gz, .nii, .mha or .mhd to write a file.")
     source = Path(source).expanduser().resolve()
     if source.is_dir() and source in path.expanduser().resolve().parents:
         raise OutputError(f"The DICOM output folder '{path}' lies inside the input series folder; choose a folder "
@@ -159,7 +158,7 @@ def _templates(source: Path, image: sitk.Image) -> list[Dataset]:
                           "a template for DICOM output; write the result as a file (.nrrd, .nii.gz).")
     size = image.GetSize()
     if len(files) == 1 and int(header.get("NumberOfFrames", 1) or 1) > 1:
-        matches = int(header.NumberOfFrames) == size[2] and (header.Rows, header.Columns) == (size[1], size[0])
+        matches = int(header.NumberOfFrames) == size[2]
         ordered = [header]
     else:
         normal = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)[:, 2]
@@ -167,7 +166,7 @@ def _templates(source: Path, image: sitk.Image) -> list[Dataset]:
         order = np.argsort([position @ normal for position in positions])
         ordered = [files[i].header for i in order]
         matches = len(files) == size[2] and np.allclose(positions[order[0]], image.GetOrigin(), atol=1e-3)
-    if not matches:
+    if not matches or (int(header.Rows), int(header.Columns)) != (size[1], size[0]):
         raise OutputError(f"The result is not on the grid of the DICOM input '{source}' (size {size}); DICOM "
                           "output needs the input's own grid.")
     return ordered
@@ -180,9 +179,10 @@ def _series_attributes(template: Dataset, kind: str, model: str) -> dict:
     label = Path(model).name if Path(model).is_dir() else model  # a local model folder: its name, not its path
     description = f"{kind} ({label})" if kind != "variance" or not units else f"variance ({label}; {units}^2)"
     now = datetime.datetime.now()
+    index = OUTPUT_KINDS.index(kind) + 1
     return {
         "SeriesInstanceUID": generate_uid(),
-        "SeriesNumber": number * 100 + OUTPUT_KINDS.index(kind) + 1 if number < 20_000_000 else OUTPUT_KINDS.index(kind) + 1,
+        "SeriesNumber": number * 100 + index if 0 < number < 20_000_000 else index,  # IS holds up to 2^31 - 1
         "SeriesDescription": description[:DESCRIPTION_CHARACTERS],
         "DerivationDescription": (f"{kind.capitalize()} image from deep-learning denoising of low-count SPECT by "
                                   f"SPECTDenoise {__version__} with model {model}; research use, not a medical "
@@ -200,9 +200,8 @@ def _derived(header: Dataset, values: np.ndarray, series: dict) -> Dataset:
     for keyword in DROPPED:
         if keyword in dataset:
             delattr(dataset, keyword)
-    for group in {element.tag.group for element in dataset if 0x6000 <= element.tag.group <= 0x60FF}:
-        for tag in [element.tag for element in dataset if element.tag.group == group]:
-            del dataset[tag]
+    for tag in [element.tag for element in dataset if 0x6000 <= element.tag.group <= 0x60FF]:  # overlays
+        del dataset[tag]
     for keyword in TYPE2:
         if keyword not in dataset:
             setattr(dataset, keyword, "")

@@ -28,8 +28,10 @@ import contextlib
 import hashlib
 import json
 import os
+import queue
 import re
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -292,6 +294,7 @@ def card_metadata(folder: str | Path) -> dict[str, Any]:
     import yaml
     from huggingface_hub import ModelCard
 
+    _quiet_hub_logging()
     path = Path(folder) / "README.md"
     fix = f"regenerate it with: spectdenoise models card {folder}"
     try:
@@ -336,7 +339,8 @@ def push_model(folder: str | Path, repo_id: str, *, revision: str = "main", priv
 
     folder = Path(folder)
     if not _REPO_NAME.match(repo_id):
-        raise ModelError(f"'{repo_id}' is not a Hugging Face repo id; use ORG/NAME (letters, digits, '-', '_', '.').")
+        raise ModelError(f"'{repo_id}' is not a Hugging Face repo id; use ORG/NAME (letters, digits, '-', '_', "
+                         "'.').")
     load_package(folder)
     metadata = card_metadata(folder)
     token = os.environ.get(token_env, "").strip()
@@ -369,16 +373,18 @@ def search_models(text: str | None = None, tags: tuple[str, ...] | list[str] = (
     *Add from Hub*): ``id``, ``revision`` (the latest commit of main: pin it as ``pin`` = ``id@revision``),
     ``last_modified`` (ISO 8601), ``downloads``, ``likes``, ``tags``, and from the card's metadata ``inputs``,
     ``kind``, ``tracers``, ``license`` (None when absent). Raises HubError offline or when the Hub cannot be
-    reached within :func:`hub_timeout`.
+    reached within :func:`hub_timeout` seconds (``list_models`` retries with back-off and sets no timeout of its
+    own, so the whole call runs in a daemon thread that is abandoned at the deadline; run searches in a
+    background process, as the CLI and the Slicer panel do, where that thread ends with the process).
     """
     from huggingface_hub import HfApi
 
     endpoint = _online_endpoint("searching the Hub")
     api = HfApi(endpoint=endpoint)
     expand = ["sha", "lastModified", "tags", "downloads", "likes", "cardData"]
-    with _hub_errors(endpoint, None, None):
-        found = list(api.list_models(filter=[PROJECT_TAG, *tags], search=text or None, limit=limit,
-                                     sort="last_modified", expand=expand))
+    with _hub_errors(endpoint, None, None):  # list_models sends timeout=None and retries: bound the whole call
+        found = _within(hub_timeout(), lambda: list(api.list_models(
+            filter=[PROJECT_TAG, *tags], search=text or None, limit=limit, sort="last_modified", expand=expand)))
     records = []
     for info in found:
         card = info.card_data.to_dict() if info.card_data is not None else {}
@@ -391,19 +397,48 @@ def search_models(text: str | None = None, tags: tuple[str, ...] | list[str] = (
     return records
 
 
+def _within(seconds: float, call: Callable[[], Any]) -> Any:
+    """Return ``call()``, run in a daemon thread; raise TimeoutError if it takes more than ``seconds``."""
+    outcome: queue.Queue = queue.Queue(maxsize=1)
+
+    def run() -> None:
+        try:
+            outcome.put((True, call()))
+        except BaseException as error:  # noqa: BLE001 - handed to the caller's thread
+            outcome.put((False, error))
+
+    threading.Thread(target=run, name="hub-call", daemon=True).start()
+    try:
+        succeeded, value = outcome.get(timeout=seconds)
+    except queue.Empty:
+        raise TimeoutError(f"no answer within {seconds:g} s") from None
+    if succeeded:
+        return value
+    raise value
+
+
+def _quiet_hub_logging() -> None:
+    """Silence huggingface_hub's warnings (retries, cards without metadata): a failure stays one sentence."""
+    from huggingface_hub.utils import logging as hub_logging
+
+    hub_logging.set_verbosity_error()
+
+
 def _online_endpoint(action: str) -> str:
     """The endpoint, after refusing offline mode (and checking :func:`hub_timeout`)."""
+    _quiet_hub_logging()
     if _env_offline():
-        raise HubError(f"SPECTDenoise is offline (HF_HUB_OFFLINE is set), and {action} needs the Hugging Face Hub; "
-                       "unset HF_HUB_OFFLINE and connect.")
+        raise HubError(f"SPECTDenoise is offline (HF_HUB_OFFLINE is set), and {action} needs the Hugging Face "
+                       "Hub; unset HF_HUB_OFFLINE and connect.")
     hub_timeout()
     return hub_endpoint()
 
 
 @contextlib.contextmanager
 def _hub_errors(endpoint: str, repo_id: str | None, token_env: str | None) -> Iterator[None]:
-    """Bound each request of huggingface_hub's shared HTTP client by :func:`hub_timeout` (restored afterwards)
-    and turn its errors into one HubError (or ModelError for a card the Hub refuses)."""
+    """Make :func:`hub_timeout` the default timeout of huggingface_hub's shared HTTP client (restored afterwards;
+    ``create_repo``, preupload and commit use it) and turn errors into one HubError (or ModelError for a card the
+    Hub refuses)."""
     import httpx2
     from huggingface_hub import get_session
     from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
@@ -414,19 +449,21 @@ def _hub_errors(endpoint: str, repo_id: str | None, token_env: str | None) -> It
         yield
     except OfflineModeIsEnabled:
         raise HubError("huggingface_hub is in offline mode (HF_HUB_OFFLINE); unset it and connect.") from None
-    except httpx2.TimeoutException:
-        raise HubError(f"The Hugging Face Hub at {endpoint} did not answer within {hub_timeout():g} s; try again "
-                       f"later or raise {TIMEOUT_VARIABLE}.") from None
+    except (httpx2.TimeoutException, TimeoutError):
+        raise HubError(f"The Hugging Face Hub at {endpoint} cannot be reached or did not answer within "
+                       f"{hub_timeout():g} s; check the network connection, or raise "
+                       f"{TIMEOUT_VARIABLE}.") from None
     except httpx2.TransportError:
-        raise HubError(f"The Hugging Face Hub at {endpoint} cannot be reached; check the network connection.") from None
+        raise HubError(f"The Hugging Face Hub at {endpoint} cannot be reached; check the network "
+                       "connection.") from None
     except HfHubHTTPError as error:
         status = error.response.status_code if error.response is not None else None
         if status == 401:
             raise HubError(f"The Hugging Face Hub at {endpoint} refused the token in {token_env or 'HF_TOKEN'} "
                            "(HTTP 401); check that it is valid.") from None
         if status == 403 and repo_id:
-            raise HubError(f"The token in {token_env} may not write to '{repo_id}' (HTTP 403); use a write token of "
-                           f"a member of '{repo_id.split('/')[0]}', or push under your own name.") from None
+            raise HubError(f"The token in {token_env} may not write to '{repo_id}' (HTTP 403); use a write token "
+                           f"of a member of '{repo_id.split('/')[0]}', or push under your own name.") from None
         server = error.server_message.splitlines()[0] if error.server_message else f"HTTP {status}"
         raise HubError(f"The Hugging Face Hub at {endpoint} refused the request ({server}).") from None
     except ValueError as error:

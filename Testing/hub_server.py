@@ -10,8 +10,8 @@ Downloads (``snapshot_download`` / ``hf_hub_download``):
 * ``HEAD``/``GET /{repo}/resolve/{rev}/{file}`` with ``X-Repo-Commit``, ``ETag`` and ``Content-Length``,
 * 404 with ``X-Error-Code: RepoNotFound`` / ``RevisionNotFound`` / ``EntryNotFound`` as the real Hub does.
 
-Uploads (``create_repo``, ``create_branch``, ``upload_folder``), each needing ``Authorization: Bearer TOKEN`` with a
-token of :attr:`HubServer.tokens` (401 without or with an unknown one, 403 outside the token's namespace):
+Uploads (``create_repo``, ``create_branch``, ``upload_folder``), each needing ``Authorization: Bearer TOKEN``
+with a token of :attr:`HubServer.tokens` (401 without or with an unknown one, 403 outside the token's namespace):
 
 * ``POST /api/repos/create`` ``{"name", "organization", "visibility"?}`` → ``{"url"}``, 409 if it exists; a new
   repo has one commit on ``main`` holding ``.gitattributes``, as on the Hub,
@@ -100,7 +100,7 @@ class HubServer:
         return self.commit(repo_id, branch, files, f"Add {Path(folder).name}")
 
     def commit(self, repo_id: str, branch: str, files: dict[str, bytes], message: str) -> str:
-        """Make a commit of ``files`` (replacing the whole tree) on ``branch`` of an existing repo; return its id."""
+        """Commit ``files`` (the whole new tree) on ``branch`` of an existing repo; return the commit id."""
         parent = self.refs[repo_id].get(branch, "")
         tree = {name: git_blob_id(data) for name, data in sorted(files.items())}
         commit = hashlib.sha1(json.dumps({"parent": parent, "tree": tree}).encode()).hexdigest()
@@ -134,7 +134,7 @@ class HubServer:
         return commit, self.repos[repo_id][commit]
 
     def listing(self, filters: list[str], search: str) -> list[dict]:
-        """Public repos carrying every tag of ``filters`` whose id contains ``search``, as ``/api/models`` lists them."""
+        """Public repos with every tag of ``filters`` and ``search`` in their id, as ``/api/models`` lists them."""
         found = []
         for repo_id in sorted(self.repos):
             if repo_id in self.private or "main" not in self.refs[repo_id]:
@@ -215,8 +215,9 @@ def _make_handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
                 if not self._may_write(repo_id):
                     return None
                 if repo_id in hub.repos:  # the Hub's 409 carries the url too; create_repo(exist_ok=True) reads it
-                    body = json.dumps({"error": "You already created this model repo", "url": f"{hub.url}/{repo_id}"})
-                    return self._send(body.encode(), {"X-Error-Code": "RepoExists", "Content-Type": "application/json"},
+                    body = {"error": "You already created this model repo", "url": f"{hub.url}/{repo_id}"}
+                    return self._send(json.dumps(body).encode(), {"X-Error-Code": "RepoExists",
+                                                                  "Content-Type": "application/json"},
                                       True, HTTPStatus.CONFLICT)
                 hub.repos[repo_id], hub.refs[repo_id] = {}, {}
                 hub.commit(repo_id, "main", {".gitattributes": GITATTRIBUTES}, "initial commit")
@@ -244,10 +245,10 @@ def _make_handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
                 return self._error("RevisionNotFound")
             current = hub.repos[repo_id][refs[revision]]
             if match["kind"] == "preupload":
-                files = json.loads(body)["files"]
+                paths = [entry["path"] for entry in json.loads(body)["files"]]
                 return self._json({"files": [
-                    {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False,
-                     "oid": git_blob_id(current[f["path"]]) if f["path"] in current else None} for f in files]}, True)
+                    {"path": path, "uploadMode": "regular", "shouldIgnore": False,
+                     "oid": git_blob_id(current[path]) if path in current else None} for path in paths]}, True)
             lines = [json.loads(line) for line in body.splitlines() if line.strip()]
             header = next(line["value"] for line in lines if line["key"] == "header")
             files = dict(current)
@@ -255,7 +256,8 @@ def _make_handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
                 if line["key"] == "file":
                     files[line["value"]["path"]] = base64.b64decode(line["value"]["content"])
                 elif line["key"] != "header":
-                    return self._error("BadRequest", HTTPStatus.BAD_REQUEST, f"unsupported operation {line['key']}")
+                    return self._error("BadRequest", HTTPStatus.BAD_REQUEST,
+                                       f"unsupported operation {line['key']}")
             commit = hub.commit(repo_id, revision, files, header["summary"])
             return self._json({"commitUrl": f"{hub.url}/{repo_id}/commit/{commit}", "commitOid": commit,
                                "pullRequestUrl": None}, True)

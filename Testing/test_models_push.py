@@ -1,5 +1,5 @@
-"""Publishing and finding models: ``models push`` / ``search`` / ``card`` with the real huggingface_hub client against
-Testing/hub_server.py on 127.0.0.1, Hub-standard cards, and one sentence for each failure."""
+"""Publishing and finding models: ``models push`` / ``search`` / ``card`` with the real huggingface_hub client
+against Testing/hub_server.py on 127.0.0.1, Hub-standard cards, and one sentence for each failure."""
 
 from __future__ import annotations
 
@@ -49,8 +49,8 @@ def server(tmp_path, monkeypatch):
 
 
 def _cli(*args, **env):
-    return subprocess.run([sys.executable, "-m", "SPECTDenoiseLib", *map(str, args)], capture_output=True, text=True,
-                          env={**os.environ, **env}, cwd=REPOSITORY, timeout=180, check=False)
+    return subprocess.run([sys.executable, "-m", "SPECTDenoiseLib", *map(str, args)], capture_output=True,
+                          text=True, env={**os.environ, **env}, cwd=REPOSITORY, timeout=180, check=False)
 
 
 def _one_sentence(result, code: int, text: str) -> None:
@@ -75,7 +75,8 @@ def test_pushed_model_is_found_downloaded_byte_identical_and_denoises_like_the_f
     assert server.messages[commit].startswith("Upload tiny, trained on 3 test pairs")
 
     found = json.loads(_cli("models", "search", "--json").stdout)
-    assert [(row["id"], row["revision"], row["pin"]) for row in found] == [("org/tiny", commit, f"org/tiny@{commit}")]
+    assert [(row["id"], row["revision"], row["pin"]) for row in found] == [
+        ("org/tiny", commit, f"org/tiny@{commit}")]
 
     downloaded = json.loads(_cli("models", "download", f"org/tiny@{commit}", "--json").stdout)["folder"]
     for name in ("config.json", "model.safetensors", "README.md"):
@@ -85,7 +86,8 @@ def test_pushed_model_is_found_downloaded_byte_identical_and_denoises_like_the_f
     for model, output in ((package, "local.nrrd"), (f"org/tiny@{commit}", "hub.nrrd")):
         result = _cli("denoise", tmp_path / "spect.nrrd", "-o", tmp_path / output, "--model", model)
         assert result.returncode == 0, result.stderr
-    local, pinned = (sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / name))) for name in ("local.nrrd", "hub.nrrd"))
+    local, pinned = (sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / name)))
+                     for name in ("local.nrrd", "hub.nrrd"))
     np.testing.assert_array_equal(local, pinned)
 
 
@@ -154,16 +156,19 @@ def test_push_to_an_unreachable_hub(server, tmp_path, monkeypatch):
         hub.push_model(hub_package(tmp_path / "tiny"), "org/tiny")
 
 
-def test_a_hub_that_never_answers_times_out_instead_of_hanging(server, monkeypatch):
+@pytest.mark.parametrize("action", ["search", "push"])
+def test_a_hub_that_never_answers_times_out_instead_of_hanging(tmp_path, action):
+    command = ["models", "search"]
+    if action == "push":
+        command = ["models", "push", hub_package(tmp_path / "tiny"), "org/tiny"]
     with socket.socket() as silent:  # accepts connections (kernel backlog) but never answers
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)
-        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{silent.getsockname()[1]}")
-        monkeypatch.setenv("SPECTDENOISE_HUB_TIMEOUT", "1")
         started = time.monotonic()
-        with pytest.raises(HubError, match="did not answer within 1 s"):
-            hub.search_models()
-        assert time.monotonic() - started < 10
+        result = _cli(*command, HF_ENDPOINT=f"http://127.0.0.1:{silent.getsockname()[1]}", HF_TOKEN=TOKEN,
+                      SPECTDENOISE_HUB_TIMEOUT="2", HF_HUB_OFFLINE="")
+    _one_sentence(result, HubError.exit_code, "cannot be reached or did not answer within 2 s")
+    assert time.monotonic() - started < 60
 
 
 def test_search_offline_is_one_sentence_with_exit_5():
@@ -172,21 +177,23 @@ def test_search_offline_is_one_sentence_with_exit_5():
 
 
 def test_search_with_the_hub_down_is_one_sentence_with_exit_5():
-    result = _cli("models", "search", HF_ENDPOINT=_closed_port_url(), HF_HUB_OFFLINE="")
-    _one_sentence(result, HubError.exit_code, "cannot be reached; check the network connection")
+    result = _cli("models", "search", HF_ENDPOINT=_closed_port_url(), HF_HUB_OFFLINE="",
+                  SPECTDENOISE_HUB_TIMEOUT="2")
+    _one_sentence(result, HubError.exit_code, "cannot be reached")
 
 
 def test_card_without_hub_metadata_is_refused_before_any_request(server, tmp_path):
     package = make_package(tmp_path / "tiny", "unet25d")
     result = _cli("models", "push", package, "org/tiny")
-    _one_sentence(result, ModelError.exit_code, "lacks Hub metadata: license, library_name, the tag 'spectdenoise'")
+    _one_sentence(result, ModelError.exit_code,
+                  "lacks Hub metadata: license, library_name, the tag 'spectdenoise'")
     assert server.requests == []
 
 
 def test_card_with_invalid_yaml_is_refused(server, tmp_path):
     package = hub_package(tmp_path / "tiny")
     (package / "README.md").write_text("---\nlicense: [apache-2.0\n---\n# tiny\n")
-    with pytest.raises(ModelError, match="has invalid Hub metadata .*regenerate it with: spectdenoise models card"):
+    with pytest.raises(ModelError, match="invalid Hub metadata .*regenerate it with: spectdenoise models card"):
         hub.push_model(package, "org/tiny")
 
 

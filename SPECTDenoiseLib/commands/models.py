@@ -24,9 +24,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     download = actions.add_parser("download", help="download a model into the Hugging Face cache")
     download.add_argument("model", metavar="ID[@REVISION]", help="catalogue name or org/name[@revision]")
     push = actions.add_parser("push", help="upload a model package to a Hugging Face Hub repo; prints the commit",
-                              description="Upload config.json, model.safetensors and README.md of a model package "
-                                          "in one commit (the repo and branch are created if needed); the token is "
-                                          "read from the environment. Prints the commit id to pin.")
+                              description="Upload config.json, model.safetensors and README.md of a model "
+                                          "package in one commit (the repo and branch are created if needed); the "
+                                          "token is read from the environment. Prints the commit id to pin.")
     push.add_argument("folder", metavar="FOLDER", help="the model package folder")
     push.add_argument("repo_id", metavar="ORG/NAME", help="the Hub repo to upload to")
     push.add_argument("--revision", default="main", metavar="BRANCH", help="branch to commit to (default: main)")
@@ -37,7 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                 description=f"List Hub models tagged '{PROJECT_TAG}' (and every --tag), newest "
                                             "first, with the commit to pin.")
     search.add_argument("text", nargs="?", metavar="TEXT", help="part of the repo id")
-    search.add_argument("--tag", action="append", default=[], help="also require this tag (repeatable), e.g. tc-99m")
+    search.add_argument("--tag", action="append", default=[],
+                        help="also require this tag (repeatable), e.g. tc-99m")
     search.add_argument("--limit", type=int, default=50, help="at most this many models (default: 50)")
     card = actions.add_parser("card", help="write a package's Hub metadata into its model card",
                               description="Rewrite the YAML metadata of FOLDER/README.md (licence, library, tags, "
@@ -45,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                           "its '- Data:' line and the benchmark results; the Markdown is kept.")
     card.add_argument("folder", metavar="FOLDER", help="the model package folder")
     card.add_argument("--results", default=None, metavar="DIR",
-                      help="folder of quality*.json benchmark results (default: benchmarks/results of the repository)")
+                      help="folder of quality*.json benchmark results (default: benchmarks/results)")
     for action in (listing, info, download, push, search, card):
         action.add_argument("--json", action="store_true", help="print JSON instead of text")
     parser.set_defaults(func=run)
@@ -55,8 +56,8 @@ def metadata_summary(metadata: dict[str, Any]) -> str:
     """One line per Hub fact of a card's metadata: licence, tags, training data and benchmark results."""
     if not metadata:
         return "hub metadata: none (add it with: spectdenoise models card FOLDER)"
-    lines = [f"hub metadata: licence {metadata.get('license')}, library {metadata.get('library_name')}, "
-             f"tags {', '.join(metadata.get('tags') or [])}",
+    lines = [(f"hub metadata: licence {metadata.get('license')}, library {metadata.get('library_name')}, "
+              f"tags {', '.join(metadata.get('tags') or [])}"),
              f"training data: {metadata.get('training_data', 'unspecified')}"]
     for entry in metadata.get("model-index") or []:
         for result in entry.get("results", []):
