@@ -110,7 +110,7 @@ def test_leftover_of_a_killed_writer_is_removed_by_the_next_run(tmp_path, study)
         [sys.executable, "-c", ("import sys, time; from SPECTDenoiseLib.io import atomic_output\n"
          "with atomic_output(sys.argv[1]) as partial:\n    print(partial, flush=True); time.sleep(60)"),
          study["output"]], cwd=REPOSITORY, stdout=subprocess.PIPE, text=True)
-    leftover = Path(writer.stdout.readline().strip())
+    leftover = Path(writer.stdout.readline().strip()).parent  # the writer's staging folder
     writer.kill()
     writer.communicate(timeout=30)
     assert leftover.exists() and leftover.name.startswith(PARTIAL_PREFIX)
