@@ -105,6 +105,8 @@ def reconstruct_acquisitions(projector: SPECTProjector, acquisitions: Sequence[t
 
 
 RECONSTRUCTIONS = ("osem-rr", "osem", "fbp")
+MAX_TOTAL_COUNTS = 1e10
+"""Far above any real acquisition; Poisson draws of larger expectations overflow."""
 SCATTER_CORRECTIONS = ("exact", "window", "none")
 
 
@@ -148,8 +150,9 @@ class ScanProtocol:
 
     def check(self) -> None:
         """Raise InputError naming the first setting out of range."""
-        if not self.total_counts > 0:
-            raise InputError(f"The total counts must be positive (got {self.total_counts}).")
+        if not 0 < self.total_counts <= MAX_TOTAL_COUNTS:
+            raise InputError(f"The total counts must be positive and at most {MAX_TOTAL_COUNTS:.0e} "
+                             f"(got {self.total_counts}).")
         if self.angles < 2 or not 1 <= self.subsets <= self.angles or self.iterations < 1:
             raise InputError(f"Need ≥ 2 angles, 1 ≤ subsets ≤ angles and ≥ 1 iteration "
                              f"(got {self.angles}, {self.subsets}, {self.iterations}).")
@@ -209,7 +212,10 @@ class ScanSimulator:
         self.preset = preset
         self.mu_map = mu_map
         self.padding = _square_padding(activity.shape)
-        padded = np.pad(activity, self.padding)
+        # Project activity ÷ its maximum so float32 never overflows or underflows whatever the input's units;
+        # images are multiplied back in ``reconstruct``.
+        self.activity_unit = float(activity.max(initial=0.0, where=np.isfinite(activity)))
+        padded = np.pad(activity / self.activity_unit, self.padding)
         padded_mu = np.pad(mu_map, self.padding)
         self.orbit_radius_mm = orbit_radius_mm((padded > 0.01 * padded.max()) | (padded_mu > 0), spacing)
         view_angles = protocol.start_deg + np.linspace(0.0, protocol.arc_deg, int(protocol.angles), endpoint=False)
@@ -277,7 +283,7 @@ class ScanSimulator:
                 estimate = estimate.clamp_min(0.0) * cylinder_mask(self._plain.shape, estimate.device)
             else:
                 estimate = self._osem.reconstruct(acquisition.counts, int(protocol.iterations), additive, progress)
-        image = (estimate / scale).cpu().numpy()
+        image = (estimate.double() * (self.activity_unit / scale)).cpu().numpy()
         if protocol.postfilter_fwhm_mm > 0:
             image = ndimage.gaussian_filter(image, [protocol.postfilter_fwhm_mm / 2.355 / s for s in self.spacing_mm])
         return np.maximum(_crop(image, self.padding), 0.0).astype(np.float32)  # FFT blurs leave tiny negatives

@@ -13,8 +13,8 @@ from SPECTDenoiseLib.dataset import FamilyPlan, case_settings, generate_dataset
 from SPECTDenoiseLib.errors import InputError
 
 QUICK = {
-    "iec": FamilyPlan(1.0, (9.0, 10.0), ("Tc99m-LEHR", "I123-LEGP"), (2e5, 4e5)),
-    "mouse": FamilyPlan(1.0, (1.4, 1.5), ("Tc99m-uSPECT",), (2e5, 4e5)),
+    "iec": FamilyPlan(1.0, (9.0, 10.0), ("Tc99m-LEHR", "I123-LEGP"), (2e6, 4e6)),
+    "mouse": FamilyPlan(1.0, (1.4, 1.5), ("Tc99m-uSPECT",), (2e6, 4e6)),
 }
 
 

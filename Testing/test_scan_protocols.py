@@ -93,3 +93,17 @@ def test_simulate_pair_returns_the_noise_free_reference_on_request():
     assert result.settings["reconstruction"] == "osem"
     assert simulate_pair(cylinder(), SPACING, fractions=(0.5,), total_counts=5e5, angles=24,
                          subsets=4).noise_free is None
+
+
+@pytest.mark.parametrize("factor", [1e-40, 1e36])
+def test_any_units_of_activity_give_the_same_image_in_those_units(factor):
+    reference = scan().noise_free()
+    protocol = ScanProtocol(total_counts=2e6, angles=48, subsets=4)
+    scaled = ScanSimulator(cylinder(factor), SPACING, cylinder(0.0), "Tc99m-LEHR", protocol).noise_free()
+    assert np.isfinite(scaled).all()
+    np.testing.assert_allclose(scaled / factor, reference, rtol=1e-3, atol=1e-4)
+
+
+def test_absurd_total_counts_are_refused():
+    with pytest.raises(InputError, match="at most"):
+        ScanSimulator(cylinder(), SPACING, None, "Tc99m-LEHR", ScanProtocol(total_counts=1e30))

@@ -150,11 +150,14 @@ def _card_name(body: str, folder: Path) -> str:
 
 
 def _reproduce(settings: TrainSettings) -> str:
-    """The command that repeats this run: ``train`` with its settings file, or ``finetune`` with its options."""
+    """The command that repeats this run: ``train`` with its shipped settings file (which names any starting
+    weights), else ``finetune`` with its options."""
+    shipped = Path("benchmarks", "training", f"{settings.name}.json")
+    if (REPOSITORY / shipped).is_file():
+        start = f" (starting weights: `{_shown(settings.initial_weights)}`)" if settings.initial_weights else ""
+        return f"`spectdenoise train --config {shipped}`{start}"
     if not settings.initial_weights:
-        shipped = Path("benchmarks", "training", f"{settings.name}.json")
-        return (f"`spectdenoise train --config {shipped}`" if (REPOSITORY / shipped).is_file()
-                else "`spectdenoise train --config SETTINGS.json` with the settings above")
+        return "`spectdenoise train --config SETTINGS.json` with the settings above"
     start = _shown(settings.initial_weights) if Path(settings.initial_weights).is_dir() else settings.initial_weights
     return (f"`spectdenoise finetune --model {start} --data {' '.join(map(_shown, settings.data))} -o OUTPUT "
             f"--steps {settings.steps} --learning-rate {settings.learning_rate:g} --batch-size {settings.batch_size} "
