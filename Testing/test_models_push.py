@@ -221,7 +221,7 @@ def test_card_refresh_keeps_the_body_and_adds_the_benchmark_results(tmp_path):
     results = {(r["dataset"]["config"], m["type"]): m["value"]
                for r in metadata["model-index"][0]["results"] for m in r["metrics"]}
     assert (results[("10pct-counts", "nrmse")], results[("10pct-counts", "psnr")],
-            results[("10pct-counts", "ssim")]) == (0.302, 34.5, 0.838)  # BENCHMARKS.md, spect-unet25d at 10 %
+            results[("10pct-counts", "ssim")]) == (0.261, 37.8, 0.935)  # BENCHMARKS.md quick, spect-unet25d at 10 %
 
 
 @pytest.mark.parametrize("folder", SHIPPED, ids=[folder.name for folder in SHIPPED])
@@ -237,4 +237,5 @@ def test_info_shows_the_hub_metadata():
     result = _cli("models", "info", "spect-unet25d")
     assert result.returncode == 0, result.stderr
     assert "hub metadata: licence apache-2.0, library spectdenoise" in result.stdout
-    assert "benchmark: SPECTDenoise held-out simulated SPECT (6 cases, 10 % counts): nrmse 0.302" in result.stdout
+    assert ("benchmark: SPECTDenoise benchmark (quick), noise-free reference (2 cases, 20 noise draws, 10 % counts): "
+            "nrmse 0.261") in result.stdout

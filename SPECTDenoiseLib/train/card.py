@@ -100,26 +100,41 @@ def with_metadata(body: str, metadata) -> str:
 
 
 def benchmark_results(results: Path, name: str) -> list:
-    """``huggingface_hub.EvalResult`` rows of model ``name`` in the quality benchmark files of ``results``: mean
-    NRMSE, PSNR (dB) and SSIM in the body over the held-out cases at each count level (as BENCHMARKS.md)."""
-    from huggingface_hub import EvalResult
-
+    """``huggingface_hub.EvalResult`` rows of model ``name``: NRMSE, PSNR (dB) and SSIM in the body per count level,
+    from the benchmark summaries (``summary_<mode>.json``: noise-free reference, repeated noise draws) when they
+    hold ``name``, else from the retired ``quality*.json`` files (full-count reference, one draw per case)."""
+    rows = []
+    for path in sorted(Path(results).glob("summary_*.json")):
+        summary = json.loads(path.read_text(encoding="utf-8"))
+        for fraction, values in sorted(summary["methods"].get(name, {}).items(), key=lambda item: float(item[0])):
+            counts = f"{100 * float(fraction):.0f} % counts"
+            dataset = (f"SPECTDenoise benchmark ({summary['mode']}), noise-free reference ({values['cases']} cases, "
+                       f"{values['draws']} noise draws, {counts})")
+            rows += _eval_rows(dataset, counts, values)
+    if rows:
+        return rows
     records = [record for path in sorted(Path(results).glob("quality*.json"))
                for record in json.loads(path.read_text(encoding="utf-8"))["records"] if record["method"] == name]
     by_fraction = defaultdict(list)
     for record in records:
         by_fraction[record["fraction"]].append(record)
-    rows = []
     for fraction, group in sorted(by_fraction.items()):
         counts = f"{100 * fraction:.0f} % counts"
         dataset = f"SPECTDenoise held-out simulated SPECT ({len({r['case'] for r in group})} cases, {counts})"
-        for metric, key, digits in (("nrmse", "nrmse", 3), ("psnr", "psnr_db", 1), ("ssim", "ssim", 3)):
-            value = round(sum(r[key] for r in group) / len(group), digits)
-            rows.append(EvalResult(
-                task_type="image-to-image", task_name="Low-count SPECT denoising", dataset_type="simulated-spect",
-                dataset_name=dataset, dataset_config=counts.replace(" % ", "pct-"), dataset_split="test",
-                metric_type=metric, metric_name=f"{metric.upper()} in the body at {counts}", metric_value=value))
+        means = {key: sum(r[key] for r in group) / len(group) for key in ("nrmse", "psnr_db", "ssim")}
+        rows += _eval_rows(dataset, counts, means)
     return rows
+
+
+def _eval_rows(dataset: str, counts: str, values: dict) -> list:
+    """EvalResult rows of one benchmark table cell (``values`` holds nrmse, psnr_db and ssim)."""
+    from huggingface_hub import EvalResult
+
+    return [EvalResult(task_type="image-to-image", task_name="Low-count SPECT denoising",
+                       dataset_type="simulated-spect", dataset_name=dataset,
+                       dataset_config=counts.replace(" % ", "pct-"), dataset_split="test", metric_type=metric,
+                       metric_name=f"{metric.upper()} in the body at {counts}", metric_value=round(values[key], digits))
+            for metric, key, digits in (("nrmse", "nrmse", 3), ("psnr", "psnr_db", 1), ("ssim", "ssim", 3))]
 
 
 def refresh_card(folder: str | Path, results: Path | None = BENCHMARK_RESULTS) -> Path:
