@@ -20,6 +20,7 @@ depend on lesions. One case is held in memory at a time; the manifest is rewritt
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -31,7 +32,7 @@ import numpy as np
 
 from .errors import InputError, OutputError
 from .io import array_to_image, atomic_output, write_volume
-from .phantoms import make_phantom, phantom_images
+from .phantoms import Phantom, make_phantom, phantom_images
 from .phantoms.variation import with_hot_lesions, with_texture
 from .simulate import ScanProtocol, ScanSimulator
 from .simulation import get_collimator, hu_to_mu
@@ -135,6 +136,19 @@ def _complete(out_dir: Path, entry: dict) -> bool:
     return all((out_dir / p).exists() for p in paths)
 
 
+def case_phantom(family: str, seed: int, voxel_mm: float, collimator: str, extra_lesions: int, texture: float,
+                 rng: np.random.Generator) -> Phantom:
+    """A case's phantom: the family's phantom for ``seed``, ``extra_lesions`` added hot lesions and a ``texture``
+    (0 = none) drawn from ``rng``, with its μ-map and collimator set to ``collimator``'s."""
+    phantom = make_phantom(family, seed=seed, voxel_mm=voxel_mm)
+    if extra_lesions:
+        phantom = with_hot_lesions(phantom, rng, extra_lesions)
+    if texture > 0:
+        phantom = with_texture(phantom, rng, texture)
+    return dataclasses.replace(phantom, collimator=collimator,
+                               mu_map=hu_to_mu(phantom.ct, get_collimator(collimator)))
+
+
 def simulate_case(settings: dict, out_dir: str | os.PathLike) -> dict:
     """Simulate one case described by ``settings`` (see :func:`case_settings`), write its volumes under
     ``out_dir/<id>/`` and return its manifest entry."""
@@ -142,12 +156,9 @@ def simulate_case(settings: dict, out_dir: str | os.PathLike) -> dict:
     case_dir = out_dir / settings["id"]
     case_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(settings["seed"])
-    phantom = make_phantom(settings["family"], seed=settings["seed"], voxel_mm=settings["voxel_mm"])
-    phantom = with_hot_lesions(phantom, rng, settings["extra_lesions"])
-    if settings["texture"] > 0:
-        phantom = with_texture(phantom, rng, settings["texture"])
-    mu_map = hu_to_mu(phantom.ct, get_collimator(settings["collimator"]))
-    scan = ScanSimulator(phantom.activity, phantom.spacing_mm, mu_map, settings["collimator"],
+    phantom = case_phantom(settings["family"], settings["seed"], settings["voxel_mm"], settings["collimator"],
+                           settings["extra_lesions"], settings["texture"], rng)
+    scan = ScanSimulator(phantom.activity, phantom.spacing_mm, phantom.mu_map, settings["collimator"],
                          ScanProtocol(**settings["protocol"]))
     images = phantom_images(phantom)
     reference = images["activity"]

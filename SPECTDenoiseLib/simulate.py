@@ -97,11 +97,17 @@ def reconstruct_acquisitions(projector: SPECTProjector, acquisitions: Sequence[t
 
         additive = None if background is None else background * (scale * fraction)
         estimate = osem.reconstruct(counts, int(iterations), additive, step)
-        image = (estimate / (scale * fraction)).cpu().numpy()
-        if postfilter_fwhm_mm > 0:
-            image = ndimage.gaussian_filter(image, [postfilter_fwhm_mm / 2.355 / s for s in projector.spacing_mm])
-        images.append(np.maximum(image, 0.0).astype(np.float32))  # FFT blurs leave tiny negative values
+        images.append(_finished((estimate / (scale * fraction)).cpu().numpy(), postfilter_fwhm_mm,
+                                projector.spacing_mm))
     return images
+
+
+def _finished(image: np.ndarray, postfilter_fwhm_mm: float, spacing_mm: Sequence[float]) -> np.ndarray:
+    """A reconstruction as written: Gaussian post-filtered (if FWHM > 0), negatives set to 0 (FFT blurs leave
+    tiny ones), float32."""
+    if postfilter_fwhm_mm > 0:
+        image = ndimage.gaussian_filter(image, [postfilter_fwhm_mm / 2.355 / s for s in spacing_mm])
+    return np.maximum(image, 0.0).astype(np.float32)
 
 
 RECONSTRUCTIONS = ("osem-rr", "osem", "fbp")
@@ -214,7 +220,7 @@ class ScanSimulator:
         self.padding = _square_padding(activity.shape)
         # Project activity ÷ its maximum so float32 never overflows or underflows whatever the input's units;
         # images are multiplied back in ``reconstruct``.
-        self.activity_unit = float(activity.max(initial=0.0, where=np.isfinite(activity)))
+        self.activity_unit = float(activity.max())  # finite and positive: checked above
         padded = np.pad(activity / self.activity_unit, self.padding)
         padded_mu = np.pad(mu_map, self.padding)
         self.orbit_radius_mm = orbit_radius_mm((padded > 0.01 * padded.max()) | (padded_mu > 0), spacing)
@@ -284,9 +290,8 @@ class ScanSimulator:
             else:
                 estimate = self._osem.reconstruct(acquisition.counts, int(protocol.iterations), additive, progress)
         image = (estimate.double() * (self.activity_unit / scale)).cpu().numpy()
-        if protocol.postfilter_fwhm_mm > 0:
-            image = ndimage.gaussian_filter(image, [protocol.postfilter_fwhm_mm / 2.355 / s for s in self.spacing_mm])
-        return np.maximum(_crop(image, self.padding), 0.0).astype(np.float32)  # FFT blurs leave tiny negatives
+        finished = _finished(image, protocol.postfilter_fwhm_mm, self.spacing_mm)
+        return np.ascontiguousarray(_crop(finished, self.padding))
 
     def noise_free(self) -> np.ndarray:
         """Reconstruction of the expected full-count projections with the same settings (computed once)."""

@@ -28,10 +28,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from SPECTDenoiseLib.dataset import SEED_STRIDE, case_settings
+from SPECTDenoiseLib.dataset import case_phantom as dataset_case_phantom
 from SPECTDenoiseLib.phantoms import Phantom, make_phantom
-from SPECTDenoiseLib.phantoms.variation import with_hot_lesions, with_texture
 from SPECTDenoiseLib.simulate import ScanProtocol, ScanSimulator
-from SPECTDenoiseLib.simulation import get_collimator, hu_to_mu
 from SPECTDenoiseLib.train.data import lesion_labels
 
 from stats import interior, region_kind
@@ -148,12 +147,8 @@ def ood_cases(names: tuple[str, ...] | None = None, run_seed: int = BENCHMARK_RU
 
 def case_phantom(case: Case) -> Phantom:
     """The case's phantom with its variation, μ-map at its collimator's photopeak (as the dataset generator)."""
-    rng = np.random.default_rng(case.seed)
-    phantom = make_phantom(case.family, seed=case.seed, voxel_mm=case.voxel_mm)
-    phantom = with_hot_lesions(phantom, rng, case.extra_lesions) if case.extra_lesions else phantom
-    phantom = with_texture(phantom, rng, case.texture) if case.texture > 0 else phantom
-    return dataclasses.replace(phantom, collimator=case.collimator,
-                               mu_map=hu_to_mu(phantom.ct, get_collimator(case.collimator)))
+    return dataset_case_phantom(case.family, case.seed, case.voxel_mm, case.collimator, case.extra_lesions,
+                                case.texture, np.random.default_rng(case.seed))
 
 
 def lesion_regions(phantom: Phantom) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
