@@ -41,9 +41,9 @@ def lesion_labels(label_names: dict) -> tuple[int, ...]:
 
 def cold_labels(label_names: dict) -> tuple[int, ...]:
     """Lesion-like label values that are cold (names with "cold" or "defect")."""
+    lesions = set(lesion_labels(label_names))
     return tuple(sorted(int(value) for value, name in label_names.items()
-                        if int(value) in lesion_labels(label_names)
-                        and any(word in str(name).lower() for word in COLD_WORDS)))
+                        if int(value) in lesions and any(word in str(name).lower() for word in COLD_WORDS)))
 
 
 @dataclasses.dataclass(frozen=True)
