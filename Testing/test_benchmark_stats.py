@@ -14,10 +14,14 @@ from stats import (  # noqa: E402
     VoxelEnsemble,
     bootstrap_ci,
     contrast_recovery,
+    coverage,
+    error_ranking_ratio,
     recovery_coefficient,
     region_kind,
     region_values,
+    reliability_curve,
     spatial_cov,
+    uncertainty_agreement,
 )
 
 
@@ -81,3 +85,53 @@ def test_one_draw_has_no_ensemble_noise():
 ])
 def test_region_kind_groups_labels_by_what_they_are(name, truth, expected):
     assert region_kind(name, truth, true_background=1.0) == expected
+
+
+def test_coverage_counts_errors_within_k_sigma():
+    variance, error = np.full(4, 4.0), np.array([0.5, -1.9, 2.5, -4.1])
+    assert coverage(variance, error, 1.0) == pytest.approx(50.0)
+    assert coverage(variance, error, 2.0) == pytest.approx(75.0)
+
+
+def test_error_ranking_ratio_is_top_decile_over_bottom_half_of_mean_absolute_error():
+    score = np.arange(1000.0)
+    error = -score  # |error| grows with the score
+    assert error_ranking_ratio(score, error) == pytest.approx(np.mean(np.arange(900, 1000)) / np.mean(np.arange(500)))
+    assert error_ranking_ratio(-score, error) < 1
+
+
+def test_reliability_curve_of_a_calibrated_variance_lies_on_the_diagonal():
+    rng = np.random.default_rng(0)
+    sigma = rng.lognormal(0, 1, 200_000)
+    curve = reliability_curve(sigma ** 2, sigma * rng.normal(size=sigma.size), scale=2.0)
+    assert len(curve["sigma_rms"]) == 10 and curve["sigma_rms"] == sorted(curve["sigma_rms"])
+    np.testing.assert_allclose(curve["error_rms"], curve["sigma_rms"], rtol=0.05)
+
+
+def test_uncertainty_agreement_of_a_calibrated_variance_against_uninformative_intensity():
+    rng = np.random.default_rng(1)
+    shape = (20, 50, 50)
+    reference = np.full(shape, 10.0)
+    sigma = rng.lognormal(0, 0.7, shape)
+    denoised = reference + sigma * rng.normal(size=shape)
+    body = np.zeros(shape, dtype=bool)
+    body[:, 5:45, 5:45] = True
+    result = uncertainty_agreement(sigma ** 2, denoised, reference, body)
+    assert result["coverage_1sigma_pct"] == pytest.approx(68.3, abs=1.0)
+    assert result["coverage_2sigma_pct"] == pytest.approx(95.4, abs=0.6)
+    assert result["error_ratio_variance"] > 3 and result["error_ratio_quotient"] > 1.5
+    assert result["error_ratio_quotient"] == pytest.approx(
+        result["error_ratio_variance"] / result["error_ratio_intensity"])
+    assert result["spearman_variance_vs_squared_error"] > 0.3
+    assert result["reliability"]["sigma_rms"][-1] > 10  # in % of the reference body mean (10)
+
+
+def test_uncertainty_agreement_says_when_the_variance_ranks_no_better_than_intensity():
+    rng = np.random.default_rng(2)
+    shape = (20, 40, 40)
+    reference = rng.uniform(1, 20, shape)
+    denoised = reference + 0.1 * reference * rng.normal(size=shape)  # error grows with brightness
+    body = np.ones(shape, dtype=bool)
+    result = uncertainty_agreement(rng.uniform(0.5, 2, shape), denoised, reference, body)  # variance: noise
+    assert result["error_ratio_intensity"] > 2
+    assert result["error_ratio_quotient"] < 0.6

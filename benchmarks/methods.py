@@ -28,6 +28,12 @@ def load_models(specs: list[str] | None, default_only: bool = False) -> dict[str
     return {model_name(spec): load_model(spec.split("=", 1)[-1], device="cpu") for spec in specs}
 
 
+def variance_scale(model: LoadedModel) -> float:
+    """The calibration factor a diffusion model's config applies to its sample variance
+    (``diffusion.variance_scale``, fitted by ``calibrate_variance.py``; 1 when the config has none)."""
+    return float((model.config.diffusion or {}).get("variance_scale", 1.0))
+
+
 def image_on_grid(array: np.ndarray, spacing_mm: tuple[float, float, float]) -> sitk.Image:
     """A float32 image of ``array`` [z, y, x] with ``spacing_mm`` [z, y, x], origin 0, identity direction."""
     image = sitk.GetImageFromArray(np.ascontiguousarray(array, dtype=np.float32))

@@ -10,7 +10,8 @@ each thinned to the count fractions. Every method denoises every low-count draw;
   mean and CoV, from which ``report.py`` derives bias and SD against the noise-free values, recovery against
   the phantom's truth and confidence intervals;
 * for classical filters the tuned parameter and whether it was interior to the values tried; for diffusion
-  models how well the sample variance predicts the error.
+  models how well the sample variance describes the error (coverage, reliability curve, error ranking against
+  the intensity baseline: ``stats.uncertainty_agreement``).
 
 Per method and count level, the ensemble noise over draws (voxel SD ÷ mean in the background) is recorded too;
 the first draw of each in-distribution case also runs the robustness probes (``probes.py``) for every model.
@@ -19,7 +20,10 @@ Modes (the count of cases × draws for each table is written next to every numbe
 
 * ``--quick``: 2 in-distribution cases (the first IEC and torso of the benchmark sequence whose reconstruction
   costs at most 1.5 × a plain 4 mm IEC scan) × 10 draws at 10 % counts, 4 protocol variants × 3 draws, Gaussian
-  and TV, the catalogue's default model; about 15 minutes with ``--jobs 2`` on 2 idle cores.
+  and TV, the catalogue's default model; about 15 minutes with ``--jobs 2`` on 2 idle cores. A diffusion model
+  named with ``--models`` runs on the first 2 draws of the in-distribution cases and the first draw of the
+  variants, without probes (a few minutes more for a model that takes 1–2 min per 128³ volume); name the default
+  model too (``--models spect-unet25d ID``) to keep it in the tables.
 * full (default): 8 in-distribution cases × 10 draws at 10, 14, 25 and 50 % counts, all 11 protocol variants ×
   10 draws at 10 %, all four classical filters (NLM and BM4D on the first 3 draws at 10 %), every shipped model
   (diffusion models on the first 3 draws at 10 %); hours, best in the background.
@@ -70,7 +74,7 @@ from cases import (  # noqa: E402
     ood_cases,
     relative_cost,
 )
-from methods import load_models, run_model  # noqa: E402
+from methods import load_models, run_model, variance_scale  # noqa: E402
 from probes import run_probes  # noqa: E402
 from stats import VoxelEnsemble, region_values, spatial_cov, uncertainty_agreement  # noqa: E402
 
@@ -94,6 +98,8 @@ class Mode:
     baselines: tuple[str, ...]
     slow_draws: int = 0
     diffusion_draws: int = 3
+    ood_diffusion_draws: int = 3
+    diffusion_probes: bool = True
     default_only: bool = False
     run_seed: int = BENCHMARK_RUN_SEED
     ood_fractions: tuple[float, ...] = (0.1,)
@@ -104,7 +110,7 @@ class Mode:
 MODES = {
     "quick": Mode({"iec": 1, "torso": 1}, ("osem-no-rr", "fbp-butterworth-0.25", "window-scatter", "pytomography"),
                   (0.1,), draws=10, ood_draws=3, baselines=("gaussian", "tv"), diffusion_draws=2,
-                  default_only=True, max_cost=1.5),
+                  ood_diffusion_draws=1, diffusion_probes=False, default_only=True, max_cost=1.5),
     "full": Mode({"iec": 3, "torso": 2, "brain": 1, "cardiac": 1, "mouse": 1}, None, (0.1, 1 / 7, 0.25, 0.5),
                  draws=10, ood_draws=10, baselines=("gaussian", "tv", "nlm", "bm4d"), slow_draws=3),
     "validation": Mode({"iec": 2, "torso": 2, "brain": 1, "cardiac": 1, "mouse": 1}, (), (0.1, 0.25), draws=10,
@@ -162,6 +168,7 @@ def run_case(case: Case, mode: Mode, models: dict, config: dict, probes: bool) -
     ensembles: dict[tuple[str, str], VoxelEnsemble] = defaultdict(VoxelEnsemble)
     extra = scans.draw(draws) if extra_draw else None
     hot = {name: mask for name, mask in regions.items() if not info[name]["kind"].startswith("cold")}
+    diffusion_draws = mode.ood_diffusion_draws if case.ood else mode.diffusion_draws
 
     def add(method: str, key: str, output: np.ndarray, full: np.ndarray | None, details: dict) -> None:
         entry = draw_entry(output, noise_free, full, body, regions, background)
@@ -182,15 +189,17 @@ def run_case(case: Case, mode: Mode, models: dict, config: dict, probes: bool) -
                 add(name, key, output, full, {"parameter": tuning.parameter, "interior": tuning.interior,
                                               "tried": tuning.tried})
             for model_name, model in models.items():
-                if model.config.kind == "diffusion" and (draw >= mode.diffusion_draws or not slow_level):
+                diffusion = model.config.kind == "diffusion"
+                if diffusion and (draw >= diffusion_draws or not slow_level):
                     continue
                 t0 = time.perf_counter()
                 denoised, variance = run_model(model, low, phantom.ct, spacing, seed=draw)
                 details = {"seconds": round(time.perf_counter() - t0, 2)}
                 if variance is not None:
-                    details.update(uncertainty_agreement(variance, denoised - noise_free, body))
+                    details.update(uncertainty_agreement(variance, denoised, noise_free, body))
                 add(model_name, key, denoised, full, details)
-                if probes and draw == 0 and not case.ood and abs(fraction - PROBE_FRACTION) < 1e-6 and hot:
+                if (probes and draw == 0 and not case.ood and abs(fraction - PROBE_FRACTION) < 1e-6 and hot
+                        and (mode.diffusion_probes or not diffusion)):
                     record["probes"][model_name] = run_probes(
                         lambda spect, ct, model=model: run_model(model, spect, ct, spacing)[0],
                         low, phantom.ct, body, hot, spacing)
@@ -242,6 +251,8 @@ def main() -> None:
     output_dir.mkdir(parents=True, exist_ok=True)
     config = {"mode": mode_name, **dataclasses.asdict(mode),
               "models": {name: model_fingerprint(model) for name, model in models.items()},
+              "variance_scales": {name: variance_scale(model) for name, model in models.items()
+                                  if model.config.kind == "diffusion"},
               "probes": not args.no_probes}
     config = json.loads(json.dumps(config))
     cases = select_cases(mode, args.cases)

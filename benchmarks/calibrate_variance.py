@@ -1,0 +1,246 @@
+"""Fit a diffusion model's variance scale on validation cases and, with ``--write``, store it in its config.
+
+The sample variance of a diffusion model is an estimate of its squared error only up to a scale: few samples, an
+imperfect network and errors the samples do not see (the deterministic estimate's own bias) all make it too small
+or too large. This script runs the model on the first ``--cases`` in-distribution cases of the **validation**
+sequence (run seed 8, case seeds 8 000 000 + i, never the benchmark's: see ``cases.py``; with ``--max-cost``, as
+the quick mode, only cases whose reconstruction costs at most that many plain 4 mm IEC scans), ``--draws`` noise
+draws each at ``--fraction`` of the counts, and pools (variance, error against the noise-free reconstruction)
+over the body voxels (CT > −500 HU). Two scales c (the variance used is c × the model's current output) are fitted:
+
+* ``coverage``: the smallest c that puts 95 % of the voxels within 2 σ (c = 95th percentile of error² ÷ 4·variance);
+* ``mse``: mean squared error = c · mean variance (right on average, whatever the shape of the errors).
+
+``--method auto`` (default) takes the coverage fit when its 1 σ coverage lies in 60–75 %, else the MSE fit when
+its coverage lies in 60–75 % (1 σ) and 90–98 % (2 σ), else the coverage fit (the MSE fit when over 5 % of the
+voxels have zero variance and an error, so that no scale reaches 95 %) with a note that no single scale meets
+both targets (the variance map's shape, not only its scale, is off). Both fits and their coverages are reported.
+
+The stored value is ``diffusion.variance_scale`` = the current scale (1 when the config has none) × the fitted c,
+since ``denoise`` already applies the current one. It holds for the model's default samples and steps.
+
+Output: ``benchmarks/results/calibration_<model>.json`` (the fit, n = cases × draws × voxels, case and noise
+seeds, threads, load, time) and, with ``--write``, the model folder's ``config.json`` (atomically; only for a
+model folder or a shipped catalogue model, never a Hub download). Cost: the model's default sampling on
+cases × draws volumes plus their simulation; 2 × 2 at the default ``--max-cost 1.5`` is a few minutes for a
+model that takes 1–2 min per 128³ volume.
+
+Usage::
+
+    nice -n 10 python benchmarks/calibrate_variance.py MODEL [--cases 2] [--draws 2] [--write]
+
+Exit codes as the CLI's (docs/ERRORS.md): 3 bad option, 4 model problem (deterministic model, a config that does
+not accept the scale), 7 output problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPOSITORY))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from cases import VALIDATION_RUN_SEED, Case, CaseScans, case_phantom, in_distribution_cases  # noqa: E402
+from methods import load_models, model_name, run_model, variance_scale  # noqa: E402
+from probes import body_box  # noqa: E402
+from quality import MODES, RESULTS, fraction_key, model_fingerprint  # noqa: E402
+from stats import coverage, uncertainty_agreement  # noqa: E402
+
+from SPECTDenoiseLib.errors import InputError, ModelError, OutputError, SPECTDenoiseError  # noqa: E402
+from SPECTDenoiseLib.hub import read_catalogue  # noqa: E402
+from SPECTDenoiseLib.io import atomic_output  # noqa: E402
+from SPECTDenoiseLib.models.config import ModelConfig  # noqa: E402
+
+TWO_SIGMA_TARGET = 0.95
+ONE_SIGMA_RANGE, TWO_SIGMA_RANGE = (60.0, 75.0), (90.0, 98.0)
+CROP_MARGIN = 4
+
+
+def scaled_coverages(variance: np.ndarray, error: np.ndarray, scale: float) -> dict[str, float]:
+    """1 σ and 2 σ coverage (%) of ``error`` by ``scale`` × ``variance`` (1-D arrays of the same voxels)."""
+    return {"coverage_1sigma_pct": coverage(scale * variance, error, 1.0),
+            "coverage_2sigma_pct": coverage(scale * variance, error, 2.0)}
+
+
+def fit_variance_scale(variance: np.ndarray, error: np.ndarray, method: str = "auto") -> dict:
+    """Fit the factor c by which ``variance`` (squared units) is multiplied to describe ``error`` (same units,
+    1-D arrays of the same voxels): ``"coverage"`` (2 σ coverage 95 %), ``"mse"`` (mean error² = c · mean
+    variance) or ``"auto"`` (the rule of the module docstring). Returns both fits with their coverages, the chosen
+    method, its ``scale`` and a ``note``."""
+    variance, squared = variance.astype(np.float64), error.astype(np.float64) ** 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        needed = np.where(variance > 0, squared / (4 * variance), np.where(squared > 0, np.inf, 0.0))
+    fits = {"coverage": float(np.quantile(needed, TWO_SIGMA_TARGET, method="higher")),
+            "mse": float(squared.mean() / max(variance.mean(), np.finfo(float).tiny))}
+    result = {f"{name}_fit": {"scale": scale, **(scaled_coverages(variance, error, scale) if np.isfinite(scale)
+                                                 else {"coverage_1sigma_pct": 0.0, "coverage_2sigma_pct": 0.0})}
+              for name, scale in fits.items()}
+
+    def meets(name: str, both: bool) -> bool:
+        fit = result[f"{name}_fit"]
+        one = ONE_SIGMA_RANGE[0] <= fit["coverage_1sigma_pct"] <= ONE_SIGMA_RANGE[1]
+        return one and (not both or TWO_SIGMA_RANGE[0] <= fit["coverage_2sigma_pct"] <= TWO_SIGMA_RANGE[1])
+
+    note = ""
+    if method != "auto":
+        chosen = method
+    elif meets("coverage", both=False):
+        chosen = "coverage"
+    elif meets("mse", both=True):
+        chosen = "mse"
+    else:
+        chosen = "coverage" if np.isfinite(fits["coverage"]) else "mse"
+        note = ("no single scale gives 1 sigma coverage in 60-75 % and 2 sigma coverage in 90-98 %: the shape of "
+                "the variance map, not only its scale, is off")
+        if chosen == "mse":
+            note += " (over 5 % of the voxels have zero variance and an error: 95 % coverage is out of reach)"
+    return {**result, "chosen": chosen, "scale": fits[chosen], "note": note}
+
+
+def validation_cases(count: int, max_cost: float) -> list[Case]:
+    """The first ``count`` in-distribution validation cases (the validation mode's families, in the training
+    generator's order), each costing at most ``max_cost`` plain 4 mm IEC reconstructions."""
+    cases = in_distribution_cases(MODES["validation"].quota, VALIDATION_RUN_SEED, max_cost)
+    if len(cases) < count:
+        raise InputError(f"Only {len(cases)} validation cases cost at most {max_cost} plain IEC scans; ask for "
+                         "fewer --cases or raise --max-cost.")
+    return cases[:count]
+
+
+def collect(model, cases: list[Case], draws: int, fraction: float, crop: bool) -> tuple[np.ndarray, np.ndarray,
+                                                                                      list[dict]]:
+    """(variance, error) of ``model`` over the body voxels of every case × draw, and one entry per draw (case,
+    draw, voxels, seconds, the uncalibrated agreement of :func:`stats.uncertainty_agreement`). Noise draw d of case
+    seed s uses ``default_rng([s, d])`` (as the benchmark), the model's sampling seed is d."""
+    variances, errors, entries = [], [], []
+    for case in cases:
+        phantom = case_phantom(case)
+        scans = CaseScans(case, phantom, (fraction,), draws)
+        box = body_box(phantom.ct > -500, CROP_MARGIN) if crop else (slice(None),) * 3
+        ct, noise_free = phantom.ct[box], scans.noise_free[box]
+        body = ct > -500
+        for draw in range(draws):
+            started = time.perf_counter()
+            denoised, variance = run_model(model, scans.draw(draw)[fraction][box], ct, phantom.spacing_mm, seed=draw)
+            seconds = round(time.perf_counter() - started, 1)
+            variances.append(variance[body])
+            errors.append(denoised[body] - noise_free[body])
+            agreement = uncertainty_agreement(variance, denoised, noise_free, body)
+            entries.append({"case": case.name, "draw": draw, "shape": list(body.shape), "voxels": int(body.sum()),
+                            "seconds": seconds, **{k: v for k, v in agreement.items() if k != "reliability"}})
+            print(f"  {case.name} draw {draw}: {seconds:.0f} s, 2 sigma coverage "
+                  f"{agreement['coverage_2sigma_pct']:.1f} %", flush=True)
+    return np.concatenate(variances), np.concatenate(errors), entries
+
+
+def writable_folder(spec: str, folder: Path) -> Path:
+    """``folder`` when ``spec`` names a model folder or a shipped catalogue model; else OutputError (a Hub
+    download's files are checked against their sha256 and must not change)."""
+    entry = {e["id"]: e for e in read_catalogue()["models"]}.get(spec)
+    if (entry is not None and "path" in entry) or (entry is None and Path(spec).expanduser().is_dir()):
+        return folder
+    raise OutputError(f"'{spec}' is a Hub model; copy its folder and calibrate the copy to store a variance scale.")
+
+
+def config_with_scale(folder: Path, scale: float) -> dict:
+    """``folder``/config.json with ``diffusion.variance_scale`` set to ``scale``, validated (ModelError if this
+    SPECTDenoise does not accept it)."""
+    data = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    data["diffusion"] = {**data["diffusion"], "variance_scale": scale}
+    ModelConfig.from_dict(data)
+    return data
+
+
+def write_scale(folder: Path, scale: float) -> None:
+    """Set ``diffusion.variance_scale`` in ``folder``/config.json to ``scale`` atomically (see
+    :func:`config_with_scale`)."""
+    data = config_with_scale(folder, scale)
+    with atomic_output(folder / "config.json") as temporary:
+        temporary.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", help="catalogue id, model folder or NAME=FOLDER of a diffusion model")
+    parser.add_argument("--cases", type=int, default=2, help="validation cases (default 2)")
+    parser.add_argument("--draws", type=int, default=2, help="noise draws per case (default 2)")
+    parser.add_argument("--fraction", type=float, default=0.1, help="count fraction (default 0.1)")
+    parser.add_argument("--max-cost", type=float, default=1.5,
+                        help="largest case cost in plain 4 mm IEC reconstructions (default 1.5, as --quick)")
+    parser.add_argument("--crop", action="store_true",
+                        help=f"crop each case to the body's bounding box + {CROP_MARGIN} voxels (cheaper)")
+    parser.add_argument("--method", choices=("auto", "coverage", "mse"), default="auto")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--output", help="result JSON (default benchmarks/results/calibration_<model>.json)")
+    parser.add_argument("--write", action="store_true", help="store the scale in the model's config.json")
+    args = parser.parse_args()
+    try:
+        run(args)
+    except SPECTDenoiseError as error:
+        print(f"calibrate_variance: error: {error}", file=sys.stderr)
+        sys.exit(error.exit_code)
+
+
+def run(args: argparse.Namespace) -> None:
+    """Fit, report and (with ``--write``) store the variance scale as ``args`` ask."""
+    if args.cases < 1 or args.draws < 1 or not 0 < args.fraction <= 1 or args.threads < 1:
+        raise InputError("--cases, --draws and --threads must be at least 1 and --fraction in (0, 1].")
+    torch.set_num_threads(args.threads)
+    name, model = next(iter(load_models([args.model]).items()))
+    if model.config.kind != "diffusion":
+        raise ModelError(f"Model '{name}' is deterministic: it gives no variance to calibrate.")
+    spec = args.model.split("=", 1)[-1]
+    folder = Path(model.folder)
+    if args.write:  # refuse before the long run, not after it
+        config_with_scale(writable_folder(spec, folder), variance_scale(model))
+    cases = validation_cases(args.cases, args.max_cost)
+    started, load_before = time.perf_counter(), os.getloadavg()
+    cpu_started = resource.getrusage(resource.RUSAGE_SELF)
+    print(f"{name}: {len(cases)} validation cases x {args.draws} draws at {fraction_key(args.fraction)} counts",
+          flush=True)
+    variance, error, entries = collect(model, cases, args.draws, args.fraction, args.crop)
+    fit = fit_variance_scale(variance, error, args.method)
+    previous = variance_scale(model)
+    new_scale = float(f"{previous * fit['scale']:.4g}")
+    cpu = resource.getrusage(resource.RUSAGE_SELF)
+    result = {
+        "model": name, "folder": str(folder), "weights_sha256_12": model_fingerprint(model),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "command": " ".join(sys.argv),
+        "previous_variance_scale": previous, "fitted_factor": fit["scale"], "variance_scale": new_scale,
+        "written": args.write, "fit": fit, "uncalibrated": scaled_coverages(variance, error, 1.0),
+        "n": {"cases": len(cases), "draws": args.draws, "voxels": int(variance.size)},
+        "fraction": args.fraction, "cropped": args.crop,
+        "samples": model.config.diffusion["default_samples"], "steps": model.config.diffusion["default_steps"],
+        "cases": [{"name": c.name, "seed": c.seed, "noise_seeds": [[c.seed, d] for d in range(args.draws)],
+                   "sampling_seeds": list(range(args.draws))} for c in cases],
+        "per_draw": entries,
+        "timing": {"wall_s": round(time.perf_counter() - started, 1),
+                   "cpu_s": round(cpu.ru_utime + cpu.ru_stime - cpu_started.ru_utime - cpu_started.ru_stime, 1),
+                   "threads": args.threads, "cpu_cores": os.cpu_count(),
+                   "load_before": [round(x, 2) for x in load_before],
+                   "load_after": [round(x, 2) for x in os.getloadavg()]},
+    }
+    if args.write:
+        write_scale(folder, new_scale)
+    output = Path(args.output or RESULTS / f"calibration_{model_name(args.model)}.json")
+    with atomic_output(output) as temporary:
+        temporary.write_text(json.dumps(result, indent=1) + "\n")
+    chosen = fit[f"{fit['chosen']}_fit"]
+    print(f"variance scale {new_scale:.4g} ({fit['chosen']} fit, x{fit['scale']:.4g} of the current {previous:.4g}): "
+          f"1 sigma coverage {chosen['coverage_1sigma_pct']:.1f} %, 2 sigma {chosen['coverage_2sigma_pct']:.1f} % "
+          f"on {variance.size} voxels; {'written to' if args.write else 'not written (use --write) to'} "
+          f"{folder / 'config.json'}; result {output}" + (f"; note: {fit['note']}" if fit["note"] else ""))
+
+
+if __name__ == "__main__":
+    main()
