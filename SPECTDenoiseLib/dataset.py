@@ -33,13 +33,14 @@ import numpy as np
 from .errors import InputError, OutputError
 from .io import array_to_image, atomic_output, write_volume
 from .phantoms import Phantom, make_phantom, phantom_images
-from .phantoms.variation import with_hot_lesions, with_texture
+from .phantoms.variation import with_background_scale, with_hot_lesions, with_texture
 from .simulate import ScanProtocol, ScanSimulator
 from .simulation import get_collimator, hu_to_mu
 
 MANIFEST_VERSION = 2
 SEED_STRIDE = 1_000_000
 FRACTION_LADDER = (0.05, 0.1, 0.15, 0.2, 0.25, 0.33, 0.5)
+COLD_BACKGROUND_SHARE = 1 / 3
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,14 @@ PLANS: dict[str, FamilyPlan] = {
     "cardiac": FamilyPlan(0.2, (3.5, 6.8), ("Tc99m-LEHR",), (0.4e6, 1.5e6)),
     "mouse": FamilyPlan(0.1, (0.4, 0.6), ("Tc99m-uSPECT",), (2e6, 15e6)),
 }
+
+
+def family_plans(families: list[str]) -> dict[str, FamilyPlan]:
+    """:data:`PLANS` restricted to ``families`` (InputError naming an unknown one)."""
+    unknown = sorted(set(families) - set(PLANS))
+    if unknown:
+        raise InputError(f"Unknown phantom families {unknown}; choose from {sorted(PLANS)}.")
+    return {name: plan for name, plan in PLANS.items() if name in families}
 
 
 def case_settings(index: int, seed: int = 0, plans: dict[str, FamilyPlan] | None = None) -> dict:
@@ -104,7 +113,17 @@ def case_settings(index: int, seed: int = 0, plans: dict[str, FamilyPlan] | None
         "extra_lesions": int(rng.integers(2, 9)),
         "protocol": protocol,
         "fractions": sorted(float(f) for f in rng.choice(FRACTION_LADDER, 2, replace=False)),
+        # drawn last, so that the cases of earlier runs keep every other setting
+        "background_scale": _background_scale(family, rng),
     }
+
+
+def _background_scale(family: str, rng: np.random.Generator) -> float:
+    """A third of the IEC cases get an almost empty background (× 0.003–0.1: hot spheres with nothing around them,
+    as vendors' sphere-phantom scans); every other case keeps its background (1.0)."""
+    if family != "iec" or rng.random() >= COLD_BACKGROUND_SHARE:
+        return 1.0
+    return float(round(math.exp(rng.uniform(math.log(0.003), math.log(0.1))), 4))
 
 
 def fraction_key(fraction: float) -> str:
@@ -137,12 +156,14 @@ def _complete(out_dir: Path, entry: dict) -> bool:
 
 
 def case_phantom(family: str, seed: int, voxel_mm: float, collimator: str, extra_lesions: int, texture: float,
-                 rng: np.random.Generator) -> Phantom:
+                 rng: np.random.Generator, background_scale: float = 1.0) -> Phantom:
     """A case's phantom: the family's phantom for ``seed``, ``extra_lesions`` added hot lesions and a ``texture``
-    (0 = none) drawn from ``rng``, with its μ-map and collimator set to ``collimator``'s."""
+    (0 = none) drawn from ``rng``, its background's activity × ``background_scale``, with its μ-map and
+    collimator set to ``collimator``'s."""
     phantom = make_phantom(family, seed=seed, voxel_mm=voxel_mm)
     if extra_lesions:
         phantom = with_hot_lesions(phantom, rng, extra_lesions)
+    phantom = with_background_scale(phantom, background_scale)
     if texture > 0:
         phantom = with_texture(phantom, rng, texture)
     return dataclasses.replace(phantom, collimator=collimator,
@@ -157,7 +178,8 @@ def simulate_case(settings: dict, out_dir: str | os.PathLike) -> dict:
     case_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(settings["seed"])
     phantom = case_phantom(settings["family"], settings["seed"], settings["voxel_mm"], settings["collimator"],
-                           settings["extra_lesions"], settings["texture"], rng)
+                           settings["extra_lesions"], settings["texture"], rng,
+                           settings.get("background_scale", 1.0))
     scan = ScanSimulator(phantom.activity, phantom.spacing_mm, phantom.mu_map, settings["collimator"],
                          ScanProtocol(**settings["protocol"]))
     images = phantom_images(phantom)
@@ -186,7 +208,7 @@ def generate_dataset(out_dir: str | os.PathLike, n: int, seed: int = 0,
     """Write cases ``0 … n−1`` of the run seeded ``seed`` to ``out_dir``, skipping finished ones.
 
     ``progress(done, n, case_id, skipped)`` is called after each case; ``plans`` replaces :data:`PLANS`
-    (e.g. coarser voxels for a quick run). Returns the manifest.
+    (e.g. coarser voxels for a quick run, or only some families: :func:`family_plans`). Returns the manifest.
     """
     if n < 1:
         raise InputError(f"The number of cases must be at least 1 (got {n}).")

@@ -9,7 +9,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from SPECTDenoiseLib.dataset import FamilyPlan, case_settings, generate_dataset
+from SPECTDenoiseLib.dataset import FamilyPlan, case_settings, family_plans, generate_dataset
 from SPECTDenoiseLib.errors import InputError
 
 QUICK = {
@@ -75,6 +75,20 @@ def test_case_settings_are_deterministic_and_span_the_ranges():
     assert fractions.min() == pytest.approx(0.05) and fractions.max() == pytest.approx(0.5)
     clinical = [s["voxel_mm"] for s in settings if s["family"] != "mouse"]
     assert 1.9 <= min(clinical) < 2.5 and 6.0 < max(clinical) <= 6.8
+
+
+def test_a_third_of_iec_cases_have_an_almost_empty_background_and_other_families_none():
+    settings = [case_settings(i, seed=0) for i in range(300)]
+    iec = [s["background_scale"] for s in settings if s["family"] == "iec"]
+    assert 0.2 < np.mean([scale < 1 for scale in iec]) < 0.5
+    assert all(0.003 <= scale <= 0.1 for scale in iec if scale < 1)
+    assert all(s["background_scale"] == 1.0 for s in settings if s["family"] != "iec")
+
+
+def test_family_plans_restrict_the_families_and_name_an_unknown_one():
+    assert {case_settings(i, seed=4, plans=family_plans(["iec"]))["family"] for i in range(20)} == {"iec"}
+    with pytest.raises(InputError, match="spleen"):
+        family_plans(["iec", "spleen"])
 
 
 def test_zero_cases_is_an_input_error(tmp_path):

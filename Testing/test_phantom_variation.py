@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from SPECTDenoiseLib.phantoms import make_phantom
-from SPECTDenoiseLib.phantoms.variation import with_hot_lesions, with_texture
+from SPECTDenoiseLib.phantoms.variation import with_background_scale, with_hot_lesions, with_texture
 
 
 @pytest.fixture(scope="module")
@@ -32,3 +32,12 @@ def test_texture_varies_uptake_but_keeps_its_mean_and_the_ct(phantom):
     assert ratio.std() > 0.1 and ratio.mean() == pytest.approx(1.0, abs=0.05)
     np.testing.assert_array_equal(textured.ct, phantom.ct)
     assert not textured.activity[~body].any()
+
+
+def test_background_scale_empties_only_the_background():
+    iec = make_phantom("iec", seed=4, voxel_mm=8.0)
+    emptied = with_background_scale(iec, 0.01)
+    background = iec.labels == next(v for v, n in iec.label_names.items() if n == "background")
+    np.testing.assert_allclose(emptied.activity[background], 0.01 * iec.activity[background], rtol=1e-6)
+    np.testing.assert_array_equal(emptied.activity[~background], iec.activity[~background])
+    np.testing.assert_array_equal(emptied.ct, iec.ct)

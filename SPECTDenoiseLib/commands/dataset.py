@@ -16,6 +16,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--n", type=int, required=True, metavar="N", help="number of cases")
     parser.add_argument("--seed", type=int, default=0, help="run seed (case i uses seed S·1000000 + i; default 0)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    parser.add_argument("--families", nargs="+", metavar="FAMILY",
+                        help="only these phantom families (e.g. iec); default: all, in their usual shares")
     parser.set_defaults(func=run)
 
 
@@ -23,12 +25,13 @@ def run(args: argparse.Namespace) -> int:
     """Generate the cases, printing one line per case."""
     import torch
 
-    from ..dataset import generate_dataset
+    from ..dataset import family_plans, generate_dataset
 
     torch.set_num_threads(max(1, args.threads))
 
     def report(done: int, total: int, case_id: str, skipped: bool) -> None:
         print(f"{done}/{total} {case_id} {'already done' if skipped else 'written'}", flush=True)
 
-    generate_dataset(args.output, args.n, seed=args.seed, progress=report)
+    plans = family_plans(args.families) if args.families else None
+    generate_dataset(args.output, args.n, seed=args.seed, progress=report, plans=plans)
     return 0

@@ -1,4 +1,4 @@
-"""Variation added to any phantom for training data: textured uptake and many small hot lesions.
+"""Variation added to any phantom for training data: textured uptake, many small hot lesions, an emptied background.
 
 Real organs are not uniform and real patients carry lesions in every organ, not only where a phantom family
 puts them. Both functions keep the CT unchanged, so the CT channel never gives a lesion away, and return a new
@@ -63,3 +63,14 @@ def with_hot_lesions(phantom: Phantom, rng: np.random.Generator, count: int,
         names[next_label] = f"hot_lesion_{round(diameter)}mm"
         next_label += 1
     return dataclasses.replace(phantom, activity=activity, labels=labels, label_names=names)
+
+
+def with_background_scale(phantom: Phantom, factor: float, label: str = "background") -> Phantom:
+    """Multiply the activity of the region named ``label`` by ``factor`` (e.g. 0.01: hot spheres in an almost
+    empty phantom, as in vendors' sphere-phantom acquisitions); other regions, lesions included, keep theirs."""
+    values = [value for value, name in phantom.label_names.items() if name == label]
+    if not values or factor == 1.0:
+        return phantom
+    region = np.isin(phantom.labels, values)
+    activity = np.where(region, phantom.activity * np.float32(factor), phantom.activity)
+    return dataclasses.replace(phantom, activity=activity.astype(np.float32))
