@@ -130,8 +130,9 @@ def collect(model, cases: list[Case], draws: int, fraction: float, crop: bool) -
         ct, noise_free = phantom.ct[box], scans.noise_free[box]
         body = ct > -500
         for draw in range(draws):
+            low = scans.draw(draw)[fraction][box]
             started = time.perf_counter()
-            denoised, variance = run_model(model, scans.draw(draw)[fraction][box], ct, phantom.spacing_mm, seed=draw)
+            denoised, variance = run_model(model, low, ct, phantom.spacing_mm, seed=draw)
             seconds = round(time.perf_counter() - started, 1)
             variances.append(variance[body])
             errors.append(denoised[body] - noise_free[body])
@@ -217,7 +218,7 @@ def run(args: argparse.Namespace) -> None:
         "model": name, "folder": str(folder), "weights_sha256_12": model_fingerprint(model),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "command": " ".join(sys.argv),
         "previous_variance_scale": previous, "fitted_factor": fit["scale"], "variance_scale": new_scale,
-        "written": args.write, "fit": fit, "uncalibrated": scaled_coverages(variance, error, 1.0),
+        "written": args.write, "fit": fit, "before": scaled_coverages(variance, error, 1.0),
         "n": {"cases": len(cases), "draws": args.draws, "voxels": int(variance.size)},
         "fraction": args.fraction, "cropped": args.crop,
         "samples": model.config.diffusion["default_samples"], "steps": model.config.diffusion["default_steps"],

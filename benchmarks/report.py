@@ -316,9 +316,9 @@ def uncertainty_lines(records: list[dict], mode: str, images: Path, results: Pat
             lines += ["", f"Variance scale of `{method}`: {fit['variance_scale']:.4g} ({fit['fit']['chosen']} fit "
                       f"on validation cases, `benchmarks/calibrate_variance.py`, {fit['date']}; n = "
                       f"{fit['n']['cases']}×{fit['n']['draws']} × {fit['n']['voxels']} body voxels at "
-                      f"{percent(str(fit['fraction']))} counts; coverage there before "
-                      f"{fit['uncalibrated']['coverage_1sigma_pct']:.0f} / "
-                      f"{fit['uncalibrated']['coverage_2sigma_pct']:.0f} %, after "
+                      f"{percent(str(fit['fraction']))} counts; 1 σ / 2 σ coverage there with the previous scale "
+                      f"{fit['previous_variance_scale']:.4g}: {fit['before']['coverage_1sigma_pct']:.0f} / "
+                      f"{fit['before']['coverage_2sigma_pct']:.0f} %, with this one "
                       f"{chosen['coverage_1sigma_pct']:.0f} / {chosen['coverage_2sigma_pct']:.0f} %"
                       + (f"; {fit['fit']['note']}" if fit["fit"]["note"] else "") + ")."]
     return lines
