@@ -178,7 +178,7 @@ def test_slice_runner_pads_and_crops_back():
 
     output = run_slices([volume], identity, context=1, size_multiple=8, batch=2, device=torch.device("cpu"))
     np.testing.assert_array_equal(output, volume)
-    assert shapes == [(2, 3, 16, 16), (2, 3, 16, 16), (1, 3, 16, 16)]
+    assert shapes == [(2, 3, 48, 48), (2, 3, 48, 48), (1, 3, 48, 48)]  # all tissue: 16 voxels of air each side
 
 
 def test_patch_runner_blends_windows_back_to_the_volume():
