@@ -8,7 +8,7 @@ the quick mode, only cases whose reconstruction costs at most that many plain 4 
 draws each at ``--fraction`` of the counts, and pools (variance, error against the noise-free reconstruction)
 over the body voxels (CT > −500 HU). Two scales c (the variance used is c × the model's current output) are fitted:
 
-* ``coverage``: the smallest c that puts 95 % of the voxels within 2 σ (c = 95th percentile of error² ÷ 4·variance);
+* ``coverage``: the smallest c that puts 95 % of the voxels within 2 σ (95th percentile of error² ÷ 4·variance);
 * ``mse``: mean squared error = c · mean variance (right on average, whatever the shape of the errors).
 
 ``--method auto`` (default) takes the coverage fit when its 1 σ coverage lies in 60–75 %, else the MSE fit when
@@ -150,7 +150,8 @@ def writable_folder(spec: str, folder: Path) -> Path:
     entry = {e["id"]: e for e in read_catalogue()["models"]}.get(spec)
     if (entry is not None and "path" in entry) or (entry is None and Path(spec).expanduser().is_dir()):
         return folder
-    raise OutputError(f"'{spec}' is a Hub model; copy its folder and calibrate the copy to store a variance scale.")
+    raise OutputError(f"'{spec}' is a Hub model; copy its folder and calibrate the copy to store a variance "
+                      "scale.")
 
 
 def config_with_scale(folder: Path, scale: float) -> dict:
@@ -237,7 +238,8 @@ def run(args: argparse.Namespace) -> None:
     with atomic_output(output) as temporary:
         temporary.write_text(json.dumps(result, indent=1) + "\n")
     chosen = fit[f"{fit['chosen']}_fit"]
-    print(f"variance scale {new_scale:.4g} ({fit['chosen']} fit, x{fit['scale']:.4g} of the current {previous:.4g}): "
+    print(f"variance scale {new_scale:.4g} ({fit['chosen']} fit, x{fit['scale']:.4g} of the current "
+          f"{previous:.4g}): "
           f"1 sigma coverage {chosen['coverage_1sigma_pct']:.1f} %, 2 sigma {chosen['coverage_2sigma_pct']:.1f} % "
           f"on {variance.size} voxels; {'written to' if args.write else 'not written (use --write) to'} "
           f"{folder / 'config.json'}; result {output}" + (f"; note: {fit['note']}" if fit["note"] else ""))

@@ -259,6 +259,10 @@ def probe_table(records: list[dict]) -> list[str]:
     return lines
 
 
+UNCERTAINTY_METRICS = ("coverage_1sigma_pct", "coverage_2sigma_pct", "error_ratio_variance",
+                       "error_ratio_intensity", "error_ratio_quotient", "spearman_variance_vs_squared_error")
+
+
 def diffusion_rows(records: list[dict]) -> dict[tuple[str, str], list[dict]]:
     """{(method, count level): draw entries that carry the calibration metrics of stats.uncertainty_agreement}."""
     rows = defaultdict(list)
@@ -292,11 +296,9 @@ def uncertainty_lines(records: list[dict], mode: str, images: Path, results: Pat
               "", "| model | counts | 1 σ coverage % | 2 σ coverage % | error ratio by variance | by intensity | "
               "variance ÷ intensity | Spearman | n |", "|---|---|---|---|---|---|---|---|---|"]
     for (method, key), draws in rows.items():
-        groups = {m: per_case(records, method, key, lambda d, _r, m=m: d.get(m)) for m in
-                  ("coverage_1sigma_pct", "coverage_2sigma_pct", "error_ratio_variance", "error_ratio_intensity",
-                   "error_ratio_quotient", "spearman_variance_vs_squared_error")}
-        one, two, quotient = (cell(*bootstrap_ci(groups[m]), digits) for m, digits in
-                              (("coverage_1sigma_pct", 1), ("coverage_2sigma_pct", 1), ("error_ratio_quotient", 2)))
+        groups = {m: per_case(records, method, key, lambda d, _r, m=m: d.get(m)) for m in UNCERTAINTY_METRICS}
+        one, two, quotient = (cell(*bootstrap_ci(groups[m]), digits) for m, digits in (
+            ("coverage_1sigma_pct", 1), ("coverage_2sigma_pct", 1), ("error_ratio_quotient", 2)))
         by_variance, by_intensity, rho = (np.mean(np.concatenate(groups[m])) for m in
                                           ("error_ratio_variance", "error_ratio_intensity",
                                            "spearman_variance_vs_squared_error"))
@@ -304,9 +306,9 @@ def uncertainty_lines(records: list[dict], mode: str, images: Path, results: Pat
                      f"{quotient} | {rho:.2f} | {n_label(groups['coverage_2sigma_pct'])} |")
     plot = images / f"benchmark_reliability_{mode}.png"
     reliability_plot(rows, plot)
-    lines += ["", "Reliability: voxels binned into deciles of predicted σ per draw; per decile the RMS predicted σ "
-              "against the RMS observed error, both in % of the noise-free body mean, RMS over draws. On the "
-              "diagonal the variance is calibrated; below it, over-cautious; above it, over-confident.", "",
+    lines += ["", "Reliability: voxels binned into deciles of predicted σ per draw; per decile the RMS "
+              "predicted σ against the RMS observed error, both in % of the noise-free body mean, RMS over draws. "
+              "On the diagonal the variance is calibrated; below it, over-cautious; above it, over-confident.", "",
               f"![Reliability of the diffusion variance]({link(plot)})"]
     fits = calibration_fits(results)
     for method in dict.fromkeys(m for m, _ in rows):
@@ -564,7 +566,8 @@ def seed_lines() -> list[str]:
 
 def summary(mode: str, records: list[dict]) -> dict:
     """Headline numbers per model and count level (in-distribution cases, vs the noise-free reconstruction):
-    mean NRMSE, PSNR, SSIM, fidelity ratio, with n; for model cards and README."""
+    mean NRMSE, PSNR, SSIM, fidelity ratio, with n, and for diffusion models the means of
+    :data:`UNCERTAINTY_METRICS`; for model cards and README."""
     inside = [r for r in records if r["case"]["ood"] is None]
     out = {"mode": mode, "cases": [r["case"]["name"] for r in inside], "methods": {}}
     for method in methods_of(inside):
@@ -579,6 +582,10 @@ def summary(mode: str, records: list[dict]) -> dict:
                 "fidelity_ratio": round(float(np.mean([d["vs_noise_free"]["nrmse"] / f
                                                        for (d, _), f in zip(draws, full)])), 3),
                 "cases": len({r["case"]["name"] for _, r in draws}), "draws": len(draws)}
+            calibrated = [d for d, _ in draws if "coverage_2sigma_pct" in d]
+            if calibrated:
+                out["methods"][method][key]["uncertainty"] = {
+                    m: round(float(np.mean([d[m] for d in calibrated])), 3) for m in UNCERTAINTY_METRICS}
     return out
 
 
@@ -588,7 +595,8 @@ def main() -> None:
              "Regenerate: `python benchmarks/quality.py --quick --jobs 2` (≈ 15 min on 2 idle cores) or "
              "`nice -n 10 python benchmarks/quality.py --jobs 2` (full, hours; resumable), "
              "`python benchmarks/speed.py`, then `python benchmarks/report.py`. Add "
-             "`--models ID|FOLDER|NAME=FOLDER ...` to test other models. "
+             "`--models ID|FOLDER|NAME=FOLDER ...` to test other models. A diffusion model's variance scale is "
+             "fitted on validation cases by `python benchmarks/calibrate_variance.py MODEL --write`. "
              "Design, references and statistics: the docstrings of `benchmarks/quality.py`, `cases.py`, "
              "`stats.py`, `baselines.py`, `probes.py`.", "",
              "Main reference: the **noise-free reconstruction** (expected projections, same reconstruction "

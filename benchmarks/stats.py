@@ -125,7 +125,8 @@ def error_ranking_ratio(score: np.ndarray, error: np.ndarray) -> float:
     """Mean |``error``| of the 10 % voxels with the highest ``score`` ÷ that of the half with the lowest
     (1-D arrays of the same voxels; ties ranked in array order)."""
     order = np.argsort(score, kind="stable")
-    top, bottom = order[-max(1, int(TOP_FRACTION * order.size)):], order[:max(1, int(BOTTOM_FRACTION * order.size))]
+    top = order[-max(1, int(TOP_FRACTION * order.size)):]
+    bottom = order[:max(1, int(BOTTOM_FRACTION * order.size))]
     return float(np.abs(error[top]).mean() / max(np.abs(error[bottom]).mean(), 1e-12))
 
 
