@@ -14,7 +14,9 @@ The worker prints one JSON object per line on stdout (flushed)::
 
     {"event": "progress", "fraction": 0.4, "stage": "loading|preparing|denoising|sampling|writing", "message": "..."}
     {"event": "done", "outputs": {"denoised": path, "difference": path?, "variance": path?}, "seconds": 3.1,
-     "device": "cpu", "model": "..."}
+     "device": "cpu", "model": "...", "threads": 2}
+
+(``threads``: the torch CPU threads the run used; the request's ``threads``, else torch's default.)
     {"event": "error", "message": "one sentence", "exit_code": 3}
 
 and exits with 0 or the error's exit code. SIGTERM or SIGINT cancels: the run stops at once, removes what it
@@ -120,6 +122,31 @@ class Request:
         return {kind: path for kind, path in named.items() if path is not None}
 
 
+def thread_count(text: str) -> int:
+    """``--threads`` of the command line: a whole number in :data:`WHOLE_NUMBER_RANGES` ``["threads"]``, else an
+    ``argparse.ArgumentTypeError`` (a usage error, exit code 2)."""
+    import argparse
+
+    low, high = WHOLE_NUMBER_RANGES["threads"]
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number of CPU threads from {low} to {high}")
+    return value
+
+
+def use_threads(threads: int) -> None:
+    """Let torch run its operators on ``threads`` CPU threads, and its inter-op pool too where this process still
+    allows that (torch sets it once, before any parallel work)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    with contextlib.suppress(RuntimeError):
+        torch.set_num_interop_threads(threads)
+
+
 def _checked_path(name: str, value: Any) -> Path:
     text = os.fspath(value) if isinstance(value, (str, os.PathLike)) else None
     if not isinstance(text, str) or not text or "\x00" in text or len(text) > MAX_PATH_CHARACTERS:
@@ -170,7 +197,7 @@ def execute(request: Request, emit: Emit) -> dict:
     for folder in {path.parent for path in request.outputs().values()}:
         remove_partial_outputs(folder)
     if request.threads:
-        torch.set_num_threads(request.threads)
+        use_threads(request.threads)
 
     def progress(fraction: float, stage: str, message: str) -> None:
         emit({"event": "progress", "fraction": round(fraction, 4), "stage": stage, "message": message})
@@ -199,7 +226,8 @@ def execute(request: Request, emit: Emit) -> dict:
         raise
     progress(1.0, "writing", "Done.")
     return {"event": "done", "outputs": {kind: str(path) for kind, path in request.outputs().items()},
-            "seconds": round(time.monotonic() - started, 3), "device": str(device), "model": model.name}
+            "seconds": round(time.monotonic() - started, 3), "device": str(device), "model": model.name,
+            "threads": torch.get_num_threads()}
 
 
 def serve(request: Request, emit: Emit, debug: bool = False) -> int:

@@ -2,8 +2,8 @@
 
 One study: the command builds a worker request and calls :func:`SPECTDenoiseLib.worker.serve` in this process.
 A folder of studies (files, or sub-folders each holding a DICOM series) with an output folder: each study runs
-in its own ``python -m SPECTDenoiseLib.worker`` process, ``--jobs`` at a time, each with cores / jobs torch
-threads; a failed study does not stop the others and the exit code is non-zero if any failed.
+in its own ``python -m SPECTDenoiseLib.worker`` process, ``--jobs`` at a time, each with ``--threads`` (default
+cores / jobs) torch threads; a failed study does not stop the others and the exit code is non-zero if any failed.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ..errors import CancelledError, InputError, OutputError
 from ..processes import JsonLinesProcess, failure_message, library_environment
+from ..worker import thread_count
 
 WRITABLE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
 OUTPUT_FORMATS = ("auto", "dicom", "nrrd", "nii.gz", "nii", "mha")
@@ -52,6 +53,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "into a folder; auto (default) follows the output names, and in batch mode writes "
                              "DICOM studies as DICOM series and other studies in their own format")
     parser.add_argument("--jobs", type=int, default=2, help="batch mode: studies run in parallel (default: 2)")
+    parser.add_argument("--threads", type=thread_count, metavar="N",
+                        help="CPU threads torch may use (default: torch's own choice, all cores; batch mode: cores "
+                             "÷ jobs per study); on a busy machine fewer threads can be faster")
     parser.add_argument("--reference", help="a full-count scan of the same study: print RMSE, NRMSE, PSNR and SSIM "
                                             "of the input and of the denoised image against it (in the body)")
     parser.set_defaults(func=run)
@@ -104,7 +108,7 @@ def run_single(args: argparse.Namespace) -> int:
     check_format(args)
     request = Request(input=args.input, output=args.output, ct=args.ct, model=args.model, device=args.device,
                       difference=args.difference, variance=args.variance, samples=args.samples, steps=args.steps,
-                      seed=args.seed)
+                      seed=args.seed, threads=args.threads)
     check_distinct_files({"input": args.input, "CT": args.ct, "reference": args.reference}, request.outputs())
     comparison = ReferenceComparison(Path(args.input), Path(args.reference)) if args.reference else None
     if comparison is not None:
@@ -266,7 +270,7 @@ def run_batch(args: argparse.Namespace) -> int:
         if folder is not None:
             _make_folder(Path(folder), kind)
     cts = find_studies(Path(args.ct)) if args.ct else {}
-    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     runner = BatchRunner(args.progress == "jsonl")
     with tempfile.TemporaryDirectory(prefix="spectdenoise-batch-") as scratch:
         requests = {}
