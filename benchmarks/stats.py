@@ -133,11 +133,11 @@ def error_ranking_ratio(score: np.ndarray, error: np.ndarray) -> float:
 def reliability_curve(variance: np.ndarray, error: np.ndarray, scale: float = 1.0,
                       bins: int = RELIABILITY_BINS) -> dict[str, list[float]]:
     """Voxels in ``bins`` equal-count bins of predicted σ = √``variance`` (lowest first); per bin the predicted
-    RMS σ and the observed RMS ``error``, both ÷ ``scale`` (1-D arrays of the same voxels). A calibrated variance
-    puts every bin on the diagonal."""
+    RMS σ and the observed RMS ``error``, both ÷ ``scale``, to 4 significant digits (1-D arrays of the same
+    voxels). A calibrated variance puts every bin on the diagonal."""
     chunks = np.array_split(np.argsort(variance, kind="stable"), bins)
-    return {"sigma_rms": [float(np.sqrt(variance[c].mean()) / scale) for c in chunks],
-            "error_rms": [float(np.sqrt(np.mean(error[c] ** 2)) / scale) for c in chunks]}
+    return {"sigma_rms": [float(f"{np.sqrt(variance[c].mean()) / scale:.4g}") for c in chunks],
+            "error_rms": [float(f"{np.sqrt(np.mean(error[c] ** 2)) / scale:.4g}") for c in chunks]}
 
 
 def uncertainty_agreement(variance: np.ndarray, denoised: np.ndarray, reference: np.ndarray,
