@@ -42,7 +42,8 @@ class DenoiseResult:
 
     denoised : the denoised SPECT in the input's units (for diffusion models the mean of the samples).
     difference : denoised − input, same units.
-    variance : per-voxel variance of the diffusion samples in squared input units, or None.
+    variance : per-voxel variance of the diffusion samples times the model's ``variance_scale`` (its
+        calibration), in squared input units, or None.
     """
 
     denoised: sitk.Image
@@ -70,11 +71,13 @@ def denoise(
     ct : the CT in HU of the same study, needed by models whose config lists a ``"ct"`` channel; it is
         resampled onto the SPECT grid (air outside its extent).
     device : ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` or a device.
-    samples, steps : diffusion models only: number of samples and DDIM steps (defaults from the config).
+    samples, steps : diffusion models only: number of samples and DDIM steps (defaults from the config); one
+        step gives the model's estimate of the minimum-MSE mean (the first step starts from pure noise).
     seed : seed of the diffusion noise (drawn on the CPU); the same seed gives the same output.
     want_variance : also return the per-voxel variance of the samples (diffusion models only).
     progress : called as ``progress(fraction, stage, message)`` with ``fraction`` in [0, 1] of this call's work
-        and ``stage`` ``"preparing"``, ``"denoising"`` or ``"sampling"``; it may raise CancelledError.
+        and ``stage`` ``"preparing"``, ``"denoising"`` (the network, or a diffusion model's base estimate) or
+        ``"sampling"``; it may raise CancelledError.
 
     Raises
     ------
@@ -129,7 +132,7 @@ def diffusion_model_hint() -> str:
         names = [entry["id"] for entry in read_catalogue()["models"] if entry.get("kind") == "diffusion"]
     except ModelError:
         names = []
-    return f"a diffusion model such as {', '.join(names)}" if names else "a diffusion (DDPM) model"
+    return f"a diffusion model such as {', '.join(names)}" if names else "a diffusion model"
 
 
 def _in_input_units(values: np.ndarray, factor: float, name: str) -> np.ndarray:
@@ -204,26 +207,21 @@ def _prepare_ct(ct: sitk.Image | None, spect: sitk.Image, model_name: str) -> np
 
 
 class _Tracker:
-    """Turns work units (sample × batch × step) into progress fractions and messages."""
+    """Turns units of work (batches of the network, or sample × batch × step of the sampler) into progress
+    fractions of the whole call."""
 
-    def __init__(self, report: Progress, stage: str, samples: int, batches: int, steps: int) -> None:
-        self.report, self.stage = report, stage
-        self.samples, self.batches, self.steps = samples, batches, steps
-        self.done = 0
+    def __init__(self, report: Progress, total: int) -> None:
+        self.report, self.total, self.done = report, total, 0
 
-    def advance(self) -> None:
+    def advance(self, stage: str, message: str) -> None:
         self.done += 1
-        total = self.samples * self.batches * self.steps
-        sample, rest = divmod(self.done - 1, self.batches * self.steps)
-        batch, step = divmod(rest, self.steps)
-        parts = [f"batch {batch + 1} of {self.batches}"]
-        if self.stage == "sampling":
-            parts = [f"sample {sample + 1} of {self.samples}", *parts, f"step {step + 1} of {self.steps}"]
-        self.report(min(self.done / total, 1.0), self.stage, ", ".join(parts) + ".")
+        self.report(min(self.done / self.total, 1.0), stage, message)
 
 
 def _run(network, config, volumes, device, samples, steps, seed, want_variance, report):
-    """Return the mean prediction [z, y, x] in normalised units and the sample variance (or None)."""
+    """Return the mean prediction [z, y, x] in normalised units and the sample variance (or None).
+
+    A diffusion model's base runs once over the volume; every sample then refines that same estimate."""
     shape = volumes[0].shape
     if config.sampling == "slices":
         rows, columns = (n + sum(pad_amounts(n, config.size_multiple)) for n in shape[1:])
@@ -233,39 +231,66 @@ def _run(network, config, volumes, device, samples, steps, seed, want_variance, 
         batch = batch_size(device, math.prod(config.patch_size))
         batches = math.ceil(count_windows(shape, config.patch_size) / batch)
     diffusion = config.kind == "diffusion"
-    tracker = _Tracker(report, "sampling" if diffusion else "denoising", samples, batches, steps if diffusion else 1)
-    predictor = _predictor(network, config, device, steps, seed, tracker if diffusion else None)
-    on_batch = None if diffusion else (lambda done, total: tracker.advance())
+    tracker = _Tracker(report, batches * (1 + samples * steps if diffusion else 1))
+    predict = _predictor(network.base if diffusion else network, device)
 
-    mean = np.zeros(shape, dtype=np.float32)
-    squares = np.zeros(shape, dtype=np.float32) if want_variance else None
+    def on_batch(done: int, total: int) -> None:
+        tracker.advance("denoising", f"batch {done} of {total}.")
+
+    if config.sampling == "slices":
+        estimate = run_slices(volumes, predict, config.context_slices, config.size_multiple, batch, device,
+                              on_batch)
+    else:
+        estimate = run_patches(volumes, predict, config.patch_size, batch, device, on_batch)
+    if not diffusion:
+        return estimate, None
+    return _sample(network, config, volumes, estimate, batch, device, samples, steps, seed, want_variance, tracker)
+
+
+def _predictor(network, device: torch.device) -> Predictor:
+    """Return the batch function of a deterministic network (no gradients, mixed precision on GPUs)."""
+    def predict(inputs: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad(), autocast(device):
+            return network(inputs).float()
+    return predict
+
+
+def _sample(network, config, volumes, estimate, batch, device, samples, steps, seed, want_variance, tracker):
+    """Mean and variance (times the model's ``variance_scale``, or None) of ``samples`` refinements of the
+    ``estimate`` [z, y, x] of a predict-and-refine model, all in normalised units."""
+    from .models.diffusion import make_scheduler, sample_residual
+
+    scheduler = make_scheduler(config)
+    generator = torch.Generator().manual_seed(int(seed))
+    context = config.context_slices
+    condition_channels = config.network_in_channels
+    batches = len(slice_batches(volumes[0].shape[0], batch))
+    place = {"sample": 0, "batch": 0}
+
+    def on_step(done: int, total: int) -> None:
+        tracker.advance("sampling", f"sample {place['sample'] + 1} of {samples}, batch {place['batch'] + 1} of "
+                                    f"{batches}, step {done} of {total}.")
+
+    def refine(inputs: torch.Tensor) -> torch.Tensor:
+        # The estimate rides along as the last image kind; its centre slice is the one being refined.
+        condition = inputs[:, :condition_channels]
+        base = inputs[:, condition_channels + context: condition_channels + context + 1]
+        with torch.no_grad(), autocast(device):
+            return base + sample_residual(network, scheduler, base, condition, steps, generator, on_step)
+
+    def next_batch(done: int, total: int) -> None:
+        place["batch"] = done
+
+    mean = np.zeros_like(estimate)
+    squares = np.zeros_like(estimate) if want_variance else None
     for index in range(samples):
-        if config.sampling == "slices":
-            sample = run_slices(volumes, predictor, config.context_slices, config.size_multiple, batch, device, on_batch)
-        else:
-            sample = run_patches(volumes, predictor, config.patch_size, batch, device, on_batch)
+        place.update(sample=index, batch=0)
+        sample = run_slices([*volumes, estimate], refine, context, config.size_multiple, batch, device, next_batch)
         delta = sample - mean
         mean += delta / np.float32(index + 1)
         if squares is not None:
             squares += delta * (sample - mean)
-    variance = np.maximum(squares / np.float32(samples - 1), 0.0) if squares is not None else None
-    return mean, variance
-
-
-def _predictor(network, config, device: torch.device, steps: int, seed: int, tracker: _Tracker | None) -> Predictor:
-    """Return the batch function: the network itself, or DDIM sampling conditioned on the batch."""
-    if tracker is None:
-        def predict(inputs: torch.Tensor) -> torch.Tensor:
-            with torch.no_grad(), autocast(device):
-                return network(inputs).float()
-        return predict
-
-    from .models.diffusion import make_scheduler, sample_ddim
-
-    scheduler = make_scheduler(config)
-    generator = torch.Generator().manual_seed(int(seed))
-
-    def sample(condition: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad(), autocast(device):
-            return sample_ddim(network, scheduler, condition, steps, generator, on_step=lambda *_: tracker.advance()).float()
-    return sample
+    if squares is None:
+        return mean, None
+    scale = np.float32(config.diffusion["variance_scale"])
+    return mean, scale * np.maximum(squares / np.float32(samples - 1), 0.0)

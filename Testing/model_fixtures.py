@@ -3,14 +3,16 @@ phantom they denoise. Plain functions and constants, imported by the test module
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 import torch
 
+from SPECTDenoiseLib.hub import RESOURCES, read_catalogue
 from SPECTDenoiseLib.models.config import ModelConfig
-from SPECTDenoiseLib.models.package import save_package
+from SPECTDenoiseLib.models.package import LoadedModel, load_package, save_package
 from SPECTDenoiseLib.models.registry import build_network
 
 TINY = {
@@ -19,9 +21,10 @@ TINY = {
                "patch_size": [16, 16, 16]},
     "u2net": {"architecture": "u2net", "arguments": {"mid": 4, "width": 8}, "input_channels": ["spect", "ct"],
               "size_multiple": 32},
-    "ddpm": {"architecture": "ddpm", "arguments": {"channels": [8, 8], "norm_groups": 4}, "context_slices": 1,
-             "kind": "diffusion", "diffusion": {"train_timesteps": 100, "schedule": "linear_beta",
-                                                "default_steps": 4, "default_samples": 2}},
+    "refine": {"architecture": "refine", "context_slices": 1, "kind": "diffusion",
+               "arguments": {"base_channels": [4, 8], "channels": [8, 8], "norm_groups": 4},
+               "diffusion": {"train_timesteps": 100, "schedule": "linear", "default_steps": 4,
+                             "default_samples": 2, "variance_scale": 1.0}},
 }
 """Config dicts of one tiny network per architecture (the 2D U-Net with one neighbouring slice each side)."""
 
@@ -30,17 +33,20 @@ FIXTURE_MODELS = {
     "unet25d": TINY["unet2d"],
     "unet3d": TINY["unet3d"],
     "u2net": TINY["u2net"],
-    "ddpm": TINY["ddpm"],
+    "diffusion": TINY["refine"],
 }
-"""The packages :func:`make_package` saves, by name: 2D, 2.5D and 3D U-Nets, U²-Net with CT, DDPM."""
+"""The packages :func:`make_package` saves, by name: 2D, 2.5D and 3D U-Nets, U²-Net with CT, predict-and-refine
+diffusion."""
 
 
-def ddpm_schedule(steps: int, samples: int) -> dict:
-    """The ``diffusion`` settings of a DDPM with 1000 training steps sampled in ``steps`` steps, ``samples`` times."""
-    return {"train_timesteps": 1000, "schedule": "linear_beta", "default_steps": steps, "default_samples": samples}
+def diffusion_schedule(steps: int, samples: int) -> dict:
+    """The ``diffusion`` settings of a diffusion model with 1000 training steps sampled in ``steps`` steps,
+    ``samples`` times."""
+    return {"train_timesteps": 1000, "schedule": "linear", "default_steps": steps, "default_samples": samples,
+            "variance_scale": 1.0}
 
 
-SLOW_DDPM = ddpm_schedule(1000, 50)
+SLOW_DIFFUSION = diffusion_schedule(1000, 50)
 """Diffusion settings slow enough (tens of seconds) to kill or cancel a run while it samples."""
 
 
@@ -68,6 +74,11 @@ def make_package(folder: Path, name: str, perturb: bool = True, readme: str | No
     return save_package(network, config, folder, readme or f"# Tiny {name} test model\n")
 
 
+def load_tiny(folder: Path, name: str, perturb: bool = True, **overrides) -> LoadedModel:
+    """Save the tiny model ``name`` (see :func:`make_package`) in ``folder / name`` and load it."""
+    return load_package(make_package(folder / name, name, perturb, **overrides), name=name)
+
+
 def phantom(shape_zyx=(12, 20, 22), seed=0, oblique=True) -> sitk.Image:
     """A blob of activity in a noisy body, anisotropic spacing, oblique direction."""
     rng = np.random.default_rng(seed)
@@ -81,3 +92,16 @@ def phantom(shape_zyx=(12, 20, 22), seed=0, oblique=True) -> sitk.Image:
     if oblique:
         image.SetDirection(sitk.VersorTransform((0.3, 0.2, 0.9), 0.35).GetMatrix())
     return image
+
+
+def catalogue_with_diffusion(folder: Path) -> Path:
+    """Write a copy of the shipped catalogue (absolute paths) that also lists ``tiny-diffusion``, the tiny
+    diffusion package saved in ``folder``; return its path (for ``SPECTDENOISE_CATALOGUE``)."""
+    shipped = read_catalogue(RESOURCES / "Models.json")
+    models = [dict(entry, path=str(shipped["folder"] / entry["path"])) if "path" in entry else entry
+              for entry in shipped["models"]]
+    models.append({"id": "tiny-diffusion", "path": str(make_package(folder / "tiny-diffusion", "diffusion")),
+                   "kind": "diffusion", "inputs": ["spect"], "description": "Tiny diffusion test model."})
+    path = folder / "Models.json"
+    path.write_text(json.dumps({"default": shipped["default"], "models": models}), encoding="utf-8")
+    return path

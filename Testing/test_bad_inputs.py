@@ -164,15 +164,15 @@ HUGE_CHANNELS = {"arguments": {"channels": [2048, 4096, 8192, 16384]}}
 
 def _hostile(name: str, base: str = "unet", weights: Callable[[dict], dict] | None = None,
              **changes) -> Callable[[Study], list[str | Path]]:
-    """``denoise`` with a hostile copy of the study's U-Net (``base="unet"``) or of a new tiny DDPM."""
+    """``denoise`` with a hostile copy of the study's U-Net (``base="unet"``) or of a new tiny diffusion model."""
     def arguments(study: Study) -> list[str | Path]:
-        source = study.unet if base == "unet" else make_package(study.inputs.parent / "ddpm", "ddpm")
+        source = study.unet if base == "unet" else make_package(study.inputs.parent / "diffusion", "diffusion")
         return study.denoise(study.spect, model=hostile_package(study.inputs / name, source, weights, **changes))
     return arguments
 
 
 def _diffusion(**changes) -> dict:
-    return {"diffusion": {**TINY["ddpm"]["diffusion"], **changes}}
+    return {"diffusion": {**TINY["refine"]["diffusion"], **changes}}
 
 
 def _as_int32(tensors: dict) -> dict:
@@ -233,8 +233,8 @@ def _scaled(study: Study, factor: float) -> Path:
     return study.volume(f"scaled{factor:g}.nrrd", _spect_array(study) * np.float32(factor))
 
 
-def _ddpm_variance(study: Study, source: Path) -> list[str | Path]:
-    model = make_package(study.inputs / "ddpm", "ddpm")
+def _diffusion_variance(study: Study, source: Path) -> list[str | Path]:
+    model = make_package(study.inputs / "diffusion", "diffusion")
     return study.denoise(source, "--variance", study.out / "variance.nrrd", model=model)
 
 
@@ -319,11 +319,12 @@ CASES = [
     Case("config-huge-patch", _hostile("patch", architecture="unet3d", sampling="patches", context_slices=0,
                                        patch_size=[512, 512, 512]),
          ModelError.exit_code, "'patch_size' must be 3 integers in 8..256"),
-    Case("config-huge-train-timesteps", _hostile("steps", "ddpm", **_diffusion(train_timesteps=2_000_000_000)),
+    Case("config-huge-train-timesteps",
+         _hostile("steps", "diffusion", **_diffusion(train_timesteps=2_000_000_000)),
          ModelError.exit_code, "'train_timesteps' must be 1..10000"),
-    Case("config-huge-default-samples", _hostile("samples", "ddpm", **_diffusion(default_samples=10**9)),
+    Case("config-huge-default-samples", _hostile("samples", "diffusion", **_diffusion(default_samples=10**9)),
          ModelError.exit_code, "'default_samples' 1..256"),
-    Case("config-unknown-diffusion-key", _hostile("key", "ddpm", **_diffusion(eta=0.5)), ModelError.exit_code,
+    Case("config-unknown-diffusion-key", _hostile("key", "diffusion", **_diffusion(eta=0.5)), ModelError.exit_code,
          "exactly the keys"),
     Case("weights-int32", _hostile("int32", weights=_as_int32), ModelError.exit_code, "is I32, the network needs F32"),
     Case("weights-header-length-huge", _long_header, ModelError.exit_code, "no valid header length"),
@@ -335,9 +336,9 @@ CASES = [
          "1,728,000,000 voxels, more than the limit of 134,217,728"),
     Case("huge-volume-metrics", lambda s: ["metrics", _huge(s), "--reference", s.spect], InputError.exit_code,
          "1,728,000,000 voxels, more than the limit of 134,217,728"),
-    Case("variance-overflows-float32", lambda s: _ddpm_variance(s, _scaled(s, 1e30)), InputError.exit_code,
+    Case("variance-overflows-float32", lambda s: _diffusion_variance(s, _scaled(s, 1e30)), InputError.exit_code,
          "too large for float32 output"),
-    Case("variance-underflows-float32", lambda s: _ddpm_variance(s, _scaled(s, 1e-30)), InputError.exit_code,
+    Case("variance-underflows-float32", lambda s: _diffusion_variance(s, _scaled(s, 1e-30)), InputError.exit_code,
          "too small for float32 output"),
     Case("model-producing-infinity", _hostile("infinite", weights=_huge_head), ModelError.exit_code,
          "produced NaN or infinite values"),

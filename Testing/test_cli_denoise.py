@@ -32,12 +32,12 @@ def test_every_architecture_denoises_a_64_cube_through_the_cli(tmp_path, run_cli
     model = make_package(tmp_path / name, name)
     output, variance = tmp_path / "denoised.nii.gz", tmp_path / "variance.nrrd"
     extra = ["--ct", volume_64.parent / "ct.nrrd"] if name == "u2net" else []
-    extra += ["--variance", variance, "--steps", "2"] if name == "ddpm" else []
+    extra += ["--variance", variance, "--steps", "2"] if name == "diffusion" else []
     result = run_cli("denoise", volume_64, "-o", output, "--model", model, "--device", "cpu", *extra)
     assert result.returncode == 0, result.stderr
     source = sitk.ReadImage(str(volume_64))
     assert same_geometry(sitk.ReadImage(str(output)), source)
-    if name == "ddpm":
+    if name == "diffusion":
         assert same_geometry(sitk.ReadImage(str(variance)), source)
     assert f"denoised: {output}" in result.stdout
 
@@ -56,7 +56,7 @@ def test_jsonl_progress_prints_the_worker_events(tmp_path, run_cli):
 def test_seed_reaches_the_sampler_and_fixes_the_output(tmp_path, run_cli):
     small = tmp_path / "small.nrrd"
     sitk.WriteImage(phantom(), str(small))
-    folder = make_package(tmp_path / "ddpm", "ddpm")
+    folder = make_package(tmp_path / "diffusion", "diffusion")
     assert run_cli("denoise", small, "-o", tmp_path / "out.nrrd", "--model", folder, "--seed", "5").returncode == 0
     model = load_package(folder)
     same = image_to_array(denoise(phantom(), model, device="cpu", seed=5).denoised)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import SimpleITK as sitk
 from conftest import REPOSITORY
-from model_fixtures import SLOW_DDPM, make_package, phantom
+from model_fixtures import SLOW_DIFFUSION, make_package, phantom
 from test_worker import run_worker, start_worker
 
 from SPECTDenoiseLib.io import PARTIAL_PREFIX, same_geometry
@@ -57,7 +57,7 @@ def test_sigterm_to_the_denoise_cli_exits_130_and_leaves_nothing(tmp_path):
     spect = tmp_path / "spect.nrrd"
     sitk.WriteImage(phantom(), str(spect))
     (tmp_path / "out").mkdir()
-    model = make_package(tmp_path / "ddpm", "ddpm", diffusion=SLOW_DDPM)
+    model = make_package(tmp_path / "diffusion", "diffusion", diffusion=SLOW_DIFFUSION)
     process = subprocess.Popen(
         [sys.executable, "-m", "SPECTDenoiseLib", "denoise", str(spect), "-o", str(tmp_path / "out" / "d.nrrd"),
          "--variance", str(tmp_path / "out" / "v.nrrd"), "--model", str(model), "--device", "cpu"],
@@ -86,7 +86,7 @@ def test_slicer_runner_fails_cleanly_when_its_worker_is_killed_and_can_run_again
     scene = slicer.vtkMRMLScene()
     node = _spect_node(scene)
     runner = BackgroundRunner(scene, sys.executable)
-    slow = make_package(tmp_path / "ddpm", "ddpm", diffusion=SLOW_DDPM)
+    slow = make_package(tmp_path / "diffusion", "diffusion", diffusion=SLOW_DIFFUSION)
     runner.start(DenoiseRequest(node, model=str(slow), device="cpu"))
     folder = runner.folder
     _wait_for(runner, lambda events: any((e.fraction or 0) > 0.05 for e in events), timeout_s=120)

@@ -134,8 +134,9 @@ def test_generated_card_names_repository_paths_and_an_existing_settings_file(tmp
     assert "--model Resources/Models/spect-unet25d --data data/train_a -o OUTPUT" in card._reproduce(tuned)
     own = TrainSettings(model={}, data=["d"], output="out", run_dir="run", patch=[64, 64], name="my-model")
     assert "SETTINGS.json" in card._reproduce(own)
-    shipped = TrainSettings(model={}, data=["d"], output="out", run_dir="run", patch=[64, 64], name="spect-ddpm")
-    assert "benchmarks/training/spect-ddpm.json" in card._reproduce(shipped)
+    shipped = TrainSettings(model={}, data=["d"], output="out", run_dir="run", patch=[64, 64],
+                            name="spect-diffusion-refine")
+    assert "benchmarks/training/spect-diffusion-refine.json" in card._reproduce(shipped)
 
 
 def test_outputs_of_the_readme_first_command_are_git_ignored():

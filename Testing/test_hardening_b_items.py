@@ -10,7 +10,7 @@ import sys
 
 import pytest
 from conftest import REPOSITORY
-from model_fixtures import TINY, make_package, phantom
+from model_fixtures import TINY, catalogue_with_diffusion, make_package, phantom
 
 from SPECTDenoiseLib import hub
 from SPECTDenoiseLib.errors import HubError, ModelError
@@ -69,7 +69,7 @@ def test_catalogue_hub_entry_with_both_checksums_is_accepted(tmp_path):
 
 @pytest.mark.parametrize("extra", [{"sampler": "ddpm"}, {"eta": 0.5}])
 def test_unknown_diffusion_settings_are_refused(extra):
-    settings = {**TINY["ddpm"], "diffusion": {**TINY["ddpm"]["diffusion"], **extra}}
+    settings = {**TINY["refine"], "diffusion": {**TINY["refine"]["diffusion"], **extra}}
     with pytest.raises(ModelError, match="diffusion"):
         ModelConfig.from_dict(settings)
 
@@ -84,9 +84,10 @@ def test_samples_or_steps_for_a_deterministic_model_give_a_warning(tmp_path, opt
     assert any("deterministic" in message and f"the {named} asked for are ignored" in message for message in messages)
 
 
-def test_diffusion_defaults_are_in_denoise_help_and_models_info(run_cli):
-    config = json.loads((REPOSITORY / "Resources" / "Models" / "spect-ddpm" / "config.json").read_text("utf-8"))
+def test_diffusion_defaults_are_in_denoise_help_and_models_info(run_cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("SPECTDENOISE_CATALOGUE", str(catalogue_with_diffusion(tmp_path)))
+    config = json.loads((tmp_path / "tiny-diffusion" / "config.json").read_text("utf-8"))
     defaults = f"{config['diffusion']['default_samples']} samples and {config['diffusion']['default_steps']} DDIM steps"
     assert defaults in " ".join(run_cli("denoise", "--help").stdout.split())
-    info = run_cli("models", "info", "spect-ddpm")
+    info = run_cli("models", "info", "tiny-diffusion")
     assert info.returncode == 0 and f"diffusion: {defaults} by default" in info.stdout

@@ -33,8 +33,8 @@ def test_untrained_network_returns_the_input_through_normalisation_padding_and_b
 def test_every_architecture_keeps_geometry_and_returns_float32(tmp_path, name):
     image = phantom()
     ct = phantom(seed=1) * 10 - 1000 if name == "u2net" else None
-    result = denoise(image, load(tmp_path, name), ct=ct, device="cpu", want_variance=name == "ddpm")
-    for output in (result.denoised, result.difference) + ((result.variance,) if name == "ddpm" else ()):
+    result = denoise(image, load(tmp_path, name), ct=ct, device="cpu", want_variance=name == "diffusion")
+    for output in (result.denoised, result.difference) + ((result.variance,) if name == "diffusion" else ()):
         assert same_geometry(output, image)
         assert output.GetPixelID() == sitk.sitkFloat32
         assert np.all(np.isfinite(image_to_array(output)))
@@ -114,7 +114,7 @@ def test_absent_device_is_an_error(tmp_path):
 
 
 def test_same_seed_gives_the_same_diffusion_output_and_another_seed_does_not(tmp_path):
-    model, image = load(tmp_path, "ddpm"), phantom()
+    model, image = load(tmp_path, "diffusion"), phantom()
     first = image_to_array(denoise(image, model, device="cpu", seed=3).denoised)
     again = image_to_array(denoise(image, model, device="cpu", seed=3).denoised)
     other = image_to_array(denoise(image, model, device="cpu", seed=4).denoised)
@@ -123,7 +123,7 @@ def test_same_seed_gives_the_same_diffusion_output_and_another_seed_does_not(tmp
 
 
 def test_diffusion_variance_is_positive_in_squared_units(tmp_path):
-    model, image = load(tmp_path, "ddpm"), phantom()
+    model, image = load(tmp_path, "diffusion"), phantom()
     variance = image_to_array(denoise(image, model, device="cpu", samples=3, steps=2, want_variance=True).variance)
     scaled = image_to_array(denoise(image * 10.0, model, device="cpu", samples=3, steps=2,
                                     want_variance=True).variance)
@@ -133,12 +133,12 @@ def test_diffusion_variance_is_positive_in_squared_units(tmp_path):
 
 def test_variance_needs_two_samples(tmp_path):
     with pytest.raises(InputError, match="at least 2 samples"):
-        denoise(phantom(), load(tmp_path, "ddpm"), device="cpu", samples=1, want_variance=True)
+        denoise(phantom(), load(tmp_path, "diffusion"), device="cpu", samples=1, want_variance=True)
 
 
 def test_progress_reports_each_diffusion_step_and_ends_at_one(tmp_path):
     events = []
-    denoise(phantom(shape_zyx=(6, 16, 16)), load(tmp_path, "ddpm"), device="cpu", samples=2, steps=3,
+    denoise(phantom(shape_zyx=(6, 16, 16)), load(tmp_path, "diffusion"), device="cpu", samples=2, steps=3,
             progress=lambda fraction, stage, message: events.append((fraction, stage)))
     sampling = [fraction for fraction, stage in events if stage == "sampling"]
     assert len(sampling) == 2 * 3  # one batch of 6 slices, 2 samples × 3 steps

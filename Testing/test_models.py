@@ -12,13 +12,12 @@ from model_fixtures import TINY, perturb_weights
 
 from SPECTDenoiseLib.errors import ModelError
 from SPECTDenoiseLib.models.config import ModelConfig
-from SPECTDenoiseLib.models.diffusion import leading_timesteps, make_scheduler, noise_prediction_loss, sample_ddim
 from SPECTDenoiseLib.models.registry import ARCHITECTURES, build_network
 from SPECTDenoiseLib.models.u2net import U2Net
 
 
 def test_registry_lists_the_four_architectures():
-    assert {"unet2d", "unet3d", "u2net", "ddpm"} <= set(ARCHITECTURES)
+    assert {"unet2d", "unet3d", "u2net", "refine"} <= set(ARCHITECTURES)
 
 
 @pytest.mark.parametrize("name", ["unet2d", "unet3d", "u2net"])
@@ -57,61 +56,6 @@ def test_u2net_handles_slice_sizes_not_a_multiple_of_32():
 def test_u2net_default_lite_width_is_small():
     parameters = sum(p.numel() for p in U2Net(in_channels=2).parameters())
     assert 0.5e6 < parameters < 2e6
-
-
-def test_ddim_sampling_is_seeded_and_reports_each_step():
-    config = ModelConfig.from_dict(TINY["ddpm"])
-    network = build_network(config).eval()
-    perturb_weights(network)
-    scheduler = make_scheduler(config)
-    condition = torch.rand(2, config.network_in_channels, 16, 16)
-    steps_seen = []
-    first = sample_ddim(network, scheduler, condition, 4, torch.Generator().manual_seed(7),
-                        on_step=lambda done, total: steps_seen.append((done, total)))
-    again = sample_ddim(network, scheduler, condition, 4, torch.Generator().manual_seed(7))
-    other = sample_ddim(network, scheduler, condition, 4, torch.Generator().manual_seed(8))
-    assert first.shape == (2, 1, 16, 16)
-    assert torch.equal(first, again)
-    assert not torch.equal(first, other)
-    assert steps_seen == [(1, 4), (2, 4), (3, 4), (4, 4)]
-
-
-def test_ddim_steps_land_on_the_timesteps_the_scheduler_steps_back_to():
-    timesteps = leading_timesteps(1000, 10)
-    assert timesteps.tolist() == [900, 800, 700, 600, 500, 400, 300, 200, 100, 0]
-    assert all(int(a) - 1000 // 10 == int(b) for a, b in zip(timesteps[:-1], timesteps[1:]))
-
-
-def test_ddim_sampling_stays_bounded_under_the_cosine_schedule():
-    config = ModelConfig.from_dict(dict(TINY["ddpm"], diffusion={"train_timesteps": 1000, "schedule": "cosine",
-                                                                  "default_steps": 10, "default_samples": 2}))
-    network = build_network(config).eval()
-    for parameter in network.parameters():  # an untrained network that predicts no noise at all
-        torch.nn.init.zeros_(parameter)
-    condition = torch.rand(2, config.network_in_channels, 16, 16)
-    sample = sample_ddim(network, make_scheduler(config), condition, 10, torch.Generator().manual_seed(0))
-    # The first step divides by √ᾱ of the first timestep: ≈ 0.15 with leading spacing, ≈ 5e-5 at t = 999.
-    assert (sample - condition[:, :1]).abs().max() < 50
-
-
-def test_ddim_rejects_more_steps_than_training_timesteps():
-    config = ModelConfig.from_dict(TINY["ddpm"])
-    network = build_network(config).eval()
-    with pytest.raises(ModelError, match="between 1 and 100"):
-        sample_ddim(network, make_scheduler(config), torch.rand(1, 3, 16, 16), 101, torch.Generator())
-
-
-def test_noise_prediction_loss_trains_the_network():
-    torch.manual_seed(0)
-    config = ModelConfig.from_dict(TINY["ddpm"])
-    network = build_network(config)
-    scheduler = make_scheduler(config)
-    condition = torch.rand(4, 3, 16, 16)
-    target = condition[:, 1:2] + 0.1
-    loss = noise_prediction_loss(network, scheduler, target, condition, torch.Generator().manual_seed(1))
-    loss.backward()
-    assert loss.ndim == 0 and torch.isfinite(loss)
-    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in network.parameters())
 
 
 def test_build_rejects_arguments_the_constructor_does_not_take():

@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 import pytest
-from model_fixtures import SLOW_DDPM, make_package
+from model_fixtures import SLOW_DIFFUSION, catalogue_with_diffusion, make_package
 from slicer_application import FileDialog, Widget, require_slicer_sources, slicer_application
 
 slicer = pytest.importorskip("slicer")
@@ -115,11 +115,12 @@ def test_apply_denoises_in_the_background_and_shows_the_result_outside_the_teach
 
 
 def _sampling(make_widget, scene, tmp_path):
-    """A panel whose Apply runs a slow DDPM, returned once the worker is sampling (and the scene's node count
-    before Apply)."""
+    """A panel whose Apply runs a slow diffusion model, returned once the worker is sampling (and the scene's node
+    count before Apply)."""
     _spect_node(scene)
     widget = make_widget()
-    widget._parameterNode.model = str(make_package(tmp_path / "ddpm", "ddpm", perturb=False, diffusion=SLOW_DDPM))
+    widget._parameterNode.model = str(make_package(tmp_path / "diffusion", "diffusion", perturb=False,
+                                                   diffusion=SLOW_DIFFUSION))
     widget._parameterNode.device = "cpu"
     nodes = scene.GetNumberOfNodes()
     widget.onApply()
@@ -187,12 +188,14 @@ def test_a_failed_download_says_why_in_one_sentence(application, scene, hub):
     assert widget.ui.statusLabel.text.startswith("Enter a Hub repository id") and _idle(widget)
 
 
-def test_the_saved_model_is_selected_when_the_panel_opens(application, scene):
+def test_the_saved_model_is_selected_when_the_panel_opens(application, scene, tmp_path, monkeypatch):
     module, make_widget = application
-    module.SPECTDenoiseLogic().getParameterNode().model = "spect-ddpm"  # e.g. restored from a saved scene
+    monkeypatch.setenv("SPECTDENOISE_CATALOGUE", str(catalogue_with_diffusion(tmp_path)))
+    module.SPECTDenoiseLogic().getParameterNode().model = "tiny-diffusion"  # e.g. restored from a saved scene
     widget = make_widget()
     combo = widget.ui.modelComboBox
-    assert combo.itemData(combo.currentIndex) == "spect-ddpm" and widget._parameterNode.model == "spect-ddpm"
+    assert combo.itemData(combo.currentIndex) == "tiny-diffusion"
+    assert widget._parameterNode.model == "tiny-diffusion"
     assert "variance: yes" in widget.ui.modelSummaryLabel.text
     widget.onModelSelected(combo.findData("spect-unet3d"))
     assert widget._parameterNode.model == "spect-unet3d" and "variance: no" in widget.ui.modelSummaryLabel.text
@@ -338,17 +341,18 @@ def test_a_run_that_ends_while_another_module_is_shown_still_delivers_its_output
     assert widget._parameterNode.denoisedVolume.GetName() == "SPECT denoised" and widget.ui.applyButton.enabled
 
 
-def test_variance_is_asked_only_of_a_model_that_gives_one(application, scene, tmp_path):
+def test_variance_is_asked_only_of_a_model_that_gives_one(application, scene, tmp_path, monkeypatch):
     module, _ = application
+    monkeypatch.setenv("SPECTDENOISE_CATALOGUE", str(catalogue_with_diffusion(tmp_path)))
     _spect_node(scene)
     logic = module.SPECTDenoiseLogic()
     parameters = logic.getParameterNode()
     parameters.inputVolume = scene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
     assert parameters.makeVariance and parameters.model == ""  # the panel's defaults: default model, box ticked
     assert set(logic.denoiseRequest(parameters).outputs) == {"denoised", "difference"}
-    parameters.model = "spect-ddpm"
+    parameters.model = "tiny-diffusion"
     assert set(logic.denoiseRequest(parameters).outputs) == {"denoised", "difference", "variance"}
-    parameters.model = str(make_package(tmp_path / "ddpm", "ddpm"))
+    parameters.model = str(make_package(tmp_path / "diffusion", "diffusion"))
     assert "variance" in logic.denoiseRequest(parameters).outputs
     parameters.model = "org/not-downloaded@main"  # known only when it runs: the worker decides
     assert "variance" in logic.denoiseRequest(parameters).outputs

@@ -28,9 +28,9 @@ def test_round_trip_gives_identical_outputs(tmp_path, name):
     assert loaded.card == f"# Tiny {name}\n" and loaded.name == "model" and loaded.folder == folder
     assert not loaded.network.training
     spatial = (16, 16, 16) if loaded.config.sampling == "patches" else (32, 32)
-    x = torch.rand(1, loaded.config.network_in_channels + (name == "ddpm"), *spatial)
+    x = torch.rand(1, loaded.config.network_in_channels, *spatial)
     with torch.no_grad():
-        args = (x, torch.tensor([5])) if name == "ddpm" else (x,)
+        args = (x[:, :1], x[:, 1:2], x, torch.tensor([5])) if name == "refine" else (x,)
         assert torch.equal(network(*args), loaded.network(*args))
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from model_fixtures import SLOW_DDPM, ddpm_schedule, make_package
+from model_fixtures import SLOW_DIFFUSION, diffusion_schedule, make_package
 
 slicer = pytest.importorskip("slicer")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "SPECTDenoise"))
@@ -58,7 +58,7 @@ def _wait_for(runner: BackgroundRunner, condition, timeout_s: float) -> list:
 
 @pytest.mark.slow
 def test_worker_run_imports_denoised_difference_and_variance_nodes(scene, tmp_path):
-    model = make_package(tmp_path / "ddpm", "ddpm", perturb=False, diffusion=ddpm_schedule(2, 2))
+    model = make_package(tmp_path / "diffusion", "diffusion", perturb=False, diffusion=diffusion_schedule(2, 2))
     node = _spect_node(scene)
     runner = BackgroundRunner(scene, sys.executable)
     request = DenoiseRequest(node, model=str(model), device="cpu",
@@ -82,7 +82,7 @@ def test_worker_run_imports_denoised_difference_and_variance_nodes(scene, tmp_pa
 
 @pytest.mark.slow
 def test_cancel_kills_the_worker_and_its_launcher_and_leaves_nothing(scene, tmp_path):
-    model = make_package(tmp_path / "ddpm", "ddpm", perturb=False, diffusion=SLOW_DDPM)
+    model = make_package(tmp_path / "diffusion", "diffusion", perturb=False, diffusion=SLOW_DIFFUSION)
     launcher = tmp_path / "PythonSlicer"  # like Slicer's launcher: a parent process that starts Python
     launcher.write_text(f'#!/bin/sh\n"{sys.executable}" "$@"\n')
     launcher.chmod(0o755)

@@ -141,14 +141,6 @@ def test_training_resumes_from_the_last_checkpoint(tmp_path):
     assert steps == [10, 20]
 
 
-def test_diffusion_model_trains_with_the_noise_prediction_loss(tmp_path):
-    ddpm = {"architecture": "ddpm", "arguments": {"channels": [8, 16, 16], "norm_groups": 4}, "kind": "diffusion",
-            "diffusion": {"train_timesteps": 100, "schedule": "scaled_linear_beta", "default_steps": 5,
-                          "default_samples": 2}}
-    package = train(_settings(tmp_path, _write_pairs(tmp_path / "pairs"), ddpm, steps=10), log=lambda m: None)
-    assert load_package(package).config.kind == "diffusion"
-
-
 def _run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "SPECTDenoiseLib", *args], capture_output=True, text=True,
                           cwd=REPOSITORY, env=env, timeout=600)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import SimpleITK as sitk
 from conftest import REPOSITORY
-from model_fixtures import SLOW_DDPM, make_package, phantom
+from model_fixtures import SLOW_DIFFUSION, make_package, phantom
 
 from SPECTDenoiseLib.errors import InputError
 from SPECTDenoiseLib.io import PARTIAL_PREFIX, same_geometry
@@ -90,7 +90,7 @@ def test_request_with_unknown_keys_is_refused():
 
 @pytest.mark.slow
 def test_sigterm_stops_the_worker_quickly_and_leaves_nothing(tmp_path, study):
-    model = make_package(tmp_path / "ddpm", "ddpm", diffusion=SLOW_DDPM)
+    model = make_package(tmp_path / "diffusion", "diffusion", diffusion=SLOW_DIFFUSION)
     variance = tmp_path / "out" / "variance.nrrd"
     process = start_worker(tmp_path, **{**study, "model": str(model)}, variance=str(variance))
     for line in process.stdout:

@@ -20,11 +20,14 @@ INPUT_CHANNELS = ("spect", "ct")
 SAMPLING_MODES = ("slices", "patches")
 NORMALISATIONS = ("robust_median", "body_mean", "percentile99")
 KINDS = ("deterministic", "diffusion")
-DIFFUSION_KEYS = ("train_timesteps", "schedule", "default_steps", "default_samples")
+DIFFUSION_KEYS = ("train_timesteps", "schedule", "default_steps", "default_samples", "variance_scale")
+SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
+"""Beta schedules (diffusers' ``beta_schedule`` names); every one is rescaled to zero terminal SNR."""
 MAX_PATCH_SIDE = 256
 MAX_PATCH_VOXELS = 2**22  # 128 × 128 × 256: a 3D window's activations must fit in memory
 MAX_TRAIN_TIMESTEPS = 10_000
 MAX_DEFAULT_SAMPLES = 256
+MAX_VARIANCE_SCALE = 1e6
 MAX_LIST_ITEMS = 64  # count fractions, tracers
 
 
@@ -46,9 +49,12 @@ class ModelConfig:
     normalisation : how intensities are scaled before the network and restored after (``"robust_median"``:
         divide by the tissue level of ``normalisation.robust_tissue_level``, unmoved by hot organs;
         ``"body_mean"``: the mean inside the body; ``"percentile99"``: the 99th percentile of body voxels).
-    kind : ``"deterministic"`` (one output) or ``"diffusion"`` (conditional DDPM: mean and variance of samples).
+    kind : ``"deterministic"`` (one output) or ``"diffusion"`` (predict-and-refine diffusion: mean and variance of
+        samples).
     diffusion : for diffusion models, ``{"train_timesteps": int, "schedule": str, "default_steps": int,
-        "default_samples": int}``.
+        "default_samples": int, "variance_scale": float}``: the schedule is one of :data:`SCHEDULES`, and the
+        variance of the samples is multiplied by ``variance_scale`` (a calibration fitted on validation cases;
+        1.0 = raw sample variance).
     voxel_mm_range : the voxel sizes (mm) the model was trained on, [min, max].
     count_fractions : the count fractions (low / full) the model was trained on.
     tracers : isotopes / tracers trained on, e.g. ``["Tc-99m", "I-123", "Lu-177"]``.
@@ -148,7 +154,9 @@ class ModelConfig:
                     and 1 <= d["default_samples"] <= MAX_DEFAULT_SAMPLES,
                     f"'train_timesteps' must be 1..{MAX_TRAIN_TIMESTEPS}, 'default_steps' 1..train_timesteps and "
                     f"'default_samples' 1..{MAX_DEFAULT_SAMPLES}")
-            _expect(isinstance(d["schedule"], str), "the diffusion 'schedule' must be a name")
+            _expect(d["schedule"] in SCHEDULES, f"the diffusion 'schedule' must be one of {list(SCHEDULES)}")
+            _expect(_is_number(d["variance_scale"]) and 0 < d["variance_scale"] <= MAX_VARIANCE_SCALE,
+                    f"the diffusion 'variance_scale' must be a number above 0 and at most {MAX_VARIANCE_SCALE:g}")
         else:
             _expect(self.diffusion is None, "'diffusion' settings are only allowed for kind 'diffusion'")
 

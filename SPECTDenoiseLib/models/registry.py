@@ -17,7 +17,7 @@ from torch import nn
 
 from ..errors import ModelError
 from .config import ModelConfig
-from .diffusion import ConditionalNoisePredictor
+from .diffusion import PredictAndRefine
 from .u2net import U2Net
 from .unet import ResidualUNet
 
@@ -25,7 +25,7 @@ ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "unet2d": partial(ResidualUNet, 2),
     "unet3d": partial(ResidualUNet, 3),
     "u2net": U2Net,
-    "ddpm": ConditionalNoisePredictor,
+    "refine": PredictAndRefine,
 }
 
 # (sampling, kind) each architecture is made for.
@@ -33,13 +33,15 @@ _ROLES = {
     "unet2d": ("slices", "deterministic"),
     "unet3d": ("patches", "deterministic"),
     "u2net": ("slices", "deterministic"),
-    "ddpm": ("slices", "diffusion"),
+    "refine": ("slices", "diffusion"),
 }
 _DERIVED = {"in_channels", "condition_channels", "centre_channel", "spatial_dims"}
 
 ARGUMENT_RANGES = {
     "channels": (1, 1024),
+    "base_channels": (1, 1024),
     "num_res_units": (0, 8),
+    "base_num_res_units": (0, 8),
     "num_res_blocks": (1, 8),
     "norm_groups": (1, 256),
     "mid": (1, 512),

@@ -47,10 +47,11 @@ def model_card(settings: TrainSettings, config: ModelConfig, network: nn.Module,
         f"- Trained voxel sizes: {config.voxel_mm_range[0]}–{config.voxel_mm_range[1]} mm; count fractions: "
         f"{', '.join(f'{f:g}' for f in config.count_fractions) or 'user data'}; tracers: "
         f"{', '.join(config.tracers) or 'unspecified'}",
+        *([_diffusion_sampling(config)] if config.kind == "diffusion" else []),
         "",
         "## Training",
         f"- Data: {_describe_data(settings.data)}",
-        "- Loss: " + ("DDPM noise prediction (epsilon, MSE)" if config.kind == "diffusion" else
+        "- Loss: " + (_diffusion_training(settings) if config.kind == "diffusion" else
                        f"L1 + {settings.ssim_weight:g}·(1 − SSIM), lesion attention β = {settings.lesion_weight:g}, "
                        f"lesion-mean term γ = {settings.mean_weight:g}; {settings.lesion_patch_fraction:.0%} of "
                        f"windows centred on lesions; intensity scale × {settings.scale_range[0]:g}–"
@@ -75,6 +76,22 @@ def model_card(settings: TrainSettings, config: ModelConfig, network: nn.Module,
         "",
     ]
     return with_metadata("\n".join(lines), card_metadata(settings.name, config, _describe_data(settings.data)))
+
+
+def _diffusion_training(settings: TrainSettings) -> str:
+    return ("v-prediction MSE of the residual (noise-free target − base estimate), base frozen"
+            + (f" (started from `{Path(settings.base_model).name}`)" if settings.base_model else "")
+            + (f"; EMA of the weights (decay {settings.ema_decay:g}) validated and exported"
+               if settings.ema_decay else ""))
+
+
+def _diffusion_sampling(config: ModelConfig) -> str:
+    d = config.diffusion
+    return (f"- Sampling: predict and refine (a frozen U-Net estimate plus sampled residuals), DDIM with "
+            f"v-prediction, zero terminal SNR and trailing steps ({d['schedule']} betas, {d['train_timesteps']} "
+            f"training steps); by default {d['default_samples']} samples × {d['default_steps']} steps; one step "
+            f"gives the mean. Variance = sample variance × {d['variance_scale']:g}"
+            + (" (uncalibrated)" if d["variance_scale"] == 1 else " (calibrated on validation cases)"))
 
 
 def card_metadata(name: str, config: ModelConfig, data_summary: str, results: Path | None = None):

@@ -22,12 +22,13 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..errors import ModelError
 from ..models.config import ModelConfig
-from ..models.diffusion import make_scheduler, noise_prediction_loss
+from ..models.diffusion import make_scheduler, v_prediction_loss
 from ..models.package import save_package
 from ..models.registry import build_network
 from .card import model_card
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import Batch, CaseCache, PatchSampler, find_cases
+from .ema import WeightAverage
 from .losses import DenoisingLoss
 from .settings import TrainSettings
 
@@ -53,11 +54,14 @@ def _train(settings: TrainSettings, rank: int, world: int, device: torch.device,
     training, validation = cases[: len(cases) - held_out], cases[len(cases) - held_out:]
     network = _initial_network(settings, config).to(device)
     model: nn.Module = DistributedDataParallel(network) if world > 1 else network
-    optimizer = torch.optim.Adam(network.parameters(), lr=settings.learning_rate)
+    # Frozen parts (a diffusion model's base) stay out of the optimiser.
+    optimizer = torch.optim.Adam([p for p in network.parameters() if p.requires_grad], lr=settings.learning_rate)
+    average = WeightAverage(network, settings.ema_decay) if settings.ema_decay else None
+    evaluated = average.network if average is not None else network  # what is validated and exported
     run_dir = Path(settings.run_dir)
     step, best = 0, math.inf
     if (run_dir / "last").exists():
-        state = load_checkpoint(run_dir / "last", network, optimizer)
+        state = load_checkpoint(run_dir / "last", network, optimizer, average)
         step, best = int(state["step"]), float(state["best"])
         log(f"resumed from {run_dir / 'last'} at step {step}")
     objective = _objective(config, settings, device)
@@ -80,16 +84,18 @@ def _train(settings: TrainSettings, rank: int, world: int, device: torch.device,
         loss.backward()
         torch.nn.utils.clip_grad_norm_(network.parameters(), 1.0)
         optimizer.step()
+        if average is not None:
+            average.update(network)
         step += 1
         if step % settings.validate_every == 0 or step == settings.steps:
             if rank == 0:
-                score = _validate(network, objective, validation_batches) if validation_batches else loss.item()
+                score = _validate(evaluated, objective, validation_batches) if validation_batches else loss.item()
                 improved = score < best
                 best = min(best, score)
                 state = {"step": step, "best": best, "validation": score, "train_loss": loss.item()}
                 if improved:
-                    save_checkpoint(run_dir / "best", network, optimizer, state)
-                save_checkpoint(run_dir / "last", network, optimizer, state)
+                    save_checkpoint(run_dir / "best", network, optimizer, state, average)
+                save_checkpoint(run_dir / "last", network, optimizer, state, average)
                 _append_log(run_dir, dict(state, seconds=round(time.monotonic() - started, 1)))
                 log(f"step {step}/{settings.steps}  loss {loss.item():.4f}  validation {score:.4f}"
                     f"{'  (best)' if improved else ''}  {time.monotonic() - started:.0f} s")
@@ -98,9 +104,9 @@ def _train(settings: TrainSettings, rank: int, world: int, device: torch.device,
     output = Path(settings.output)
     if rank == 0:
         best_weights = run_dir / "best" if (run_dir / "best").exists() else run_dir / "last"
-        load_checkpoint(best_weights, network, optimizer)
-        card = model_card(settings, config, network, best, _read_log(run_dir))
-        save_package(network, config, output, card)
+        load_checkpoint(best_weights, network, optimizer, average)
+        card = model_card(settings, config, evaluated, best, _read_log(run_dir))
+        save_package(evaluated, config, output, card)
         log(f"wrote model package {output}")
     return output
 
@@ -120,9 +126,13 @@ def _init_distributed() -> tuple[int, int, torch.device]:
 
 
 def _initial_network(settings: TrainSettings, config: ModelConfig) -> nn.Module:
-    if not settings.initial_weights:
-        return build_network(config)
     from ..hub import load_model
+
+    if not settings.initial_weights:
+        network = build_network(config)
+        if settings.base_model:
+            _load_base(network, load_model(settings.base_model), config)
+        return network
 
     start = load_model(settings.initial_weights)
     network_fields = ("architecture", "arguments", "input_channels", "sampling", "context_slices", "patch_size", "kind")
@@ -130,6 +140,18 @@ def _initial_network(settings: TrainSettings, config: ModelConfig) -> nn.Module:
         raise ModelError(f"The starting model '{settings.initial_weights}' has another network than the run "
                          f"(compare {', '.join(network_fields)}).")
     return start.network
+
+
+def _load_base(network: nn.Module, base, config: ModelConfig) -> None:
+    """Copy the weights of the ``unet2d`` package ``base`` (a ``LoadedModel``) into ``network.base``."""
+    facts = ("input_channels", "context_slices", "normalisation")
+    if base.config.architecture != "unet2d" or any(getattr(base.config, f) != getattr(config, f) for f in facts):
+        raise ModelError(f"The base model '{base.name}' must be a unet2d with the run's {', '.join(facts)}.")
+    try:
+        network.base.load_state_dict(base.network.state_dict())
+    except RuntimeError:
+        raise ModelError(f"The base model '{base.name}' has other layers than the run's base_channels, "
+                         "base_num_res_units and base_norm.") from None
 
 
 def _objective(config: ModelConfig, settings: TrainSettings, device: torch.device):
@@ -140,7 +162,7 @@ def _objective(config: ModelConfig, settings: TrainSettings, device: torch.devic
         def diffusion_loss(model: nn.Module, batch: Batch, generator: torch.Generator) -> torch.Tensor:
             inputs, targets = (torch.from_numpy(a).to(device) for a in (batch.inputs, batch.targets))
             network = model.module if isinstance(model, DistributedDataParallel) else model
-            return noise_prediction_loss(_Forward(model, network), scheduler, targets, inputs, generator)
+            return v_prediction_loss(network, scheduler, targets, inputs, generator, forward=model)
 
         return diffusion_loss
     criterion = DenoisingLoss(3 if config.sampling == "patches" else 2, settings.ssim_weight,
@@ -153,21 +175,6 @@ def _objective(config: ModelConfig, settings: TrainSettings, device: torch.devic
         return criterion(prediction.float(), targets, masks)
 
     return denoising_loss
-
-
-class _Forward(nn.Module):
-    """Calls the (possibly DDP-wrapped) model but exposes the bare network's helpers to the diffusion loss."""
-
-    def __init__(self, model: nn.Module, network: nn.Module) -> None:
-        super().__init__()
-        self.model, self.network = model, network
-        self.residual_scale = network.residual_scale
-
-    def forward(self, x: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-        return self.model(x, timesteps)
-
-    def centre(self, condition: torch.Tensor) -> torch.Tensor:
-        return self.network.centre(condition)
 
 
 def _validation_batches(cases, config: ModelConfig, settings: TrainSettings) -> list[Batch]:

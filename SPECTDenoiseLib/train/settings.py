@@ -38,6 +38,10 @@ class TrainSettings:
     seed : seeds sampling, noise and initial weights.
     name, description : for the model card.
     initial_weights : a model package whose weights start the run (fine-tuning).
+    base_model : diffusion models (architecture ``refine``): a ``unet2d`` model package (name or folder, e.g. the
+        default ``spect-unet25d``) whose weights become the frozen base estimate.
+    ema_decay : decay of the exponential moving average of the weights that is validated and exported
+        (e.g. 0.999; 0 = no average, the trained weights themselves).
     """
 
     model: dict[str, Any]
@@ -59,6 +63,8 @@ class TrainSettings:
     name: str = "model"
     description: str = ""
     initial_weights: str | None = None
+    base_model: str | None = None
+    ema_decay: float = 0.0
 
     @property
     def model_config(self) -> ModelConfig:
@@ -80,8 +86,8 @@ class TrainSettings:
         unknown = unknown_keys(data, cls)
         if unknown:
             raise InputError(f"Training settings file '{path}' has unknown keys {unknown}.")
-        missing = sorted(f.name for f in dataclasses.fields(cls)
-                         if f.default is dataclasses.MISSING and f.name not in data)
+        missing = sorted(f.name for f in dataclasses.fields(cls) if f.name not in data
+                         and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
         if missing:
             raise InputError(f"Training settings file '{path}' is incomplete: it needs {missing}.")
         for key, value in data.items():
@@ -94,7 +100,13 @@ class TrainSettings:
         settings.run_dir = str(base / settings.run_dir)
         if settings.initial_weights and not Path(settings.initial_weights).is_absolute() and (base / settings.initial_weights).exists():
             settings.initial_weights = str(base / settings.initial_weights)
-        ModelConfig.from_dict(settings.model)  # raises ModelError when the model section is invalid
+        if (settings.base_model and not Path(settings.base_model).is_absolute()
+                and (base / settings.base_model).exists()):
+            settings.base_model = str(base / settings.base_model)
+        config = ModelConfig.from_dict(settings.model)  # raises ModelError when the model section is invalid
+        if settings.base_model and (config.kind != "diffusion" or settings.initial_weights):
+            raise InputError(f"Training settings file '{path}': 'base_model' applies to diffusion models started "
+                             "from scratch (without 'initial_weights', which already hold a base).")
         return settings
 
 
@@ -121,6 +133,7 @@ _FIELD_RULES = {
     "validation_cases": "a whole number of at least 0",
     "validate_every": "a whole number of at least 1", "seed": "a whole number of at least 0",
     "name": "a name", "description": "a string", "initial_weights": "a model name or folder, or null",
+    "base_model": "a model name or folder, or null", "ema_decay": "a number from 0 to below 1",
 }
 _FIELD_CHECKS: dict[str, Callable[[Any], bool]] = {
     "model": lambda value: isinstance(value, dict),
@@ -136,4 +149,6 @@ _FIELD_CHECKS: dict[str, Callable[[Any], bool]] = {
     "validation_cases": _whole(0), "validate_every": _whole(1), "seed": _whole(0),
     "name": _text, "description": lambda value: isinstance(value, str),
     "initial_weights": lambda value: value is None or _text(value),
+    "base_model": lambda value: value is None or _text(value),
+    "ema_decay": lambda value: _number(0.0, strict=False)(value) and value < 1,
 }
