@@ -64,10 +64,11 @@ class SPECTDenoise(ScriptedLoadableModule):
         self.parent.dependencies = []
         self.parent.contributors = ["SPECTDenoise maintainers (SPECTDenoise project)"]
         self.parent.helpText = _(
-            "Denoise low-count SPECT with deep learning (U-Net, U²-Net with CT, conditional DDPM with a per-voxel "
-            "variance). Choose the low-count volume, a model and Apply; the run happens in the background and can "
-            "be cancelled. Outputs: <i>denoised</i>, <i>difference</i> (denoised − input) and, for DDPM models, "
-            "<i>variance</i> (where the model is unsure). Compare regions (markups ROI or segmentation) in a table "
+            "Denoise low-count SPECT with deep learning (U-Net, U²-Net with CT, predict-and-refine diffusion with a "
+            "per-voxel variance). Choose the low-count volume, a model and Apply; the run happens in the background "
+            "and can be cancelled. Outputs: <i>denoised</i>, <i>difference</i> (denoised − input) and, for "
+            "diffusion models, <i>variance</i> (the spread of the samples times the model's calibration scale, in "
+            "squared image units: where the model is unsure). Compare regions (markups ROI or segmentation) in a table "
             "with SUVmean/max/peak, and create low-count teaching series. Denoised images are for research and "
             "teaching; check them against the original. Sample data: Sample Data module, 'SPECT Denoise'. "
             "See <a href='https://github.com/spectdenoise/SPECTDenoise'>the documentation</a>.")

@@ -22,7 +22,7 @@ from .volumes import read_node, write_node
 @dataclasses.dataclass(frozen=True)
 class ModelOptions:
     """How the model runs: ``model`` (catalogue name, ``org/name[@revision]`` or folder; None: the default model),
-    ``device`` (``"auto"``, ``"cpu"``, ``"cuda"``, ``"mps"``), DDPM ``samples`` and ``steps`` (None: the model's
+    ``device`` (``"auto"``, ``"cpu"``, ``"cuda"``, ``"mps"``), diffusion ``samples`` and ``steps`` (None: the model's
     defaults) and the sampler ``seed``."""
 
     model: str | None = None

@@ -62,7 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def shipped_diffusion_defaults() -> str:
-    """``"; spect-ddpm: 4 samples and 10 DDIM steps"`` for the catalogue's shipped diffusion models ("" if none)."""
+    """``"; spect-diffusion-refine: 8 samples and 10 DDIM steps"`` for the catalogue's shipped diffusion models ("" if none)."""
     from ..errors import ModelError
     from ..hub import read_catalogue
     from .models import diffusion_defaults

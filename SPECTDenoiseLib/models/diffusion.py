@@ -62,7 +62,7 @@ class PredictAndRefine(nn.Module):
         channels: Sequence[int] = (16, 32, 64),
         num_res_blocks: int = 1,
         norm_groups: int = 8,
-        residual_scale: float = 0.25,
+        residual_scale: float = 1.0,
     ) -> None:
         super().__init__()
         if not residual_scale > 0:
@@ -79,6 +79,7 @@ class PredictAndRefine(nn.Module):
             attention_levels=(False,) * len(channels),
             num_res_blocks=num_res_blocks,
             norm_num_groups=norm_groups,
+            use_flash_attention=True,  # the middle block's attention through torch's fused kernel (CPU and GPU)
         )
 
     def train(self, mode: bool = True) -> PredictAndRefine:

@@ -1,7 +1,8 @@
 """Exponential moving average (EMA) of a network's weights: the copy that is validated and exported.
 
 Diffusion networks sample from what they learned at every noise level; averaging the weights over the last few
-thousand steps removes the step-to-step jitter of the optimiser (Ho et al. 2020 and later DDPMs use 0.999–0.9999).
+thousand steps removes the step-to-step jitter of the optimiser (Ho et al. 2020 and later diffusion models use
+decays of 0.999–0.9999).
 """
 
 from __future__ import annotations
