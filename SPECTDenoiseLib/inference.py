@@ -30,7 +30,7 @@ from .io import (
     spacing_zyx,
 )
 from .normalisation import intensity_scale, normalise_ct
-from .tiling import Predictor, count_windows, pad_amounts, run_patches, run_slices, slice_batches
+from .tiling import Predictor, count_windows, run_patches, run_slices, slice_batches, slice_padding
 
 Progress = Callable[[float, str, str], None]
 log = logging.getLogger(__name__)
@@ -224,7 +224,8 @@ def _run(network, config, volumes, device, samples, steps, seed, want_variance, 
     A diffusion model's base runs once over the volume; every sample then refines that same estimate."""
     shape = volumes[0].shape
     if config.sampling == "slices":
-        rows, columns = (n + sum(pad_amounts(n, config.size_multiple)) for n in shape[1:])
+        padding = slice_padding(volumes[0], config.size_multiple)
+        rows, columns = (n + sum(pad) for n, pad in zip(shape[1:], padding))
         batch = batch_size(device, rows * columns)
         batches = len(slice_batches(shape[0], batch))
     else:
