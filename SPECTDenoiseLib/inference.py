@@ -240,7 +240,7 @@ def _run(network, config, volumes, device, samples, steps, seed, want_variance, 
 
     if config.sampling == "slices":
         estimate = run_slices(volumes, predict, config.context_slices, config.size_multiple, batch, device,
-                              on_batch)
+                              on_batch, padding)
     else:
         estimate = run_patches(volumes, predict, config.patch_size, batch, device, on_batch)
     if not diffusion:

@@ -85,14 +85,16 @@ def run_slices(
     batch: int,
     device: torch.device,
     on_batch: Callable[[int, int], None] | None = None,
+    padding: tuple[tuple[int, int], tuple[int, int]] | None = None,
 ) -> np.ndarray:
     """Run ``predictor`` on every axial slice (with ``context`` neighbours each side) and return [z, y, x].
 
-    Slices are padded in-plane with zeros (air in every normalised channel) as :func:`slice_padding` of
-    ``volumes[0]`` (the SPECT) says, and cropped back. ``on_batch(done, total)`` is called after each batch.
+    Slices are padded in-plane with zeros (air in every normalised channel) by ``padding`` ((top, bottom),
+    (left, right); default: :func:`slice_padding` of ``volumes[0]``, the SPECT) and cropped back.
+    ``on_batch(done, total)`` is called after each batch.
     """
     depth, rows, columns = volumes[0].shape
-    (top, bottom), (left, right) = slice_padding(volumes[0], size_multiple)
+    (top, bottom), (left, right) = padding or slice_padding(volumes[0], size_multiple)
     output = np.empty((depth, rows, columns), dtype=np.float32)
     batches = slice_batches(depth, batch)
     for done, centres in enumerate(batches, start=1):
