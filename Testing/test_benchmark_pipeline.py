@@ -4,6 +4,7 @@ baselines, probes, the per-case record and the report built from it."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 from pathlib import Path
 
@@ -31,7 +32,7 @@ TINY_MODE = dataclasses.replace(quality.MODES["quick"], draws=3, fractions=(0.1,
 def record(tmp_path_factory):
     folders = tmp_path_factory.mktemp("models")
     models = load_models([str(make_package(folders / "tiny-unet25d", "unet25d")),
-                          f"tiny-ddpm={make_package(folders / 'ddpm', 'ddpm')}"])
+                          f"tiny-diffusion={make_package(folders / 'diffusion', 'diffusion')}"])
     return quality.run_case(TINY_CASE, TINY_MODE, models, {"mode": "test", "models": {"tiny-unet25d": "x"},
                                                            "slow_draws": 0, "slow_fractions": [0.1],
                                                            "diffusion_draws": 2}, probes=True)
@@ -45,7 +46,8 @@ def test_model_specs_accept_ids_folders_and_named_folders(tmp_path):
 
 def test_every_method_has_every_draw_against_both_references(record):
     methods = record["methods"]
-    assert set(methods) == {"full-count", "input", "gaussian", "tv", "nlm", "bm4d", "tiny-unet25d", "tiny-ddpm"}
+    assert set(methods) == {"full-count", "input", "gaussian", "tv", "nlm", "bm4d", "tiny-unet25d",
+                            "tiny-diffusion"}
     assert [d["draw"] for d in methods["full-count"]["1"]["draws"]] == [0, 1, 2]
     for method in ("input", "gaussian", "tv", "tiny-unet25d"):
         for key in ("0.1", "0.25"):
@@ -56,9 +58,30 @@ def test_every_method_has_every_draw_against_both_references(record):
 
 def test_slow_filters_and_diffusion_models_run_on_the_first_draws_at_10_percent_only(record):
     methods = record["methods"]
-    for method in ("nlm", "bm4d", "tiny-ddpm"):
+    for method in ("nlm", "bm4d", "tiny-diffusion"):
         assert list(methods[method]) == ["0.1"] and len(methods[method]["0.1"]["draws"]) == 1
-    assert "spearman_variance_vs_squared_error" in methods["tiny-ddpm"]["0.1"]["draws"][0]
+    draw = methods["tiny-diffusion"]["0.1"]["draws"][0]
+    assert 0 <= draw["coverage_1sigma_pct"] <= draw["coverage_2sigma_pct"] <= 100
+    assert draw["error_ratio_quotient"] == pytest.approx(draw["error_ratio_variance"]
+                                                         / draw["error_ratio_intensity"])
+    assert -1 <= draw["spearman_variance_vs_squared_error"] <= 1
+    assert [len(draw["reliability"][k]) for k in ("sigma_rms", "error_rms")] == [10, 10]
+
+
+def test_quick_mode_runs_a_diffusion_model_on_few_draws_without_probes(record):
+    quick = quality.MODES["quick"]
+    assert (quick.diffusion_draws, quick.ood_diffusion_draws, quick.diffusion_probes) == (2, 1, False)
+    assert quick.slow_fractions == (0.1,) and quick.default_only
+    assert "tiny-unet25d" in record["probes"] and "tiny-diffusion" not in record["probes"]
+
+
+def test_quick_mode_runs_a_diffusion_model_on_the_first_draw_of_a_protocol_variant(tmp_path):
+    variant = dataclasses.replace(TINY_CASE, name="ood-tiny", ood="a protocol variant")
+    mode = dataclasses.replace(quality.MODES["quick"], ood_draws=2, baselines=())
+    models = load_models([f"tiny-diffusion={make_package(tmp_path / 'diffusion', 'diffusion')}"])
+    variant_record = quality.run_case(variant, mode, models, {}, probes=True)
+    assert [d["draw"] for d in variant_record["methods"]["tiny-diffusion"]["0.1"]["draws"]] == [0]
+    assert len(variant_record["methods"]["input"]["0.1"]["draws"]) == 2
 
 
 def test_noise_free_reference_sits_below_the_noisy_scans(record):
@@ -88,3 +111,27 @@ def test_report_section_renders_every_table(record, tmp_path):
     assert "(1×3)" in lines
     summary = report.summary("test", [record])
     assert summary["methods"]["tiny-unet25d"]["0.1"]["draws"] == 3
+
+
+def test_report_judges_the_diffusion_variance_with_its_fitted_scale(record, tmp_path):
+    fit = {"model": "tiny-diffusion", "variance_scale": 2.5, "previous_variance_scale": 1.0,
+           "date": "2026-12-01 19:00 UTC", "fraction": 0.1,
+           "n": {"cases": 2, "draws": 2, "voxels": 1000}, "before": {"coverage_1sigma_pct": 40.0,
+                                                                          "coverage_2sigma_pct": 70.0},
+           "fit": {"chosen": "coverage", "note": "", "coverage_fit": {"coverage_1sigma_pct": 66.0,
+                                                                      "coverage_2sigma_pct": 95.0}}}
+    (tmp_path / "calibration_tiny-diffusion.json").write_text(json.dumps(fit))
+    lines = "\n".join(report.uncertainty_lines([record], "test", tmp_path, results=tmp_path))
+    assert "### Uncertainty (diffusion models)" in lines and (tmp_path / "benchmark_reliability_test.png").exists()
+    row = next(line for line in lines.splitlines() if line.startswith("| tiny-diffusion | 10 %"))
+    assert row.endswith("| 1×1 |")
+    assert "Variance scale of `tiny-diffusion`: 2.5 (coverage fit" in lines and "with this one 66 / 95 %" in lines
+    uncertainty = report.summary("test", [record])["methods"]["tiny-diffusion"]["0.1"]["uncertainty"]
+    assert set(uncertainty) == set(report.UNCERTAINTY_METRICS)
+
+
+def test_report_says_in_one_sentence_when_no_diffusion_model_ran(record, tmp_path):
+    plain = {**record, "methods": {m: v for m, v in record["methods"].items() if m != "tiny-diffusion"}}
+    lines = report.uncertainty_lines([plain], "test", tmp_path, results=tmp_path)
+    assert lines[-1] == "No diffusion model was run in this result set, so there is no variance map to judge."
+    assert not (tmp_path / "benchmark_reliability_test.png").exists()

@@ -1,0 +1,112 @@
+"""Variance calibration of diffusion models (benchmarks/calibrate_variance.py): the fit on errors of known
+scale, the config it writes, what it refuses, and the data it collects from a real (tiny) diffusion model."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from calibrate_variance import (  # noqa: E402
+    collect,
+    config_with_scale,
+    fit_variance_scale,
+    writable_folder,
+    write_scale,
+)
+from cases import Case  # noqa: E402
+from methods import load_models  # noqa: E402
+from model_fixtures import make_package  # noqa: E402
+
+from SPECTDenoiseLib.errors import OutputError  # noqa: E402
+from SPECTDenoiseLib.simulate import ScanProtocol  # noqa: E402
+
+TINY_CASE = Case("iec-tiny", "iec", 8000001, "Tc99m-LEHR", 12.0,
+                 ScanProtocol(total_counts=2e6, angles=24, iterations=2, subsets=4))
+
+
+def errors_of_known_scale(k: float, noise, n: int = 400_000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(predicted variance σ², errors k·σ·noise) with σ log-normal over voxels."""
+    rng = np.random.default_rng(seed)
+    sigma = rng.lognormal(0, 0.5, n)
+    return sigma ** 2, k * sigma * noise(rng, n)
+
+
+@pytest.mark.parametrize("k", [0.4, 1.0, 2.5])
+def test_gaussian_errors_k_times_sigma_give_back_k(k):
+    variance, error = errors_of_known_scale(k, lambda rng, n: rng.normal(size=n))
+    fit = fit_variance_scale(variance, error)
+    assert np.sqrt(fit["mse_fit"]["scale"]) == pytest.approx(k, rel=0.02)
+    assert np.sqrt(fit["coverage_fit"]["scale"]) == pytest.approx(k * 1.96 / 2, rel=0.02)  # 95 % at 1.96 σ
+    assert fit["chosen"] == "coverage" and fit["scale"] == fit["coverage_fit"]["scale"] and not fit["note"]
+    assert fit["coverage_fit"]["coverage_2sigma_pct"] == pytest.approx(95.0, abs=0.1)
+    assert fit["mse_fit"]["coverage_1sigma_pct"] == pytest.approx(68.3, abs=0.5)
+
+
+def test_heavy_tailed_errors_are_fitted_with_a_note_that_no_scale_meets_both_targets():
+    variance, error = errors_of_known_scale(1.0, lambda rng, n: rng.laplace(0, 1 / np.sqrt(2), n))
+    fit = fit_variance_scale(variance, error)
+    assert fit["mse_fit"]["scale"] == pytest.approx(1.0, rel=0.02)
+    assert fit["coverage_fit"]["coverage_1sigma_pct"] > 75 and fit["mse_fit"]["coverage_1sigma_pct"] > 75
+    assert fit["chosen"] == "coverage" and "no single scale" in fit["note"]
+    assert fit_variance_scale(variance, error, "mse")["chosen"] == "mse"
+
+
+def test_zero_variance_voxels_with_errors_are_never_covered():
+    variance, error = np.array([0.0, 0.0, 1.0, 1.0]), np.array([0.0, 1.0, 0.5, -0.5])
+    fit = fit_variance_scale(variance, error)
+    assert np.isinf(fit["coverage_fit"]["scale"])  # one voxel in four can never be covered: 95 % is out of reach
+    assert fit["chosen"] == "mse" and fit["scale"] == pytest.approx(np.mean(error ** 2) / 0.5)
+    assert "zero variance" in fit["note"]
+
+
+def test_write_scale_replaces_only_the_variance_scale(tmp_path):
+    folder = make_package(tmp_path / "diffusion", "diffusion")
+    before = json.loads((folder / "config.json").read_text())
+    write_scale(folder, 2.5)
+    after = json.loads((folder / "config.json").read_text())
+    assert after["diffusion"]["variance_scale"] == 2.5
+    after["diffusion"].pop("variance_scale")
+    before["diffusion"].pop("variance_scale", None)
+    assert after == before
+    assert load_models([str(folder)])["diffusion"].config.diffusion["variance_scale"] == 2.5
+
+
+def test_a_scale_the_config_refuses_leaves_the_file_alone(tmp_path):
+    folder = make_package(tmp_path / "diffusion", "diffusion")
+    before = (folder / "config.json").read_bytes()
+    with pytest.raises(Exception, match="variance_scale"):
+        write_scale(folder, -1.0)
+    assert (folder / "config.json").read_bytes() == before
+    assert config_with_scale(folder, 3.0)["diffusion"]["variance_scale"] == 3.0
+
+
+def test_only_local_model_folders_are_written(tmp_path):
+    assert writable_folder(str(tmp_path), tmp_path) == tmp_path
+    with pytest.raises(OutputError, match="Hub model"):
+        writable_folder("some-org/some-model", tmp_path)
+
+
+def test_a_deterministic_model_is_refused_with_exit_code_4(tmp_path):
+    folder = make_package(tmp_path / "unet", "unet25d")
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "calibrate_variance.py"), str(folder)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 4
+    assert "deterministic" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_collect_pools_the_body_voxels_of_every_draw_of_a_real_diffusion_model(tmp_path):
+    model = load_models([str(make_package(tmp_path / "diffusion", "diffusion"))])["diffusion"]
+    variance, error, entries = collect(model, [TINY_CASE], draws=2, fraction=0.1, crop=True)
+    assert [e["draw"] for e in entries] == [0, 1]
+    assert variance.shape == error.shape == (sum(e["voxels"] for e in entries),)
+    assert (variance >= 0).all() and np.isfinite(error).all() and variance.max() > 0
+    assert 0 <= entries[0]["coverage_2sigma_pct"] <= 100
