@@ -15,15 +15,18 @@ over the body voxels (CT > −500 HU). Two scales c (the variance used is c × t
 its coverage lies in 60–75 % (1 σ) and 90–98 % (2 σ), else the coverage fit (the MSE fit when over 5 % of the
 voxels have zero variance and an error, so that no scale reaches 95 %) with a note that no single scale meets
 both targets (the variance map's shape, not only its scale, is off). Both fits and their coverages are reported.
+The coverage fit comes first because 2 σ is the range a reader takes from the map ("the truth lies within ± 2 σ");
+the MSE fit is the fallback when the errors' tails make the coverage fit too wide for the 1 σ target.
 
-The stored value is ``diffusion.variance_scale`` = the current scale (1 when the config has none) × the fitted c,
-since ``denoise`` already applies the current one. It holds for the model's default samples and steps.
+The stored value is ``diffusion.variance_scale`` = the current scale (1.0 in a freshly trained model) × the
+fitted c, since ``denoise`` already applies the current one. It holds for the model's default samples and steps.
 
 Output: ``benchmarks/results/calibration_<model>.json`` (the fit, n = cases × draws × voxels, case and noise
 seeds, threads, load, time) and, with ``--write``, the model folder's ``config.json`` (atomically; only for a
 model folder or a shipped catalogue model, never a Hub download). Cost: the model's default sampling on
-cases × draws volumes plus their simulation; 2 × 2 at the default ``--max-cost 1.5`` is a few minutes for a
-model that takes 1–2 min per 128³ volume.
+cases × draws volumes plus their simulation; 2 × 2 at the default ``--max-cost 1.5`` (a brain and a torso
+case, about one 128³ volume per draw in all) is a few minutes for a model that takes 1–2 min per 128³ volume
+(``--threads 2`` on an idle machine).
 
 Usage::
 

@@ -30,8 +30,8 @@ def load_models(specs: list[str] | None, default_only: bool = False) -> dict[str
 
 def variance_scale(model: LoadedModel) -> float:
     """The calibration factor a diffusion model's config applies to its sample variance
-    (``diffusion.variance_scale``, fitted by ``calibrate_variance.py``; 1 when the config has none)."""
-    return float((model.config.diffusion or {}).get("variance_scale", 1.0))
+    (``diffusion.variance_scale``, fitted by ``calibrate_variance.py``)."""
+    return float(model.config.diffusion["variance_scale"])
 
 
 def image_on_grid(array: np.ndarray, spacing_mm: tuple[float, float, float]) -> sitk.Image:
