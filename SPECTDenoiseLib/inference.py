@@ -30,6 +30,7 @@ from .io import (
     spacing_zyx,
 )
 from .normalisation import intensity_scale, normalise_ct
+from .uptake_guard import guard_uptake
 from .tiling import Predictor, count_windows, run_patches, run_slices, slice_batches, slice_padding
 
 Progress = Callable[[float, str, str], None]
@@ -61,6 +62,7 @@ def denoise(
     seed: int = 0,
     want_variance: bool = False,
     progress: Progress | None = None,
+    uptake_guard: bool = True,
 ) -> DenoiseResult:
     """Denoise ``spect`` with ``model`` (a loaded model package) and return the result images.
 
@@ -75,6 +77,8 @@ def denoise(
         step gives the model's estimate of the minimum-MSE mean (the first step starts from pure noise).
     seed : seed of the diffusion noise (drawn on the CPU); the same seed gives the same output.
     want_variance : also return the per-voxel variance of the samples (diffusion models only).
+    uptake_guard : give back the input where denoising removed or added structure beyond the noise (a lesion),
+        see :mod:`SPECTDenoiseLib.uptake_guard`; on by default, off only to study the bare network.
     progress : called as ``progress(fraction, stage, message)`` with ``fraction`` in [0, 1] of this call's work
         and ``stage`` ``"preparing"``, ``"denoising"`` (the network, or a diffusion model's base estimate) or
         ``"sampling"``; it may raise CancelledError.
@@ -114,6 +118,8 @@ def denoise(
     if not (np.isfinite(mean).all() and (variance is None or np.isfinite(variance).all())):
         raise ModelError(f"Model '{model.name}' produced NaN or infinite values, so it is broken (its weights or "
                          "settings such as residual_scale); nothing was written.")
+    if uptake_guard:
+        mean = _guarded(volumes[0], mean, report)
     denoised = np.maximum(_in_input_units(mean, scale, "denoised image"), 0.0)
     return DenoiseResult(
         denoised=array_to_image(denoised, spect),
@@ -122,6 +128,15 @@ def denoise(
         variance=array_to_image(_in_input_units(variance, scale**2, "variance map"), spect)
         if variance is not None else None,
     )
+
+
+def _guarded(spect: np.ndarray, mean: np.ndarray, report: Progress) -> np.ndarray:
+    """The uptake guard applied to the network's estimate, with a message saying how much it gave back."""
+    guard = guard_uptake(spect, mean)
+    if guard.restored_fraction > 0:
+        report(1.0, "denoising", f"Uptake guard: the input was kept where denoising removed structure beyond the noise "
+                                 f"({100 * guard.restored_fraction:.2g} % of the voxels).")
+    return guard.image
 
 
 def diffusion_model_hint() -> str:
