@@ -108,6 +108,7 @@ class SPECTDenoiseParameterNode:
     samples: Annotated[int, WithinRange(0, 200)] = 0
     steps: Annotated[int, WithinRange(0, 1000)] = 0
     seed: Annotated[int, WithinRange(0, 2**31 - 1)] = 0
+    uptakeGuard: bool = True
     makeDifference: bool = True
     makeVariance: bool = True
     denoisedVolume: vtkMRMLScalarVolumeNode
@@ -139,7 +140,7 @@ class SPECTDenoiseLogic(ScriptedLoadableModuleLogic):
     def modelOptions(parameters: SPECTDenoiseParameterNode) -> ModelOptions:
         """The model, device and sampling options set in the panel (0 and "" mean the defaults)."""
         return ModelOptions(parameters.model or None, parameters.device, parameters.samples or None,
-                            parameters.steps or None, parameters.seed)
+                            parameters.steps or None, parameters.seed, parameters.uptakeGuard)
 
     def denoiseRequest(self, parameters: SPECTDenoiseParameterNode) -> DenoiseRequest:
         """The denoising job for the panel (outputs created when their selector is empty; a variance only from a
@@ -151,7 +152,7 @@ class SPECTDenoiseLogic(ScriptedLoadableModuleLogic):
             outputs["variance"] = parameters.varianceVolume
         options = self.modelOptions(parameters)
         return DenoiseRequest(parameters.inputVolume, parameters.ctVolume, options.model, options.device, outputs,
-                              options.samples, options.steps, options.seed)
+                              options.samples, options.steps, options.seed, options.uptake_guard)
 
     def lowCountRequest(self, parameters: SPECTDenoiseParameterNode) -> teaching.LowCountRequest:
         """The teaching job: simulate each fraction, then (if asked) denoise each (raises InputError for

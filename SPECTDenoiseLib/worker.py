@@ -4,7 +4,7 @@ The request is a JSON object::
 
     {"input": path, "output": path, "ct": path|null, "model": id|null, "device": "auto",
      "difference": path|null, "variance": path|null, "samples": int|null, "steps": int|null, "seed": 0,
-     "threads": int|null}
+     "threads": int|null, "uptake_guard": true}
 
 built only by :class:`Request`, which checks every field's type and range (see :data:`WHOLE_NUMBER_RANGES`); a
 request file that is not such an object (wrong types, NUL characters, absurd nesting or size) is one ``error``
@@ -16,7 +16,8 @@ The worker prints one JSON object per line on stdout (flushed)::
     {"event": "done", "outputs": {"denoised": path, "difference": path?, "variance": path?}, "seconds": 3.1,
      "device": "cpu", "model": "...", "threads": 2}
 
-(``threads``: the torch CPU threads the run used; the request's ``threads``, else torch's default.)
+(``threads``: the torch CPU threads the run used; the request's ``threads``, else torch's default.
+``uptake_guard``: false only to study the bare network; see :mod:`SPECTDenoiseLib.uptake_guard`.)
     {"event": "error", "message": "one sentence", "exit_code": 3}
 
 and exits with 0 or the error's exit code. SIGTERM or SIGINT cancels: the run stops at once, removes what it
@@ -55,6 +56,7 @@ LOADING_END, DENOISING_END = 0.05, 0.95
 # Whole-number fields: (smallest, largest) accepted value; None is allowed where the field's default is None.
 WHOLE_NUMBER_RANGES = {"samples": (1, 1000), "steps": (1, 10_000), "seed": (0, 2**63 - 1), "threads": (1, 4096)}
 PATH_FIELDS = ("input", "output", "ct", "difference", "variance")
+SWITCH_FIELDS = ("uptake_guard",)
 TEXT_LIMITS = {"model": 1000, "device": 32}  # characters
 MAX_PATH_CHARACTERS = 4096
 MAX_REQUEST_BYTES = 1 << 20
@@ -80,6 +82,7 @@ class Request:
     steps: int | None = None
     seed: int = 0
     threads: int | None = None
+    uptake_guard: bool = True
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -90,6 +93,8 @@ class Request:
                 object.__setattr__(self, field.name, _checked_path(field.name, value))
             elif field.name in WHOLE_NUMBER_RANGES:
                 _check_whole_number(field.name, value)
+            elif field.name in SWITCH_FIELDS:
+                _check_switch(field.name, value)
             else:
                 _check_text(field.name, value, TEXT_LIMITS[field.name])
 
@@ -161,6 +166,11 @@ def _check_whole_number(name: str, value: Any) -> None:
         raise InputError(f"The worker request's '{name}' must be a whole number from {low} to {high}.")
 
 
+def _check_switch(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise InputError(f"The worker request's '{name}' must be true or false.")
+
+
 def _check_text(name: str, value: Any, limit: int) -> None:
     if not isinstance(value, str) or not value or "\x00" in value or len(value) > limit:
         raise InputError(f"The worker request's '{name}' must be text of 1 to {limit} characters without NUL "
@@ -213,7 +223,8 @@ def execute(request: Request, emit: Emit) -> dict:
         progress(LOADING_END + (DENOISING_END - LOADING_END) * fraction, stage, message)
 
     result = denoise(spect, model, ct=ct, device=device, samples=request.samples, steps=request.steps,
-                     seed=request.seed, want_variance=request.variance is not None, progress=scaled)
+                     seed=request.seed, want_variance=request.variance is not None, progress=scaled,
+                     uptake_guard=request.uptake_guard)
     images = {"denoised": result.denoised, "difference": result.difference, "variance": result.variance}
     written: list[Path] = []
     try:

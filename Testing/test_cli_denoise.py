@@ -10,6 +10,7 @@ import pytest
 import SimpleITK as sitk
 from model_fixtures import FIXTURE_MODELS, make_package, phantom
 
+from SPECTDenoiseLib.hub import load_model
 from SPECTDenoiseLib.inference import denoise
 from SPECTDenoiseLib.io import image_to_array, same_geometry
 from SPECTDenoiseLib.models.package import load_package
@@ -99,3 +100,26 @@ def test_batch_mode_denoises_every_study_and_reports_the_failed_one(tmp_path, ru
     assert sorted(p.name for p in (tmp_path / "diff").iterdir()) == ["a.nii.gz", "b.mha"]
     assert "[failed] broken:" in result.stderr and "[failed] dicom-series:" in result.stderr
     assert "2 of 4 studies denoised" in result.stderr
+
+
+@pytest.mark.slow
+def test_no_uptake_guard_returns_the_bare_network_and_the_default_the_guarded_one(tmp_path, run_cli):
+    """A hot 2-voxel-wide blob in an almost empty, noisy volume: the default model changes it beyond the noise,
+    so the guarded and bare outputs differ; the CLI's default and --no-uptake-guard give exactly the library's."""
+    rng = np.random.default_rng(4)
+    array = np.full((24, 48, 48), 0.05, np.float32)
+    array[6:18, 8:40, 8:40] = 1.0
+    array[11:13, 23:25, 23:25] = 40.0
+    array = rng.poisson(array * 50).astype(np.float32) / 50
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing((4.0, 4.0, 4.0))
+    path = tmp_path / "blob.nrrd"
+    sitk.WriteImage(image, str(path))
+    outputs = {}
+    for guard, flags in ((True, []), (False, ["--no-uptake-guard"])):
+        out = tmp_path / f"guard_{guard}.nrrd"
+        assert run_cli("denoise", path, "-o", out, "--device", "cpu", *flags).returncode == 0
+        outputs[guard] = image_to_array(sitk.ReadImage(str(out)))
+        library = image_to_array(denoise(image, load_model(None), device="cpu", uptake_guard=guard).denoised)
+        np.testing.assert_allclose(outputs[guard], library, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(outputs[True], outputs[False])

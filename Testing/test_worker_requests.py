@@ -50,6 +50,8 @@ BAD_FIELDS = [
     ({"seed": 2**64}, "'seed' must be a whole number"),
     ({"threads": 0}, "'threads' must be a whole number from 1 to 4096"),
     ({"threads": [1]}, "'threads' must be a whole number"),
+    ({"uptake_guard": "no"}, "'uptake_guard' must be true or false"),
+    ({"uptake_guard": 0}, "'uptake_guard' must be true or false"),
     ({"extra": 1}, "unknown keys ['extra']"),
 ]
 
@@ -114,5 +116,6 @@ def test_a_request_built_in_code_is_checked_the_same_way():
 
 def test_a_written_request_reads_back_equal(tmp_path):
     request = worker.Request(input=tmp_path / "a.nrrd", output=tmp_path / "b.nrrd", ct=tmp_path / "ct.nrrd",
-                             model="org/name@abc", device="cpu", samples=4, steps=10, seed=7, threads=2)
+                             model="org/name@abc", device="cpu", samples=4, steps=10, seed=7, threads=2,
+                             uptake_guard=False)
     assert worker.Request.from_dict(json.loads(request.write(tmp_path / "r.json").read_text())) == request

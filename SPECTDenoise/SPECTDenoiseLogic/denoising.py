@@ -23,13 +23,14 @@ from .volumes import read_node, write_node
 class ModelOptions:
     """How the model runs: ``model`` (catalogue name, ``org/name[@revision]`` or folder; None: the default model),
     ``device`` (``"auto"``, ``"cpu"``, ``"cuda"``, ``"mps"``), diffusion ``samples`` and ``steps`` (None: the model's
-    defaults) and the sampler ``seed``."""
+    defaults), the sampler ``seed`` and the ``uptake_guard`` (see :mod:`SPECTDenoiseLib.uptake_guard`)."""
 
     model: str | None = None
     device: str = "auto"
     samples: int | None = None
     steps: int | None = None
     seed: int = 0
+    uptake_guard: bool = True
 
 
 def worker_step(request_path: Path, options: ModelOptions, input_path: Path, output: Path, *,
@@ -39,7 +40,7 @@ def worker_step(request_path: Path, options: ModelOptions, input_path: Path, out
     return the step that runs the worker on it. The input may be written by an earlier step of the same job."""
     request = Request(input=input_path, output=output, ct=ct, model=options.model, device=options.device,
                       difference=difference, variance=variance, samples=options.samples, steps=options.steps,
-                      seed=options.seed)
+                      seed=options.seed, uptake_guard=options.uptake_guard)
     return Step(["-m", "SPECTDenoiseLib.worker", str(request.write(request_path))], message)
 
 
@@ -51,7 +52,7 @@ class DenoiseRequest:
     ----------
     input_node : the low-count SPECT volume.
     ct_node : co-registered CT for models that take it, or None.
-    model, device, samples, steps, seed : see :class:`ModelOptions`.
+    model, device, samples, steps, seed, uptake_guard : see :class:`ModelOptions`.
     outputs : output kinds to produce (``"denoised"`` always), each optionally with an existing node to fill.
     """
 
@@ -64,6 +65,7 @@ class DenoiseRequest:
     samples: int | None = None
     steps: int | None = None
     seed: int = 0
+    uptake_guard: bool = True
 
     def __post_init__(self) -> None:
         unknown = set(self.outputs) - set(KINDS)
@@ -73,7 +75,7 @@ class DenoiseRequest:
     @property
     def options(self) -> ModelOptions:
         """The model options of this run."""
-        return ModelOptions(self.model, self.device, self.samples, self.steps, self.seed)
+        return ModelOptions(self.model, self.device, self.samples, self.steps, self.seed, self.uptake_guard)
 
     def output_paths(self, folder: Path) -> dict[str, Path]:
         """Where the worker writes each output kind in ``folder`` ("denoised" always)."""

@@ -56,6 +56,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--threads", type=thread_count, metavar="N",
                         help="CPU threads torch may use (default: torch's own choice, all cores; batch mode: cores "
                              "÷ jobs per study); on a busy machine fewer threads can be faster")
+    parser.add_argument("--no-uptake-guard", dest="uptake_guard", action="store_false",
+                        help="return the bare network output: do not give back the input where denoising removed "
+                             "structure beyond the noise (a lesion); for studying models only")
     parser.add_argument("--reference", help="a full-count scan of the same study: print RMSE, NRMSE, PSNR and SSIM "
                                             "of the input and of the denoised image against it (in the body)")
     parser.set_defaults(func=run)
@@ -108,7 +111,7 @@ def run_single(args: argparse.Namespace) -> int:
     check_format(args)
     request = Request(input=args.input, output=args.output, ct=args.ct, model=args.model, device=args.device,
                       difference=args.difference, variance=args.variance, samples=args.samples, steps=args.steps,
-                      seed=args.seed, threads=args.threads)
+                      seed=args.seed, threads=args.threads, uptake_guard=args.uptake_guard)
     check_distinct_files({"input": args.input, "CT": args.ct, "reference": args.reference}, request.outputs())
     comparison = ReferenceComparison(Path(args.input), Path(args.reference)) if args.reference else None
     if comparison is not None:
@@ -279,7 +282,8 @@ def run_batch(args: argparse.Namespace) -> int:
             request = Request(
                 input=study, output=Path(args.output) / out, ct=cts.get(name, Path(args.ct) / name) if args.ct else None,
                 model=args.model, device=args.device, samples=args.samples, steps=args.steps, seed=args.seed,
-                threads=threads, difference=Path(args.difference) / out if args.difference else None,
+                threads=threads, uptake_guard=args.uptake_guard,
+                difference=Path(args.difference) / out if args.difference else None,
                 variance=Path(args.variance) / out if args.variance else None,
             )
             requests[name] = request.write(Path(scratch) / f"{len(requests)}.json")
