@@ -257,7 +257,7 @@ def _run(network, config, volumes, device, samples, steps, seed, want_variance, 
         estimate = run_slices(volumes, predict, config.context_slices, config.size_multiple, batch, device,
                               on_batch, padding)
     else:
-        estimate = run_patches(volumes, predict, config.patch_size, batch, device, on_batch)
+        estimate = run_patches(volumes, predict, config.patch_size, batch, device, on_batch, config.size_multiple)
     if not diffusion:
         return estimate, None
     return _sample(network, config, volumes, estimate, batch, device, samples, steps, seed, want_variance, tracker)

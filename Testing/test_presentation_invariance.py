@@ -1,5 +1,6 @@
 """The default model at the user level: the same scan presented differently (cropped to the body, shifted in the
-field of view, in other units, with a hot bladder elsewhere) keeps its lesion means after denoising.
+field of view, in other units, with a hot bladder elsewhere) keeps its lesion means after denoising; the 3D model
+too when cropped or shifted.
 
 The scan is a small IEC phantom blurred to SPECT resolution with Poisson noise at a low count level (fast; the
 network's dependence on where a lesion falls on its 8-voxel down-sampling grid shows on any scan)."""
@@ -38,6 +39,12 @@ def scan() -> dict:
 @pytest.fixture(scope="module")
 def model():
     return load_model(read_catalogue()["default"], device="cpu")
+
+
+@pytest.fixture(scope="module")
+def patch_model():
+    """The shipped 3D model: MONAI's sliding windows, not slices."""
+    return load_model("spect-unet3d", device="cpu")
 
 
 def run(model, array: np.ndarray) -> np.ndarray:
@@ -101,3 +108,13 @@ def test_slice_padding_follows_the_content_and_leaves_air_around_it():
     shifted = np.pad(volume, ((0, 0), (5, 0), (3, 0)))[:, :40, :30]
     (shifted_top, _), (shifted_left, _) = slice_padding(shifted, 8)
     assert (shifted_top + 5 - top) % 8 == 0 and (shifted_left + 3 - left) % 8 == 0
+
+
+@pytest.mark.parametrize("box_margin, rows, columns", [(0, (0, 0), (0, 0)), (None, (3, 0), (5, 2))])
+def test_the_3d_model_keeps_the_lesion_means_of_a_cropped_or_moved_scan(patch_model, scan, box_margin, rows,
+                                                                          columns):
+    box = body_box(scan["body"], box_margin) if box_margin is not None else (slice(None),) * 3
+    plain = run(patch_model, scan["low"])[box]
+    moved = run(patch_model, np.pad(scan["low"][box], ((0, 0), rows, columns)))
+    back = moved[:, rows[0]:rows[0] + plain.shape[1], columns[0]:columns[0] + plain.shape[2]]
+    assert worst_shift_pct(plain, back, {k: m[box] for k, m in scan["spheres"].items()}) < TOLERANCE_PCT
