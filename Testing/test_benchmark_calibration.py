@@ -77,7 +77,7 @@ def test_write_scale_replaces_only_the_variance_scale(tmp_path):
     after["diffusion"].pop("variance_scale")
     before["diffusion"].pop("variance_scale", None)
     assert after == before
-    assert load_models([str(folder)])["diffusion"].config.diffusion["variance_scale"] == 2.5
+    assert load_models([str(folder)])["diffusion"].model.config.diffusion["variance_scale"] == 2.5
 
 
 def test_a_scale_the_config_refuses_leaves_the_file_alone(tmp_path):
@@ -103,8 +103,18 @@ def test_a_deterministic_model_is_refused_with_exit_code_4(tmp_path):
     assert "deterministic" in done.stderr and "Traceback" not in done.stderr
 
 
+def test_a_bare_model_spec_is_refused_with_exit_code_3(tmp_path):
+    folder = make_package(tmp_path / "diffusion", "diffusion")
+    before = (folder / "config.json").read_bytes()
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "calibrate_variance.py"), f"{folder}:bare", "--write"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 3
+    assert "uptake guard" in done.stderr and "Traceback" not in done.stderr
+    assert (folder / "config.json").read_bytes() == before
+
+
 def test_collect_pools_the_body_voxels_of_every_draw_of_a_real_diffusion_model(tmp_path):
-    model = load_models([str(make_package(tmp_path / "diffusion", "diffusion"))])["diffusion"]
+    model = load_models([str(make_package(tmp_path / "diffusion", "diffusion"))])["diffusion"].model
     variance, error, entries = collect(model, [TINY_CASE], draws=2, fraction=0.1, crop=True)
     assert [e["draw"] for e in entries] == [0, 1]
     assert variance.shape == error.shape == (sum(e["voxels"] for e in entries),)

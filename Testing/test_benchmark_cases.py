@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
@@ -56,3 +58,20 @@ def test_iec_regions_are_the_six_spheres_with_their_kind_and_diameter():
     name, background = background_region(phantom)
     assert name == "background"
     assert not np.any(background & np.any(list(masks.values()), axis=0))
+
+
+def test_cold_background_variant_empties_the_background_and_keeps_the_spheres_and_the_other_seeds():
+    names = [variant.name for variant in OOD_VARIANTS]
+    assert names[-1] == "cold-background"
+    seeds = {case.name: case.seed for case in ood_cases()}
+    assert (seeds["ood-osem-no-rr"], seeds["ood-pytomography"]) == (9 * SEED_STRIDE + 1000, 9 * SEED_STRIDE + 1010)
+    cold = ood_cases(("cold-background",))[0]
+    assert cold.seed == 9 * SEED_STRIDE + 1000 + len(OOD_VARIANTS) - 1
+    assert cold.background_scale == 0.01 and cold.record()["background_scale"] == 0.01
+    assert "almost empty background" in cold.ood
+    plain, empty = case_phantom(dataclasses.replace(cold, background_scale=1.0)), case_phantom(cold)
+    _, background = background_region(plain)
+    assert empty.activity[background].mean() == pytest.approx(0.01 * plain.activity[background].mean(), rel=1e-5)
+    masks, info = lesion_regions(empty)
+    hot = [name for name, i in info.items() if i["kind"] == "hot sphere"]
+    assert hot and all(np.array_equal(empty.activity[masks[n]], plain.activity[masks[n]]) for n in hot)

@@ -16,9 +16,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import quality  # noqa: E402
 import report  # noqa: E402
-from cases import Case  # noqa: E402
-from methods import load_models, model_name  # noqa: E402
+from cases import Case, CaseScans, case_phantom, lesion_regions  # noqa: E402
+from methods import BARE, default_specs, load_models, model_name, run_model  # noqa: E402
 from model_fixtures import make_package  # noqa: E402
+
+from SPECTDenoiseLib.hub import read_catalogue  # noqa: E402
 
 from SPECTDenoiseLib.simulate import ScanProtocol  # noqa: E402
 
@@ -29,10 +31,15 @@ TINY_MODE = dataclasses.replace(quality.MODES["quick"], draws=3, fractions=(0.1,
 
 
 @pytest.fixture(scope="module")
-def record(tmp_path_factory):
+def models(tmp_path_factory):
     folders = tmp_path_factory.mktemp("models")
-    models = load_models([str(make_package(folders / "tiny-unet25d", "unet25d")),
-                          f"tiny-diffusion={make_package(folders / 'diffusion', 'diffusion')}"])
+    unet = make_package(folders / "tiny-unet25d", "unet25d")
+    diffusion = make_package(folders / "diffusion", "diffusion")
+    return load_models([str(unet), f"{unet}{BARE}", f"tiny-diffusion={diffusion}"])
+
+
+@pytest.fixture(scope="module")
+def record(models):
     return quality.run_case(TINY_CASE, TINY_MODE, models, {"mode": "test", "models": {"tiny-unet25d": "x"},
                                                            "slow_draws": 0, "slow_fractions": [0.1],
                                                            "diffusion_draws": 2}, probes=True)
@@ -42,14 +49,40 @@ def test_model_specs_accept_ids_folders_and_named_folders(tmp_path):
     assert model_name("spect-unet25d") == "spect-unet25d"
     assert model_name(str(tmp_path)) == tmp_path.name
     assert model_name(f"stage1={tmp_path}") == "stage1"
+    assert model_name("spect-unet25d:bare") == "spect-unet25d (bare)"
+    assert model_name(f"stage1={tmp_path}:bare") == "stage1 (bare)"
+
+
+def test_every_mode_runs_the_default_model_also_without_its_uptake_guard():
+    default = read_catalogue()["default"]
+    assert default_specs(default_only=True) == [default, f"{default}:bare"]
+    assert default_specs()[-1] == f"{default}:bare" and default in default_specs()
+
+
+def test_a_bare_spec_runs_the_network_without_the_uptake_guard_and_says_so_in_its_fingerprint(models):
+    """A hot 2-voxel blob in an almost empty noisy volume, which the tiny network changes beyond the noise."""
+    rng = np.random.default_rng(4)
+    spect = np.full((24, 48, 48), 0.05, np.float32)
+    spect[6:18, 8:40, 8:40] = 1.0
+    spect[11:13, 23:25, 23:25] = 40.0
+    spect = rng.poisson(spect * 50).astype(np.float32) / 50
+    ct, spacing = np.zeros_like(spect), (4.0, 4.0, 4.0)
+    guarded, bare = models["tiny-unet25d"], models["tiny-unet25d (bare)"]
+    assert guarded.model.folder == bare.model.folder and (guarded.uptake_guard, bare.uptake_guard) == (True, False)
+    outputs = {tested.uptake_guard: tested.run(spect, ct, spacing)[0] for tested in (guarded, bare)}
+    for guard, output in outputs.items():
+        np.testing.assert_array_equal(output, run_model(guarded.model, spect, ct, spacing, uptake_guard=guard)[0])
+    assert not np.allclose(outputs[True], outputs[False])
+    assert quality.tested_fingerprint(bare) == quality.tested_fingerprint(guarded) + " bare"
+    assert quality.tested_fingerprint(guarded) == quality.model_fingerprint(guarded.model)
 
 
 def test_every_method_has_every_draw_against_both_references(record):
     methods = record["methods"]
     assert set(methods) == {"full-count", "input", "gaussian", "tv", "nlm", "bm4d", "tiny-unet25d",
-                            "tiny-diffusion"}
+                            "tiny-unet25d (bare)", "tiny-diffusion"}
     assert [d["draw"] for d in methods["full-count"]["1"]["draws"]] == [0, 1, 2]
-    for method in ("input", "gaussian", "tv", "tiny-unet25d"):
+    for method in ("input", "gaussian", "tv", "tiny-unet25d", "tiny-unet25d (bare)"):
         for key in ("0.1", "0.25"):
             draws = methods[method][key]["draws"]
             assert len(draws) == 3 and {"vs_noise_free", "vs_full", "regions", "background"} <= set(draws[0])
@@ -84,6 +117,39 @@ def test_quick_mode_runs_a_diffusion_model_on_the_first_draw_of_a_protocol_varia
     assert len(variant_record["methods"]["input"]["0.1"]["draws"]) == 2
 
 
+def test_standard_count_preservation_is_the_hot_region_mean_ratio_on_the_first_full_count_draw(record, models):
+    phantom = case_phantom(TINY_CASE)
+    regions, info = lesion_regions(phantom)
+    hot = {name: mask for name, mask in regions.items() if not info[name]["kind"].startswith("cold")}
+    assert hot and set(record["standard_count"]) == set(models)
+    assert all(set(ratios) == set(hot) for ratios in record["standard_count"].values())
+    full = CaseScans(TINY_CASE, phantom, (0.1,), 1).draw(0)[1.0]
+    for name in ("tiny-unet25d", "tiny-unet25d (bare)"):
+        denoised = models[name].run(full, phantom.ct, phantom.spacing_mm)[0]
+        for region, mask in hot.items():
+            expected = denoised[mask].mean() / full[mask].mean()
+            assert record["standard_count"][name][region] == pytest.approx(expected, rel=1e-6)
+
+
+def test_quick_mode_includes_the_cold_background_variant():
+    assert "cold-background" in quality.MODES["quick"].ood
+
+
+def test_preservation_table_names_the_worst_region_and_counts_the_regions_within_5_percent():
+    regions = {"sphere_10mm": {"kind": "hot sphere", "diameter_mm": 10.0},
+               "hot_lesion_1": {"kind": "hot lesion", "diameter_mm": None}}
+    records = [{"case": {"name": "a", "ood": None}, "regions": regions, "methods": {},
+                "standard_count": {"m": {"sphere_10mm": 0.44, "hot_lesion_1": 1.01}}},
+               {"case": {"name": "b", "ood": "x"}, "regions": regions, "methods": {},
+                "standard_count": {"m": {"sphere_10mm": 0.97, "hot_lesion_1": 1.08}}}]
+    lines = report.preservation_table(records)
+    assert lines[0].endswith("| hot sphere 10 mm | hot lesion |")
+    assert lines[2] == "| m | 0.44 (a sphere_10mm) / 50 % (4 in 2) | 0.44 / 50 % (2) | 1.01 / 50 % (2) |"
+    assert report.summary("test", records)["standard_count"]["m"] == {
+        "lowest_ratio": 0.44, "within_5pct_pct": 50.0, "regions": 4, "cases": 2}
+    assert report.preservation_table([{**records[0], "standard_count": {}}]) == []
+
+
 def test_noise_free_reference_sits_below_the_noisy_scans(record):
     full = [d["vs_noise_free"]["nrmse"] for d in record["methods"]["full-count"]["1"]["draws"]]
     low = [d["vs_noise_free"]["nrmse"] for d in record["methods"]["input"]["0.1"]["draws"]]
@@ -106,11 +172,15 @@ def test_report_section_renders_every_table(record, tmp_path):
     lines = "\n".join(report.section("test", "Test", [record], images=tmp_path))
     assert (tmp_path / "benchmark_spheres_test.png").exists()
     for heading in ("Image quality against the noise-free reconstruction", "Fidelity ratio", "Hot IEC spheres",
-                    "Background noise", "Robustness probes", "Classical filter tuning"):
+                    "Background noise", "Robustness probes", "Classical filter tuning",
+                    "Standard-count lesion preservation"):
         assert heading in lines
     assert "(1×3)" in lines
     summary = report.summary("test", [record])
     assert summary["methods"]["tiny-unet25d"]["0.1"]["draws"] == 3
+    assert summary["methods"]["tiny-unet25d (bare)"]["0.1"]["draws"] == 3
+    assert set(summary["standard_count"]) == {"tiny-unet25d", "tiny-unet25d (bare)", "tiny-diffusion"}
+    assert next(line for line in lines.splitlines() if line.startswith("| tiny-unet25d (bare) | 0."))
 
 
 def test_report_judges_the_diffusion_variance_with_its_fitted_scale(record, tmp_path):

@@ -54,7 +54,7 @@ sys.path.insert(0, str(REPOSITORY))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from cases import VALIDATION_RUN_SEED, Case, CaseScans, case_phantom, in_distribution_cases  # noqa: E402
-from methods import load_models, model_name, run_model, variance_scale  # noqa: E402
+from methods import BARE, load_models, model_name, run_model, variance_scale  # noqa: E402
 from probes import body_box  # noqa: E402
 from quality import MODES, RESULTS, fraction_key, model_fingerprint  # noqa: E402
 from stats import coverage, uncertainty_agreement  # noqa: E402
@@ -200,8 +200,12 @@ def run(args: argparse.Namespace) -> None:
     """Fit, report and (with ``--write``) store the variance scale as ``args`` ask."""
     if args.cases < 1 or args.draws < 1 or not 0 < args.fraction <= 1 or args.threads < 1:
         raise InputError("--cases, --draws and --threads must be at least 1 and --fraction in (0, 1].")
+    if args.model.endswith(BARE):
+        raise InputError(f"The variance scale is fitted for the model as it is used, with its uptake guard: "
+                         f"name it without '{BARE}'.")
     torch.set_num_threads(args.threads)
-    name, model = next(iter(load_models([args.model]).items()))
+    name, tested = next(iter(load_models([args.model]).items()))
+    model = tested.model
     if model.config.kind != "diffusion":
         raise ModelError(f"Model '{name}' is deterministic: it gives no variance to calibrate.")
     spec = args.model.split("=", 1)[-1]

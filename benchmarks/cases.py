@@ -15,9 +15,10 @@ In-distribution cases take their family, collimator, voxel size, phantom variati
 :func:`SPECTDenoiseLib.dataset.case_settings` with the benchmark run seed: the training generator itself, only
 the seed differs. IEC cases keep the plain phantom (no texture, no added lesions, as a real IEC phantom), so
 every sphere is measurable. Out-of-distribution cases (:data:`OOD_VARIANTS`) change one setting of a plain
-protocol (OSEM with resolution recovery, 4 × 8, 120 views over 360°, no scatter) to a value the training data
-did not use, and say how. Noise draw d of a case uses ``numpy.random.default_rng([case seed, d])``: one Poisson
-full-count acquisition, thinned binomially to each count fraction (the training data's pairing).
+protocol (OSEM with resolution recovery, 4 × 8, 120 views over 360°, no scatter), or of the phantom (its
+background almost emptied), to a value the training data did not use, and say how. Noise draw d of a case
+uses ``numpy.random.default_rng([case seed, d])``: one Poisson full-count acquisition, thinned binomially to
+each count fraction (the training data's pairing).
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ class Case:
     extra_lesions: int = 0
     ood: str | None = None
     simulator: str = "ours"
+    background_scale: float = 1.0
 
     def record(self) -> dict:
         """JSON-ready description."""
@@ -95,7 +97,8 @@ def in_distribution_cases(quota: dict[str, int], run_seed: int = BENCHMARK_RUN_S
 
 @dataclass(frozen=True)
 class Variant:
-    """A named protocol variant: base family, protocol changes, collimator/voxel overrides, what is unusual."""
+    """A named protocol variant: base family, protocol changes, collimator/voxel overrides, the factor on the
+    phantom's background activity, what is unusual."""
 
     name: str
     family: str
@@ -103,6 +106,7 @@ class Variant:
     collimator: str | None = None
     voxel_mm: float | None = None
     simulator: str = "ours"
+    background_scale: float = 1.0
     note: str = ""
 
 
@@ -127,7 +131,12 @@ OOD_VARIANTS = (
             note="Lu-177 MEGP with a 25 % penetration tail the reconstruction ignores (v1 none; v2 ≤ 15 %)"),
     Variant("pytomography", "iec", simulator="pytomography",
             note="projected and reconstructed by PyTomography (independent simulator), plain protocol"),
+    Variant("cold-background", "iec", background_scale=0.01,
+            note="hot spheres in an almost empty background (vendor sphere-phantom scans); training v2 never; v3 "
+                 "in a third of its IEC cases"),
 )
+"""Variant j has case seed run seed × 1 000 000 + 1000 + j: new variants go at the end, so the others keep
+theirs."""
 
 
 def ood_cases(names: tuple[str, ...] | None = None, run_seed: int = BENCHMARK_RUN_SEED) -> list[Case]:
@@ -141,14 +150,15 @@ def ood_cases(names: tuple[str, ...] | None = None, run_seed: int = BENCHMARK_RU
         protocol = dataclasses.replace(ScanProtocol(total_counts=phantom.total_counts), **variant.changes)
         cases.append(Case(f"ood-{variant.name}", variant.family, seed, variant.collimator or phantom.collimator,
                           variant.voxel_mm or phantom.spacing_mm[2], protocol, ood=variant.note,
-                          simulator=variant.simulator))
+                          simulator=variant.simulator, background_scale=variant.background_scale))
     return cases
 
 
 def case_phantom(case: Case) -> Phantom:
-    """The case's phantom with its variation, μ-map at its collimator's photopeak (as the dataset generator)."""
+    """The case's phantom with its variation and background scale, μ-map at its collimator's photopeak (as the
+    dataset generator)."""
     return dataset_case_phantom(case.family, case.seed, case.voxel_mm, case.collimator, case.extra_lesions,
-                                case.texture, np.random.default_rng(case.seed))
+                                case.texture, np.random.default_rng(case.seed), case.background_scale)
 
 
 def lesion_regions(phantom: Phantom) -> tuple[dict[str, np.ndarray], dict[str, dict]]:

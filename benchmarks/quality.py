@@ -15,18 +15,26 @@ each thinned to the count fractions. Every method denoises every low-count draw;
 
 Per method and count level, the ensemble noise over draws (voxel SD ÷ mean in the background) is recorded too;
 the first draw of each in-distribution case also runs the robustness probes (``probes.py``) for every model.
+**Standard-count lesion preservation** (issue 14: denoising must not remove a lesion from a standard-count scan
+either): on the first draw of every case each model also denoises the full-count reconstruction, and the record
+keeps, per hot lesion region, the denoised mean ÷ the full-count scan's own mean (target: within ±5 %).
+
+Models are named by catalogue id, folder or ``NAME=FOLDER``; ``SPEC:bare`` runs the same network without the
+uptake guard (``denoise(..., uptake_guard=False)``) under the name ``NAME (bare)``, and the modes run the default
+model bare beside the shipped ones, so every table shows what the guard changes.
 
 Modes (the count of cases × draws for each table is written next to every number in BENCHMARKS.md):
 
 * ``--quick``: 2 in-distribution cases (the first IEC and torso of the benchmark sequence whose reconstruction
-  costs at most 1.5 × a plain 4 mm IEC scan) × 10 draws at 10 % counts, 4 protocol variants × 3 draws, Gaussian
-  and TV, the catalogue's default model; about 15 minutes with ``--jobs 2`` on 2 idle cores. A diffusion model
-  named with ``--models`` runs on the first 2 draws of the in-distribution cases and the first draw of the
-  variants, without probes (a few minutes more for a model that takes 1–2 min per 128³ volume); name the default
-  model too (``--models spect-unet25d ID``) to keep it in the tables.
-* full (default): 8 in-distribution cases × 10 draws at 10, 14, 25 and 50 % counts, all 11 protocol variants ×
+  costs at most 1.5 × a plain 4 mm IEC scan) × 10 draws at 10 % counts, 5 protocol variants × 3 draws, Gaussian
+  and TV, the catalogue's default model with and without its uptake guard; about 15 minutes with ``--jobs 2``
+  on 2 idle cores. A diffusion model named with ``--models`` runs on the first 2 draws of the in-distribution
+  cases and the first draw of the variants, without probes (a few minutes more for a model that takes 1–2 min
+  per 128³ volume); name the default model too (``--models spect-unet25d spect-unet25d:bare ID``) to keep it in
+  the tables.
+* full (default): 8 in-distribution cases × 10 draws at 10, 14, 25 and 50 % counts, all 12 protocol variants ×
   10 draws at 10 %, all four classical filters (NLM and BM4D on the first 3 draws at 10 %), every shipped model
-  (diffusion models on the first 3 draws at 10 %); hours, best in the background.
+  and the default model bare (diffusion models on the first 3 draws at 10 %); hours, best in the background.
 * ``--validation``: the full mode's in-distribution design on the validation seeds (model selection only).
 
 Each case's result is written as soon as it is done (``benchmarks/results/<mode>/<case>.json``, atomically); a
@@ -34,7 +42,7 @@ rerun skips cases whose file holds the same configuration, so a killed run resum
 
 Usage::
 
-    python benchmarks/quality.py --quick --jobs 2 [--models ID|FOLDER|NAME=FOLDER ...]
+    python benchmarks/quality.py --quick --jobs 2 [--models ID|FOLDER|NAME=FOLDER[:bare] ...]
     nice -n 10 python benchmarks/quality.py --jobs 2   # full mode
     python benchmarks/report.py                         # BENCHMARKS.md and plots from all result files
 """
@@ -74,8 +82,8 @@ from cases import (  # noqa: E402
     ood_cases,
     relative_cost,
 )
-from methods import load_models, run_model, variance_scale  # noqa: E402
-from probes import run_probes  # noqa: E402
+from methods import ModelUnderTest, load_models, variance_scale  # noqa: E402
+from probes import mean_shifts, run_probes  # noqa: E402
 from stats import VoxelEnsemble, region_values, spatial_cov, uncertainty_agreement  # noqa: E402
 
 from SPECTDenoiseLib.io import atomic_output  # noqa: E402
@@ -108,7 +116,8 @@ class Mode:
 
 
 MODES = {
-    "quick": Mode({"iec": 1, "torso": 1}, ("osem-no-rr", "fbp-butterworth-0.25", "window-scatter", "pytomography"),
+    "quick": Mode({"iec": 1, "torso": 1},
+                  ("osem-no-rr", "fbp-butterworth-0.25", "window-scatter", "pytomography", "cold-background"),
                   (0.1,), draws=10, ood_draws=3, baselines=("gaussian", "tv"), diffusion_draws=2,
                   ood_diffusion_draws=1, diffusion_probes=False, default_only=True, max_cost=1.5),
     "full": Mode({"iec": 3, "torso": 2, "brain": 1, "cardiac": 1, "mouse": 1}, None, (0.1, 1 / 7, 0.25, 0.5),
@@ -126,6 +135,19 @@ def fraction_key(fraction: float) -> str:
 def model_fingerprint(model) -> str:
     """First 12 hex digits of the sha256 of the model's weights (identifies the model in result files)."""
     return hashlib.sha256((Path(model.folder) / "model.safetensors").read_bytes()).hexdigest()[:12]
+
+
+def tested_fingerprint(tested: ModelUnderTest) -> str:
+    """:func:`model_fingerprint`, followed by " bare" when the model runs without its uptake guard."""
+    return model_fingerprint(tested.model) + ("" if tested.uptake_guard else " bare")
+
+
+def standard_count_ratios(tested: ModelUnderTest, full: np.ndarray, ct: np.ndarray,
+                          spacing: tuple[float, float, float], regions: dict[str, np.ndarray]) -> dict[str, float]:
+    """{region: mean of the denoised full-count scan ÷ the full-count scan's own mean} (lesion preservation on a
+    standard-count scan)."""
+    shifts = mean_shifts(full, tested.run(full, ct, spacing)[0], regions)
+    return {name: 1 + shift / 100 for name, shift in shifts.items()}
 
 
 def draw_entry(output: np.ndarray, noise_free: np.ndarray, full: np.ndarray | None, body: np.ndarray,
@@ -163,7 +185,7 @@ def run_case(case: Case, mode: Mode, models: dict, config: dict, probes: bool) -
         "background": {"name": background_name, "voxels": int(background.sum()),
                        "truth_mean": float(phantom.activity[background].mean()),
                        "noise_free": [float(noise_free[background].mean()), spatial_cov(noise_free, background)]},
-        "methods": defaultdict(lambda: defaultdict(lambda: {"draws": []})), "probes": {},
+        "methods": defaultdict(lambda: defaultdict(lambda: {"draws": []})), "probes": {}, "standard_count": {},
     }
     ensembles: dict[tuple[str, str], VoxelEnsemble] = defaultdict(VoxelEnsemble)
     extra = scans.draw(draws) if extra_draw else None
@@ -179,6 +201,9 @@ def run_case(case: Case, mode: Mode, models: dict, config: dict, probes: bool) -
         images = scans.draw(draw)
         full = images[1.0]
         add(FULL_COUNT, fraction_key(1.0), full, None, {})
+        if draw == 0 and hot:
+            record["standard_count"] = {name: standard_count_ratios(tested, full, phantom.ct, spacing, hot)
+                                        for name, tested in models.items()}
         for fraction in fractions:
             key, low = fraction_key(fraction), images[fraction]
             add("input", key, low, full, {})
@@ -188,12 +213,12 @@ def run_case(case: Case, mode: Mode, models: dict, config: dict, probes: bool) -
             for name, (output, tuning) in run_baselines(low, noise_free, body, spacing, names, psd_noise).items():
                 add(name, key, output, full, {"parameter": tuning.parameter, "interior": tuning.interior,
                                               "tried": tuning.tried})
-            for model_name, model in models.items():
-                diffusion = model.config.kind == "diffusion"
+            for model_name, tested in models.items():
+                diffusion = tested.model.config.kind == "diffusion"
                 if diffusion and (draw >= diffusion_draws or not slow_level):
                     continue
                 t0 = time.perf_counter()
-                denoised, variance = run_model(model, low, phantom.ct, spacing, seed=draw)
+                denoised, variance = tested.run(low, phantom.ct, spacing, seed=draw)
                 details = {"seconds": round(time.perf_counter() - t0, 2)}
                 if variance is not None:
                     details.update(uncertainty_agreement(variance, denoised, noise_free, body))
@@ -201,7 +226,7 @@ def run_case(case: Case, mode: Mode, models: dict, config: dict, probes: bool) -
                 if (probes and draw == 0 and not case.ood and abs(fraction - PROBE_FRACTION) < 1e-6 and hot
                         and (mode.diffusion_probes or not diffusion)):
                     record["probes"][model_name] = run_probes(
-                        lambda spect, ct, model=model: run_model(model, spect, ct, spacing)[0],
+                        lambda spect, ct, tested=tested: tested.run(spect, ct, spacing)[0],
                         low, phantom.ct, body, hot, spacing)
         print(f"  {case.name} draw {draw + 1}/{draws} done ({time.perf_counter() - started:.0f} s)", flush=True)
     for (method, key), ensemble in ensembles.items():
@@ -231,8 +256,9 @@ def main() -> None:
     group.add_argument("--quick", action="store_true",
                        help="the development check (about 15 min on 2 idle cores with --jobs 2)")
     group.add_argument("--validation", action="store_true", help="validation seeds, for model selection only")
-    parser.add_argument("--models", nargs="*", help="catalogue ids, model folders or NAME=FOLDER "
-                        "(default: the default model with --quick, else every shipped model)")
+    parser.add_argument("--models", nargs="*", help="catalogue ids, model folders or NAME=FOLDER, each with "
+                        "':bare' appended to run it without the uptake guard (default: the default model with "
+                        "--quick, else every shipped model; both times also the default model bare)")
     parser.add_argument("--cases", nargs="*", help="only these case names (see the result file names)")
     parser.add_argument("--draws", type=int, help="noise draws per case (overrides the mode's; for trials)")
     parser.add_argument("--no-probes", action="store_true", help="skip the robustness probes")
@@ -250,9 +276,9 @@ def main() -> None:
     output_dir = Path(args.output_dir or RESULTS / mode_name)
     output_dir.mkdir(parents=True, exist_ok=True)
     config = {"mode": mode_name, **dataclasses.asdict(mode),
-              "models": {name: model_fingerprint(model) for name, model in models.items()},
-              "variance_scales": {name: variance_scale(model) for name, model in models.items()
-                                  if model.config.kind == "diffusion"},
+              "models": {name: tested_fingerprint(tested) for name, tested in models.items()},
+              "variance_scales": {name: variance_scale(tested.model) for name, tested in models.items()
+                                  if tested.model.config.kind == "diffusion"},
               "probes": not args.no_probes}
     config = json.loads(json.dumps(config))
     cases = select_cases(mode, args.cases)

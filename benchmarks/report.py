@@ -185,6 +185,51 @@ def lesion_kind(info: dict) -> str | None:
     return None if info["kind"] == "hot sphere" else info["kind"]
 
 
+PRESERVATION_TOLERANCE = 0.05
+"""Issue 14's target: a hot lesion's mean after denoising a standard-count scan within ±5 % of the scan's own."""
+
+
+def preservation_ratios(records: list[dict]) -> dict[str, dict[str, list[tuple[float, str]]]]:
+    """{model: {"all" | sphere diameter | lesion kind: [(denoised ÷ input mean, "case region"), ...]}} from the
+    standard-count runs of every record (records without them add nothing)."""
+    ratios = defaultdict(lambda: defaultdict(list))
+    for record in records:
+        for model, by_region in record.get("standard_count", {}).items():
+            for name, ratio in by_region.items():
+                entry = (ratio, f"{record['case']['name']} {name}")
+                ratios[model]["all"].append(entry)
+                ratios[model][hot_sphere(record["regions"][name]) or record["regions"][name]["kind"]].append(entry)
+    return ratios
+
+
+def within_tolerance_pct(entries: list[tuple[float, str]]) -> float:
+    """Share (in %) of the regions whose ratio is within ±:data:`PRESERVATION_TOLERANCE` of 1."""
+    return 100 * float(np.mean([abs(ratio - 1) <= PRESERVATION_TOLERANCE for ratio, _ in entries]))
+
+
+def preservation_table(records: list[dict]) -> list[str]:
+    """Rows: models; columns: all hot lesion regions (naming the worst), then per sphere diameter and lesion kind;
+    cells: lowest denoised ÷ input mean / share within ±5 % (n regions)."""
+    ratios = preservation_ratios(records)
+    if not ratios:
+        return []
+    present = {label for by_label in ratios.values() for label in by_label} - {"all"}
+    spheres = [f"{d} mm" for d in (10, 13, 17, 22, 28, 37) if f"{d} mm" in present]
+    labels = spheres + sorted(present - set(spheres))
+    cases = len({r["case"]["name"] for r in records if r.get("standard_count")})
+    lines = ["| model | all hot regions: lowest ratio (where) / within ±5 % (n in cases) | "
+             + " | ".join(f"{'hot sphere ' if label in spheres else ''}{label}" for label in labels) + " |",
+             "|---|---|" + "---|" * len(labels)]
+    for model, by_label in ratios.items():
+        worst, where = min(by_label["all"])
+        cells = [f"{worst:.2f} ({where}) / {within_tolerance_pct(by_label['all']):.0f} % "
+                 f"({len(by_label['all'])} in {cases})"]
+        cells += [f"{min(by_label[label])[0]:.2f} / {within_tolerance_pct(by_label[label]):.0f} % "
+                  f"({len(by_label[label])})" if by_label.get(label) else "–" for label in labels]
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def background_table(records: list[dict], methods: list[str], keys: list[str]) -> list[str]:
     header = " | ".join(f"{percent(k)}: spatial CoV % / ensemble noise % (n)" for k in keys)
     lines = [f"| method | {header} |", "|---|" + "---|" * len(keys)]
@@ -364,6 +409,8 @@ def case_table(records: list[dict]) -> list[str]:
             extras.append(f"penetration {p['penetration_fraction']:.0%}")
         if case["simulator"] != "ours":
             extras.append(f"simulator {case['simulator']}")
+        if case.get("background_scale", 1.0) != 1.0:
+            extras.append(f"background activity × {case['background_scale']:g}")
         lines.append(f"| {case['name']} | {case['seed']} | {case['collimator']} | {case['voxel_mm']} | {recon}, "
                      f"{', '.join(extras)} | {p['total_counts']:.3g} | {record['draws']} | "
                      f"{len(record['regions'])} |")
@@ -520,6 +567,18 @@ def section(mode: str, title: str, records: list[dict], images: Path = IMAGES) -
                   "noise-free / fidelity ratio / mean |bias| of hot-lesion means vs noise-free, at "
                   f"{percent(ood[0]['fractions'][0])} counts.", ""]
         lines += ood_table(ood, methods)
+    preservation = preservation_table(records)
+    if preservation:
+        lines += ["", "### Standard-count lesion preservation", "",
+                  "Denoising must not remove a lesion, also not from a standard-count scan (issue 14's first "
+                  "target: every hot lesion's mean within ±5 % of the input's). On the first noise draw of every "
+                  "case, in distribution and out of distribution, each model denoises the **full-count** "
+                  "reconstruction; per hot lesion region (the phantom's label as the VOI: hot spheres, lesions, "
+                  "striata, tumours) the ratio of the denoised mean to the full-count scan's own mean. Cells: "
+                  "lowest ratio / share of regions within ±5 % (n regions; n in cases for all regions together, "
+                  "whose worst region is named as case and label). `(bare)`: the same network without the uptake "
+                  "guard.", ""]
+        lines += preservation
     return lines
 
 
@@ -567,7 +626,8 @@ def seed_lines() -> list[str]:
 def summary(mode: str, records: list[dict]) -> dict:
     """Headline numbers per model and count level (in-distribution cases, vs the noise-free reconstruction):
     mean NRMSE, PSNR, SSIM, fidelity ratio, with n, and for diffusion models the means of
-    :data:`UNCERTAINTY_METRICS`; for model cards and README."""
+    :data:`UNCERTAINTY_METRICS`; per model the standard-count lesion preservation over all cases (lowest ratio,
+    share within ±5 %, n regions and cases); for model cards and README."""
     inside = [r for r in records if r["case"]["ood"] is None]
     out = {"mode": mode, "cases": [r["case"]["name"] for r in inside], "methods": {}}
     for method in methods_of(inside):
@@ -586,6 +646,11 @@ def summary(mode: str, records: list[dict]) -> dict:
             if calibrated:
                 out["methods"][method][key]["uncertainty"] = {
                     m: round(float(np.mean([d[m] for d in calibrated])), 3) for m in UNCERTAINTY_METRICS}
+    cases = len({r["case"]["name"] for r in records if r.get("standard_count")})
+    out["standard_count"] = {model: {"lowest_ratio": round(min(by_label["all"])[0], 4),
+                                     "within_5pct_pct": round(within_tolerance_pct(by_label["all"]), 1),
+                                     "regions": len(by_label["all"]), "cases": cases}
+                             for model, by_label in preservation_ratios(records).items()}
     return out
 
 
@@ -595,7 +660,8 @@ def main() -> None:
              "Regenerate: `python benchmarks/quality.py --quick --jobs 2` (≈ 15 min on 2 idle cores) or "
              "`nice -n 10 python benchmarks/quality.py --jobs 2` (full, hours; resumable), "
              "`python benchmarks/speed.py`, then `python benchmarks/report.py`. Add "
-             "`--models ID|FOLDER|NAME=FOLDER ...` to test other models. A diffusion model's variance scale is "
+             "`--models ID|FOLDER|NAME=FOLDER[:bare] ...` to test other models (`:bare`: without the uptake "
+             "guard). A diffusion model's variance scale is "
              "fitted on validation cases by `python benchmarks/calibrate_variance.py MODEL --write`. "
              "Design, references and statistics: the docstrings of `benchmarks/quality.py`, `cases.py`, "
              "`stats.py`, `baselines.py`, `probes.py`.", "",
