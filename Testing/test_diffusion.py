@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+import numpy as np
 import torch
 from model_fixtures import TINY, load_tiny, phantom
 from torch import nn
@@ -156,9 +157,23 @@ def test_the_base_runs_once_per_batch_whatever_the_number_of_samples(tmp_path):
     refiner_calls = []
     model.network.refiner.register_forward_hook(lambda module, inputs, output: refiner_calls.append(1))
     image = phantom(shape_zyx=(6, 16, 16))
-    denoise(image, model, device="cpu", samples=3, steps=2)
+    denoise(image, model, device="cpu", samples=3, steps=2, want_variance=True)
     assert sum(calls) == 6 and len(calls) == 1  # one batch of 6 slices, once
     assert len(refiner_calls) == 3 * 2
+    denoise(image, model, device="cpu", samples=3, steps=2)
+    assert len(refiner_calls) == 3 * 2  # without a variance map nothing is sampled
+
+
+def test_the_denoised_image_is_the_estimate_and_the_variance_the_spread_around_it(tmp_path):
+    model, image = load_tiny(tmp_path, "diffusion"), phantom(shape_zyx=(6, 16, 16))
+    runs = [denoise(image, model, device="cpu", samples=n, steps=2, seed=seed, want_variance=True, uptake_guard=False)
+            for n, seed in ((2, 1), (4, 7))]
+    bare = denoise(image, model, device="cpu", uptake_guard=False)
+    for run in runs:  # the denoised image depends on neither the seed nor the number of samples
+        np.testing.assert_array_equal(image_to_array(run.denoised), image_to_array(bare.denoised))
+    assert not np.array_equal(image_to_array(runs[0].variance), image_to_array(runs[1].variance))
+    # the spread around the estimate: at least the sample variance (it adds the squared shift of the samples' mean)
+    assert float(image_to_array(runs[1].variance).mean()) > 0
 
 
 def test_one_step_with_an_untrained_refiner_returns_the_estimate(tmp_path):
