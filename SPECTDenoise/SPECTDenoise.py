@@ -67,8 +67,11 @@ class SPECTDenoise(ScriptedLoadableModule):
             "Denoise low-count SPECT with deep learning (U-Net, U²-Net with CT, predict-and-refine diffusion with a "
             "per-voxel variance). Choose the low-count volume, a model and Apply; the run happens in the background "
             "and can be cancelled. Outputs: <i>denoised</i>, <i>difference</i> (denoised − input) and, for "
-            "diffusion models, <i>variance</i> (the spread of the samples times the model's calibration scale, in "
-            "squared image units: where the model is unsure). Compare regions (markups ROI or segmentation) in a table "
+            "diffusion models, <i>variance</i> (in squared image units: the model's expected squared error of the "
+            "denoised image, from the spread of sampled refinements around it, scaled on validation scans so that "
+            "about 95 % of voxels lie within 2·√variance of the noise-free image; a guide to where the image is "
+            "unsure, not a guarantee). The <i>uptake guard</i> (Advanced) keeps the input's values where denoising "
+            "removed or added a lesion far beyond the noise. Compare regions (markups ROI or segmentation) in a table "
             "with SUVmean/max/peak, and create low-count teaching series. Denoised images are for research and "
             "teaching; check them against the original. Sample data: Sample Data module, 'SPECT Denoise'. "
             "See <a href='https://github.com/spectdenoise/SPECTDenoise'>the documentation</a>.")

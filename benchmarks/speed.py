@@ -8,8 +8,8 @@ time). Each model and volume is run ``--repeats`` times (default 3); the table g
 The CLI gives its worker ``OMP_NUM_THREADS`` = CPU cores ÷ jobs (one job here), recorded as ``threads``.
 
 Volumes: 128³ and 256 × 256 × 200 voxels (4 mm) of smooth random activity (speed does not depend on content).
-Diffusion models run with their default samples and steps at 128³; on a CPU the large volume is skipped for them
-(minutes per volume) unless ``--all``; they run last. Results: ``benchmarks/results/speed_<device>.json``,
+Diffusion models run with their default samples and steps and write their variance map (they sample only for
+it) at 128³; on a CPU the large volume is skipped for them (minutes per volume) unless ``--all``; they run last. Results: ``benchmarks/results/speed_<device>.json``,
 rewritten after every model and volume.
 
 Usage: python benchmarks/speed.py [--device cpu|cuda] [--repeats 3] [--models ID ...] [--all]
@@ -52,13 +52,16 @@ def make_volume(shape_zyx: tuple[int, int, int], path: Path) -> Path:
     return path
 
 
-def time_denoise(model: str, volume: Path, device: str, ct: Path | None) -> dict:
-    """Run one denoise in a child process; return wall and CPU seconds, peak RSS (MiB), load, exit code."""
+def time_denoise(model: str, volume: Path, device: str, ct: Path | None, variance: bool = False) -> dict:
+    """Run one denoise in a child process (with ``variance``, also the variance map: diffusion models sample only
+    then); return wall and CPU seconds, peak RSS (MiB), load, exit code."""
     output = volume.parent / "out.nrrd"
     command = [sys.executable, "-m", "SPECTDenoiseLib", "denoise", str(volume), "-o", str(output),
                "--model", model, "--device", device]
     if ct is not None:
         command += ["--ct", str(ct)]
+    if variance:
+        command += ["--variance", str(volume.parent / "variance.nrrd")]
     load_before = os.getloadavg()[0]
     start = time.perf_counter()
     child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPOSITORY)
@@ -67,6 +70,7 @@ def time_denoise(model: str, volume: Path, device: str, ct: Path | None) -> dict
     stderr = child.stderr.read()
     child.stderr.close()
     output.unlink(missing_ok=True)
+    (volume.parent / "variance.nrrd").unlink(missing_ok=True)
     code = os.waitstatus_to_exitcode(status)
     return {"wall_s": round(seconds, 2), "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
             "peak_rss_mib": round(usage.ru_maxrss / 1024, 1), "load_before": round(load_before, 2),
@@ -115,9 +119,11 @@ def main() -> None:
             if config.kind == "diffusion" and size_name != "128^3" and args.device == "cpu" and not args.all:
                 record["results"].append({**row, "skipped": "diffusion on CPU"})
                 continue
-            runs = [time_denoise(model, volume, args.device, ct if config.needs_ct else None)
+            diffusion = config.kind == "diffusion"
+            runs = [time_denoise(model, volume, args.device, ct if config.needs_ct else None, variance=diffusion)
                     for _ in range(args.repeats)]
-            record["results"].append({**row, **summarise(runs), "runs": runs})
+            record["results"].append({**row, **({"with": "variance map"} if diffusion else {}), **summarise(runs),
+                                      "runs": runs})
             print({k: v for k, v in record["results"][-1].items() if k != "runs"}, flush=True)
             out.write_text(json.dumps(record, indent=1) + "\n")  # after every row: a partial run is usable
     print(f"wrote {out}")

@@ -2,7 +2,8 @@
 
 * ``"<input> denoised"`` is shown like the input (same colour map and window/level),
 * ``"<input> difference"`` (denoised − input) in a diverging blue–white–red map centred on zero,
-* ``"<input> variance"`` (per-voxel variance of the diffusion samples, times the model's calibration) in a heat map,
+* ``"<input> variance"`` (the diffusion model's expected squared error of the denoised image: mean squared spread of
+  its samples around it, times the model's calibration) in a heat map,
 each tagged with the input's voxel units and placed under the input's study in the subject hierarchy.
 """
 

@@ -87,10 +87,10 @@ def _diffusion_training(settings: TrainSettings) -> str:
 
 def _diffusion_sampling(config: ModelConfig) -> str:
     d = config.diffusion
-    return (f"- Sampling: predict and refine (a frozen U-Net estimate plus sampled residuals), DDIM with "
-            f"v-prediction, zero terminal SNR and trailing steps ({d['schedule']} betas, {d['train_timesteps']} "
-            f"training steps); by default {d['default_samples']} samples × {d['default_steps']} steps; one step "
-            f"gives the mean. Variance = sample variance × {d['variance_scale']:g}"
+    return (f"- Outputs: the denoised image is the frozen U-Net's estimate; the variance map is the mean squared "
+            f"spread around it of sampled refinements (DDIM with v-prediction, zero terminal SNR and trailing steps, "
+            f"{d['schedule']} betas, {d['train_timesteps']} training steps; by default {d['default_samples']} "
+            f"samples × {d['default_steps']} steps) × {d['variance_scale']:g}"
             + (" (uncalibrated)" if d["variance_scale"] == 1 else " (calibrated on validation cases)"))
 
 
