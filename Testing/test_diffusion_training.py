@@ -60,7 +60,7 @@ def test_the_trained_package_loads_denoises_and_has_a_diffusion_card(trained):
     assert model.config.kind == "diffusion" and model.config.architecture == "refine"
     result = denoise(phantom(shape_zyx=(6, 16, 16)), model, device="cpu", samples=2, steps=2, want_variance=True)
     assert result.variance is not None
-    assert "v-prediction" in model.card and "EMA" in model.card and "Variance = sample variance" in model.card
+    assert "v-prediction" in model.card and "EMA" in model.card and "mean squared spread" in model.card
 
 
 def test_a_run_resumes_with_its_weight_average(trained, tmp_path):

@@ -113,11 +113,10 @@ def test_absent_device_is_an_error(tmp_path):
         denoise(phantom(), load(tmp_path, "unet2d"), device="cuda:7")
 
 
-def test_same_seed_gives_the_same_diffusion_output_and_another_seed_does_not(tmp_path):
+def test_same_seed_gives_the_same_diffusion_variance_and_another_seed_does_not(tmp_path):
     model, image = load(tmp_path, "diffusion"), phantom()
-    first = image_to_array(denoise(image, model, device="cpu", seed=3).denoised)
-    again = image_to_array(denoise(image, model, device="cpu", seed=3).denoised)
-    other = image_to_array(denoise(image, model, device="cpu", seed=4).denoised)
+    first, again, other = (image_to_array(denoise(image, model, device="cpu", seed=seed, want_variance=True).variance)
+                           for seed in (3, 3, 4))
     np.testing.assert_array_equal(first, again)
     assert np.abs(first - other).max() > 1e-3
 
@@ -139,7 +138,7 @@ def test_variance_needs_two_samples(tmp_path):
 def test_progress_reports_each_diffusion_step_and_ends_at_one(tmp_path):
     events = []
     denoise(phantom(shape_zyx=(6, 16, 16)), load(tmp_path, "diffusion"), device="cpu", samples=2, steps=3,
-            progress=lambda fraction, stage, message: events.append((fraction, stage)))
+            want_variance=True, progress=lambda fraction, stage, message: events.append((fraction, stage)))
     sampling = [fraction for fraction, stage in events if stage == "sampling"]
     assert len(sampling) == 2 * 3  # one batch of 6 slices, 2 samples × 3 steps
     assert sampling == sorted(sampling) and sampling[-1] == pytest.approx(1.0)
