@@ -105,8 +105,3 @@ def local_noise_sd(values: np.ndarray, inner: int = SHELL[0], outer: int = SHELL
     floor = 1e-6 * float(squares.mean()) + np.finfo(np.float32).tiny
     return np.sqrt(np.maximum(power, floor)).astype(np.float32)
 
-
-def _robust_sd(values: np.ndarray) -> float:
-    if values.size == 0:
-        return 0.0
-    return 1.4826 * float(np.median(np.abs(values - np.median(values))))
