@@ -48,9 +48,21 @@ def test_trained_deterministic_network_changes_the_input(name):
 def test_u2net_handles_slice_sizes_not_a_multiple_of_32():
     network = U2Net(in_channels=2, mid=2, width=4).eval()
     with torch.no_grad():
-        fused, sides = network.forward_with_sides(torch.rand(1, 2, 37, 50))
+        assert network(torch.rand(1, 2, 37, 50)).shape == (1, 1, 37, 50)
+
+
+def test_u2net_deep_supervision_returns_side_outputs_only_in_training():
+    network = U2Net(in_channels=2, mid=2, width=4, deep_supervision=True)
+    perturb_weights(network)
+    x = torch.rand(1, 2, 37, 50)
+    with torch.no_grad():
+        stacked = network.train()(x)
+        fused = network.eval()(x)
+    assert stacked.shape == (1, 7, 37, 50)
     assert fused.shape == (1, 1, 37, 50)
-    assert len(sides) == 6 and all(side.shape == (1, 1, 37, 50) for side in sides)
+    # Group norm does not depend on the mode, so the fused channel is the evaluation output.
+    torch.testing.assert_close(stacked[:, :1], fused)
+    assert not torch.allclose(stacked[:, 1:2], fused)
 
 
 def test_u2net_default_lite_width_is_small():

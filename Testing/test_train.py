@@ -131,6 +131,18 @@ def test_training_lowers_validation_loss_and_exports_a_loadable_package(tmp_path
     assert "L1 + 0.5·(1 − SSIM)" in model.card and "seed 3" in model.card
 
 
+@pytest.mark.parametrize("deep_supervision", [True, False])
+def test_u2net_deep_supervision_trains_the_side_outputs_from_the_first_step(tmp_path, deep_supervision):
+    # The fusion starts at zero, so after one step only a deeply supervised run has moved the side convolutions.
+    model = {"architecture": "u2net", "arguments": {"mid": 2, "width": 4, "deep_supervision": deep_supervision},
+             "input_channels": ["spect", "ct"], "size_multiple": 32}
+    settings = _settings(tmp_path, _write_pairs(tmp_path / "pairs", with_ct=True), model, steps=1, validate_every=1)
+    torch.manual_seed(settings.seed)
+    initial = build_network(settings.model_config).sides[0].weight.detach().clone()
+    trained = load_package(train(settings, log=lambda message: None)).network.sides[0].weight
+    assert (not torch.equal(trained, initial)) is deep_supervision
+
+
 def test_training_resumes_from_the_last_checkpoint(tmp_path):
     data = _write_pairs(tmp_path / "pairs")
     train(_settings(tmp_path, data, UNET25D, steps=10), log=lambda message: None)

@@ -5,6 +5,10 @@ to its input convolution). The outer U has six encoder stages (RSU-7, 6, 5, 4, t
 five decoder stages; each decoder stage and the bottom give a side output, the six side outputs are fused by a
 1x1 convolution and a long skip adds the low-count SPECT slice (residual learning). MONAI has no U²-Net.
 
+Deep supervision (Pan et al., eq. 1) follows MONAI's ``DynUNet``: built with ``deep_supervision=True`` and in
+training mode, the network returns the fused output and the six side outputs stacked as channels [B, 7, H, W]
+(fused first) so the loss can supervise each; in evaluation mode it always returns the fused output alone.
+
 Widths are two numbers (``mid`` inside the RSU blocks, ``width`` between stages), the same at every stage as
 in the original "U²-Net lite" (mid 16, width 64); tests use tiny widths. Any slice size works: poolings use
 ``ceil_mode`` and every up-sampling goes to the skip's exact size.
@@ -86,12 +90,15 @@ class U2Net(nn.Module):
     centre_channel : index of the low-count SPECT slice added back by the long skip.
     mid : channels inside each RSU block (16 in U²-Net lite).
     width : channels between stages (64 in U²-Net lite).
+    deep_supervision : in training mode, also return the side outputs (see the module docstring).
     """
 
     HEIGHTS = (7, 6, 5, 4, 4, 4)
 
-    def __init__(self, in_channels: int, centre_channel: int = 0, mid: int = 16, width: int = 64) -> None:
+    def __init__(self, in_channels: int, centre_channel: int = 0, mid: int = 16, width: int = 64,
+                 deep_supervision: bool = False) -> None:
         super().__init__()
+        self.deep_supervision = deep_supervision
         if not 0 <= centre_channel < in_channels:
             raise ValueError(f"centre_channel {centre_channel} is outside 0..{in_channels - 1}")
         self.centre_channel = centre_channel
@@ -109,11 +116,8 @@ class U2Net(nn.Module):
         nn.init.zeros_(self.fuse.weight)
         nn.init.zeros_(self.fuse.bias)
 
-    def forward_with_sides(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Return the fused output and the six side outputs, each [B, 1, H, W] with the long skip added.
-
-        The side outputs (finest first) are for deep supervision in training (Pan et al., eq. 1).
-        """
+    def _fused_and_sides(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The fused output and the six side outputs (finest first), each [B, 1, H, W] with the long skip added."""
         skips = []
         h = x
         for i, encoder in enumerate(self.encoders):
@@ -132,5 +136,9 @@ class U2Net(nn.Module):
         return fused, [centre + side for side in sides]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Return the denoised slice [B, 1, H, W] in normalised units."""
-        return self.forward_with_sides(x)[0]
+        """Return the denoised slice [B, 1, H, W] in normalised units ([B, 7, H, W] with the side outputs when
+        training with deep supervision)."""
+        fused, sides = self._fused_and_sides(x)
+        if self.training and self.deep_supervision:
+            return torch.cat([fused, *sides], dim=1)
+        return fused

@@ -172,7 +172,10 @@ def _objective(config: ModelConfig, settings: TrainSettings, device: torch.devic
         inputs, targets, masks = (torch.from_numpy(a).to(device) for a in (batch.inputs, batch.targets, batch.masks))
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             prediction = model(inputs)
-        return criterion(prediction.float(), targets, masks)
+        # A deeply supervised network returns its outputs as channels (fused first): each gets the full loss and
+        # the losses add with equal weights (Pan et al., eq. 1).
+        outputs = prediction.float().split(1, dim=1)
+        return sum(criterion(output, targets, masks) for output in outputs)
 
     return denoising_loss
 
