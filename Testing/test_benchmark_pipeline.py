@@ -150,6 +150,32 @@ def test_preservation_table_names_the_worst_region_and_counts_the_regions_within
     assert report.preservation_table([{**records[0], "standard_count": {}}]) == []
 
 
+def test_body_totals_are_the_body_sums_of_the_noise_free_full_count_input_and_every_output(record):
+    phantom = case_phantom(TINY_CASE)
+    body = phantom.ct > -500
+    scans = CaseScans(TINY_CASE, phantom, (0.1, 0.25), 3)
+    images = scans.draw(1)
+    assert record["body"]["voxels"] == int(body.sum())
+    assert record["body"]["noise_free_total"] == pytest.approx(scans.noise_free[body].sum(dtype=np.float64))
+    methods = record["methods"]
+    assert methods["full-count"]["1"]["draws"][1]["body_total"] == pytest.approx(images[1.0][body].sum())
+    assert methods["input"]["0.25"]["draws"][1]["body_total"] == pytest.approx(images[0.25][body].sum())
+    assert methods["input"]["0.1"]["draws"][1]["body_total"] == pytest.approx(images[0.1][body].sum())
+    for method, per_key in methods.items():
+        assert all(d["body_total"] > 0 for entry in per_key.values() for d in entry["draws"]), method
+
+
+def test_a_record_without_the_current_record_version_is_run_again(models, tmp_path):
+    config = quality.run_config("quick", TINY_MODE, models, probes=True)
+    assert config["record_version"] == quality.RECORD_VERSION >= 2
+    path = tmp_path / "case.json"
+    assert not quality.done_earlier(path, config)
+    path.write_text(json.dumps({"config": config}))
+    assert quality.done_earlier(path, config)
+    path.write_text(json.dumps({"config": {k: v for k, v in config.items() if k != "record_version"}}))
+    assert not quality.done_earlier(path, config)
+
+
 def test_noise_free_reference_sits_below_the_noisy_scans(record):
     full = [d["vs_noise_free"]["nrmse"] for d in record["methods"]["full-count"]["1"]["draws"]]
     low = [d["vs_noise_free"]["nrmse"] for d in record["methods"]["input"]["0.1"]["draws"]]

@@ -6,6 +6,9 @@ each thinned to the count fractions. Every method denoises every low-count draw;
 
 * NRMSE, PSNR, SSIM in the body (CT > −500 HU) against the noise-free reconstruction (the main reference) and
   against the same draw's full-count reconstruction (the reference of earlier benchmarks and of the papers);
+* the body total (sum of the voxel values in the same body mask; every image of a case has the same voxels, so
+  this is the total activity up to one factor), also of the noise-free reconstruction, for issue 14's target
+  "body-total counts no further from the full-count total than the input's";
 * mean and max of every lesion region (spheres, lesions, striata, defects, tumours) and the background's
   mean and CoV, from which ``report.py`` derives bias and SD against the noise-free values, recovery against
   the phantom's truth and confidence intervals;
@@ -39,6 +42,8 @@ Modes (the count of cases × draws for each table is written next to every numbe
 
 Each case's result is written as soon as it is done (``benchmarks/results/<mode>/<case>.json``, atomically); a
 rerun skips cases whose file holds the same configuration, so a killed run resumes and partial runs are usable.
+The configuration includes :data:`RECORD_VERSION`, raised whenever a record gains a field, so files written
+before that are run again.
 
 Usage::
 
@@ -92,6 +97,8 @@ from SPECTDenoiseLib.metrics import image_quality  # noqa: E402
 RESULTS = REPOSITORY / "benchmarks" / "results"
 PROBE_FRACTION = 0.1
 FULL_COUNT = "full-count"
+RECORD_VERSION = 2
+"""Version of the per-case record; part of the configuration (2: body totals)."""
 
 
 @dataclass(frozen=True)
@@ -150,10 +157,15 @@ def standard_count_ratios(tested: ModelUnderTest, full: np.ndarray, ct: np.ndarr
     return {name: 1 + shift / 100 for name, shift in shifts.items()}
 
 
+def body_total(image: np.ndarray, body: np.ndarray) -> float:
+    """Sum of ``image`` over the ``body`` mask (float64), in image units × voxels."""
+    return float(image[body].sum(dtype=np.float64))
+
+
 def draw_entry(output: np.ndarray, noise_free: np.ndarray, full: np.ndarray | None, body: np.ndarray,
                regions: dict[str, np.ndarray], background: np.ndarray) -> dict:
     """Everything recorded for one method's output on one draw."""
-    entry = {"vs_noise_free": image_quality(output, noise_free, body)}
+    entry = {"vs_noise_free": image_quality(output, noise_free, body), "body_total": body_total(output, body)}
     if full is not None:
         entry["vs_full"] = image_quality(output, full, body)
     entry["regions"] = region_values(output, regions)
@@ -182,6 +194,7 @@ def run_case(case: Case, mode: Mode, models: dict, config: dict, probes: bool) -
         "case": case.record(), "config": config, "simulation": scans.settings,
         "shape": list(phantom.activity.shape), "spacing_mm": list(spacing),
         "fractions": [fraction_key(f) for f in fractions], "draws": draws, "regions": info,
+        "body": {"voxels": int(body.sum()), "noise_free_total": body_total(noise_free, body)},
         "background": {"name": background_name, "voxels": int(background.sum()),
                        "truth_mean": float(phantom.activity[background].mean()),
                        "noise_free": [float(noise_free[background].mean()), spatial_cov(noise_free, background)]},
@@ -241,6 +254,22 @@ def run_case(case: Case, mode: Mode, models: dict, config: dict, probes: bool) -
     return record
 
 
+def run_config(mode_name: str, mode: Mode, models: dict[str, ModelUnderTest], probes: bool) -> dict:
+    """The configuration stored in every record of a run (as JSON gives it back): record version, mode, model
+    fingerprints, diffusion variance scales, whether probes run."""
+    config = {"mode": mode_name, "record_version": RECORD_VERSION, **dataclasses.asdict(mode),
+              "models": {name: tested_fingerprint(tested) for name, tested in models.items()},
+              "variance_scales": {name: variance_scale(tested.model) for name, tested in models.items()
+                                  if tested.model.config.kind == "diffusion"},
+              "probes": probes}
+    return json.loads(json.dumps(config))
+
+
+def done_earlier(path: Path, config: dict) -> bool:
+    """Whether the record at ``path`` exists and was made with ``config`` (so the case need not run again)."""
+    return path.exists() and json.loads(path.read_text()).get("config") == config
+
+
 def select_cases(mode: Mode, names: list[str] | None) -> list[Case]:
     """The mode's cases, optionally only those named: in-distribution first, cheapest first (so that a partial
     run holds as many cases as possible)."""
@@ -275,18 +304,13 @@ def main() -> None:
     models = load_models(args.models, default_only=mode.default_only)
     output_dir = Path(args.output_dir or RESULTS / mode_name)
     output_dir.mkdir(parents=True, exist_ok=True)
-    config = {"mode": mode_name, **dataclasses.asdict(mode),
-              "models": {name: tested_fingerprint(tested) for name, tested in models.items()},
-              "variance_scales": {name: variance_scale(tested.model) for name, tested in models.items()
-                                  if tested.model.config.kind == "diffusion"},
-              "probes": not args.no_probes}
-    config = json.loads(json.dumps(config))
+    config = run_config(mode_name, mode, models, not args.no_probes)
     cases = select_cases(mode, args.cases)
     print(f"{mode_name}: {len(cases)} cases, models {', '.join(models)}; results in {output_dir}", flush=True)
     todo = []
     for case in cases:
         path = output_dir / f"{case.name}.json"
-        if path.exists() and json.loads(path.read_text()).get("config") == config:
+        if done_earlier(path, config):
             print(f"{case.name}: done earlier, kept", flush=True)
         elif case.simulator == "pytomography" and not independent_simulator_available(case):
             continue
