@@ -199,9 +199,12 @@ def test_report_section_renders_every_table(record, tmp_path):
     assert (tmp_path / "benchmark_spheres_test.png").exists()
     for heading in ("Image quality against the noise-free reconstruction", "Fidelity ratio", "Hot IEC spheres",
                     "Background noise", "Robustness probes", "Classical filter tuning",
-                    "Standard-count lesion preservation"):
+                    "Standard-count lesion preservation", "Targets (issue 14)"):
         assert heading in lines
     assert "(1×3)" in lines
+    targets = report.summary("test", [record])["targets"]
+    assert set(targets) == {"tiny-unet25d", "tiny-unet25d (bare)", "tiny-diffusion"}
+    assert all(targets[model]["body_total"]["met"] is not None for model in targets)
     summary = report.summary("test", [record])
     assert summary["methods"]["tiny-unet25d"]["0.1"]["draws"] == 3
     assert summary["methods"]["tiny-unet25d (bare)"]["0.1"]["draws"] == 3
