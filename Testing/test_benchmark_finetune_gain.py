@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import SimpleITK as sitk
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -19,7 +20,7 @@ from finetune_gain import QUICK, Study, read_array, run, scanner_case, write_pro
 from methods import load_models  # noqa: E402
 
 from SPECTDenoiseLib.dataset import SEED_STRIDE  # noqa: E402
-from SPECTDenoiseLib.projections import read_nm_projections  # noqa: E402
+from SPECTDenoiseLib.projections import read_nm_projections, thin_and_reconstruct  # noqa: E402
 from SPECTDenoiseLib.train.data import find_cases  # noqa: E402
 
 torch.set_num_threads(1)
@@ -57,11 +58,16 @@ def test_noise_free_reference_matches_the_scanners_own(tmp_path):
     """The reference made on ``simulate``'s grid from an NM file is the scanner's noise-free reconstruction (up
     to the count units): geometry, angles and μ-map line up."""
     study = Study.make(scanner_case(BENCHMARK_RUN_SEED, 0, QUICK))
-    study.projections(tmp_path / "p.dcm", study.scanner.expected)
+    study.projections(tmp_path / "p.dcm", study.scanner.expected)  # rounded to counts: almost noise-free
     reference, own = study.noise_free(tmp_path / "p.dcm"), study.scanner.noise_free()
+    protocol = study.case.protocol
+    from_file = sitk.GetArrayFromImage(thin_and_reconstruct(
+        read_nm_projections(tmp_path / "p.dcm"), (), study.case.collimator, protocol.iterations, protocol.subsets,
+        mu_map=study.phantom.mu_map)[0])
     body = study.phantom.ct > -500
-    assert reference.shape == own.shape
+    assert reference.shape == own.shape == from_file.shape
     assert np.corrcoef(reference[body], own[body])[0, 1] > 0.999
+    assert np.corrcoef(reference[body], from_file[body])[0, 1] > 0.999
 
 
 @pytest.fixture(scope="module")

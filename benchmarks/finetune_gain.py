@@ -192,12 +192,15 @@ class Study:
         return cls(case, phantom, ScanSimulator(phantom.activity, phantom.spacing_mm, phantom.mu_map,
                                                 case.collimator, case.protocol))
 
+    def view_angles(self) -> np.ndarray:
+        """The scanner's camera angles θ (degrees) in the order of its projections."""
+        protocol = self.case.protocol
+        return protocol.start_deg + np.linspace(0.0, protocol.arc_deg, protocol.angles, endpoint=False)
+
     def projections(self, path: Path, counts: torch.Tensor) -> None:
         """Write ``counts`` [angle, z, u] of this scanner as an NM file at ``path``."""
         spacing = self.phantom.spacing_mm
-        angles = self.case.protocol.start_deg + np.linspace(0.0, self.case.protocol.arc_deg,
-                                                            self.case.protocol.angles, endpoint=False)
-        write_projections(path, counts.cpu().numpy(), angles, (spacing[0], spacing[2]),
+        write_projections(path, counts.cpu().numpy(), self.view_angles(), (spacing[0], spacing[2]),
                           self.scanner.orbit_radius_mm)
 
     def write_ct(self, path: Path, projection_file: Path) -> None:
@@ -210,6 +213,8 @@ class Study:
         grid and μ-map; counts × :data:`REFERENCE_SCALE` so rounding to counts is negligible, image ÷ it; the
         Fourier-domain blur's tiny negative values set to 0)."""
         measured = read_nm_projections(projection_file)
+        if not np.allclose(measured.angles_deg, self.view_angles() % 360.0):
+            raise ValueError(f"'{projection_file}' does not hold this scanner's views in its order.")
         expected = np.clip(self.scanner.expected.cpu().numpy()[:, ::-1, :], 0.0, None) * REFERENCE_SCALE
         full, _, _ = thin_and_reconstruct(dataclasses.replace(measured, counts=expected), (), self.case.collimator,
                                           self.case.protocol.iterations, self.case.protocol.subsets,
