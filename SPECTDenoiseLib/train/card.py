@@ -242,5 +242,9 @@ def _describe_data(folders: list[str]) -> str:
 def _where() -> str:
     import torch
 
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({torch.get_num_threads()} threads)"
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else _cpu_threads(torch.get_num_threads())
     return f"{device}, Python {sys.version.split()[0]}, torch {torch.__version__}"
+
+
+def _cpu_threads(threads: int) -> str:
+    return f"CPU ({threads} thread{'s' if threads != 1 else ''})"
