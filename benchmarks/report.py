@@ -836,18 +836,20 @@ def speed_lines() -> list[str]:
                   "the process and its worker; load = the machine's 1-minute load average before and after each "
                   "run (other work running slows the wall time; a load above the core count means the runs shared "
                   "the machine, so rerun on an idle one for the figures a user sees); threads = the "
-                  "`OMP_NUM_THREADS` the CLI gives its worker.", "",
+                  "`OMP_NUM_THREADS` the CLI gives its worker; measured = the run the row comes from (rows of "
+                  "models left out of a later run's `--models` are kept).", "",
                   "| model | volume | wall s (median) | CPU s (median) | threads | peak MiB | load during runs | "
-                  "repeats |", "|---|---|---|---|---|---|---|---|"]
+                  "repeats | measured |", "|---|---|---|---|---|---|---|---|---|"]
         for row in speed["results"]:
+            measured = row.get("date", speed["date"])
             if "skipped" in row:
-                lines.append(f"| {row['model']} | {row['size']} | skipped ({row['skipped']}) | | | | | |")
+                lines.append(f"| {row['model']} | {row['size']} | skipped ({row['skipped']}) | | | | | | {measured} |")
             elif "failed" in row:
-                lines.append(f"| {row['model']} | {row['size']} | failed: {row['failed']} | | | | | |")
+                lines.append(f"| {row['model']} | {row['size']} | failed: {row['failed']} | | | | | | {measured} |")
             else:
                 lines.append(f"| {row['model']} | {row['size']} | {row['median_wall_s']:.1f} | "
                              f"{row['median_cpu_s']:.1f} | {row['threads']} | {row['median_peak_rss_mib']:.0f} | "
-                             f"{row['load_min']:.1f}–{row['load_max']:.1f} | {row['repeats']} |")
+                             f"{row['load_min']:.1f}–{row['load_max']:.1f} | {row['repeats']} | {measured} |")
     return lines
 
 

@@ -7,6 +7,9 @@ average just before and just after (other work on the machine slows the run; CPU
 time). Each model and volume is run ``--repeats`` times (default 3); the table gives medians and the load range.
 The CLI gives its worker ``OMP_NUM_THREADS`` = CPU cores ÷ jobs (one job here), recorded as ``threads``.
 
+Rows of models left out of ``--models`` are kept from the previous result file of the same machine and device,
+each with the date of its run, so one model can be re-measured without re-running the slow ones.
+
 Volumes: 128³ and 256 × 256 × 200 voxels (4 mm) of smooth random activity (speed does not depend on content).
 Diffusion models run with their default samples and steps and write their variance map (they sample only for
 it) at 128³; on a CPU the large volume is skipped for them (minutes per volume) unless ``--all``; they run last. Results: ``benchmarks/results/speed_<device>.json``,
@@ -104,7 +107,8 @@ def main() -> None:
     record = {"machine": platform.platform(), "processor": platform.processor() or platform.machine(),
               "cpu_cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
               "device": args.device, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-              "command": "python benchmarks/speed.py " + " ".join(sys.argv[1:]), "results": []}
+              "command": "python benchmarks/speed.py " + " ".join(sys.argv[1:]),
+              "results": earlier_rows(out, models, platform.platform(), args.device)}
     plan = [(size, model) for diffusion in (False, True) for size in SIZES for model in models
             if (configs[model].kind == "diffusion") == diffusion]  # slow diffusion runs last
     with tempfile.TemporaryDirectory() as folder:
@@ -115,7 +119,7 @@ def main() -> None:
                 make_volume(SIZES[size_name], volume)
                 sitk.WriteImage(sitk.ReadImage(str(volume)) * 0, str(ct))  # water everywhere: 0 HU
             config = configs[model]
-            row = {"model": model, "size": size_name, "threads": threads}
+            row = {"model": model, "size": size_name, "threads": threads, "date": record["date"]}
             if config.kind == "diffusion" and size_name != "128^3" and args.device == "cpu" and not args.all:
                 record["results"].append({**row, "skipped": "diffusion on CPU"})
                 continue
@@ -127,6 +131,17 @@ def main() -> None:
             print({k: v for k, v in record["results"][-1].items() if k != "runs"}, flush=True)
             out.write_text(json.dumps(record, indent=1) + "\n")  # after every row: a partial run is usable
     print(f"wrote {out}")
+
+def earlier_rows(path: Path, models: list[str], machine: str, device: str) -> list[dict]:
+    """The rows of ``path`` (a previous run on the same ``machine`` and ``device``) for models not in ``models``,
+    each dated (rows of files older than per-row dates get the file's date)."""
+    if not path.exists():
+        return []
+    earlier = json.loads(path.read_text())
+    if earlier.get("machine") != machine or earlier.get("device") != device:
+        return []
+    return [{**row, "date": row.get("date", earlier["date"])} for row in earlier["results"] if row["model"] not in models]
+
 
 if __name__ == "__main__":
     main()
