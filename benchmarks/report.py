@@ -818,7 +818,8 @@ def section(mode: str, title: str, records: list[dict], images: Path = IMAGES) -
                   "the lowest NRMSE of the oracle-tuned classical filters of that case (only on draws where "
                   "every one of them ran), averaged over the draws; worst case and median over cases, met when "
                   "every case is ≤ 0.8. \"Not measured in this mode\": the result files hold nothing to "
-                  "measure it on.", ""]
+                  "measure it on. What was tried to meet them, and what each step did: "
+                  "[benchmarks/training/experiments/README.md](benchmarks/training/experiments/README.md).", ""]
         lines += targets
     return lines
 
