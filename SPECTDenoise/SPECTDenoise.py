@@ -69,11 +69,13 @@ class SPECTDenoise(ScriptedLoadableModule):
             "and can be cancelled. Outputs: <i>denoised</i>, <i>difference</i> (denoised − input) and, for "
             "diffusion models, <i>variance</i> (in squared image units: the model's expected squared error of the "
             "denoised image, from the spread of sampled refinements around it, scaled on validation scans so that "
-            "about 95 % of voxels lie within 2·√variance of the noise-free image. Read it as a calibrated noise level, "
-            "which follows brightness; it does not show where the model is wrong better than brightness does). The <i>uptake guard</i> (Advanced) keeps the input's values where denoising "
-            "removed or added a lesion far beyond the noise. Compare regions (markups ROI or segmentation) in a table "
-            "with SUVmean/max/peak, and create low-count teaching series. Denoised images are for research and "
-            "teaching; check them against the original. Sample data: Sample Data module, 'SPECT Denoise'. "
+            "about 95 % of voxels lie within 2·√variance of the noise-free image. Read it as a calibrated noise "
+            "level, which follows brightness; it does not show where the model is wrong better than brightness "
+            "does). The <i>uptake guard</i> (Advanced) keeps the input's values where denoising removed or added a "
+            "lesion far beyond the noise, and the input's counts over organ-sized regions. Compare regions "
+            "(markups ROI or segmentation) in a table with SUVmean/max/peak, and create low-count teaching series. "
+            "Denoised images are for research and teaching; check them against the original. Sample data: Sample "
+            "Data module, 'SPECT Denoise'. "
             "See <a href='https://github.com/spectdenoise/SPECTDenoise'>the documentation</a>.")
         self.parent.acknowledgementText = _(
             "Builds on 3D Slicer, MONAI, PyTorch, SimpleITK and huggingface_hub. Methods follow published work on "

@@ -31,7 +31,7 @@ from .io import (
 )
 from .normalisation import intensity_scale, normalise_ct
 from .tiling import Predictor, count_windows, run_patches, run_slices, slice_batches, slice_padding
-from .uptake_guard import guard_uptake
+from .uptake_guard import guard_uptake, restore_coarse_counts
 
 Progress = Callable[[float, str, str], None]
 log = logging.getLogger(__name__)
@@ -119,7 +119,7 @@ def denoise(
         raise ModelError(f"Model '{model.name}' produced NaN or infinite values, so it is broken (its weights or "
                          "settings such as residual_scale); nothing was written.")
     if uptake_guard:
-        mean = _guarded(volumes[0], mean, report)
+        mean = _guarded(volumes[0], mean, tuple(reversed(spect.GetSpacing())), report)
     denoised = np.maximum(_in_input_units(mean, scale, "denoised image"), 0.0)
     return DenoiseResult(
         denoised=array_to_image(denoised, spect),
@@ -130,13 +130,15 @@ def denoise(
     )
 
 
-def _guarded(spect: np.ndarray, mean: np.ndarray, report: Progress) -> np.ndarray:
-    """The uptake guard applied to the network's estimate, with a message saying how much it gave back."""
+def _guarded(spect: np.ndarray, mean: np.ndarray, spacing_mm: tuple[float, float, float],
+             report: Progress) -> np.ndarray:
+    """The uptake guard applied to the network's estimate (lesions given back, then the input's coarse-scale
+    counts), with a message saying how much it gave back."""
     guard = guard_uptake(spect, mean)
     if guard.restored_fraction > 0:
         report(1.0, "denoising", f"Uptake guard: the input was kept where denoising removed structure beyond the noise "
                                  f"({100 * guard.restored_fraction:.2g} % of the voxels).")
-    return guard.image
+    return restore_coarse_counts(spect, guard.image, spacing_mm)
 
 
 def diffusion_model_hint() -> str:

@@ -176,6 +176,15 @@ def test_a_record_without_the_current_record_version_is_run_again(models, tmp_pa
     assert not quality.done_earlier(path, config)
 
 
+def test_a_record_made_with_other_uptake_guard_constants_is_run_again(models, tmp_path):
+    config = quality.run_config("quick", TINY_MODE, models, probes=True)
+    path = tmp_path / "case.json"
+    older_guard = {**config["uptake_guard"]}
+    older_guard.pop("COARSE_SIGMA_MM")  # the guard before it restored coarse-scale counts
+    path.write_text(json.dumps({"config": {**config, "uptake_guard": older_guard}}))
+    assert not quality.done_earlier(path, config)
+
+
 def test_noise_free_reference_sits_below_the_noisy_scans(record):
     full = [d["vs_noise_free"]["nrmse"] for d in record["methods"]["full-count"]["1"]["draws"]]
     low = [d["vs_noise_free"]["nrmse"] for d in record["methods"]["input"]["0.1"]["draws"]]

@@ -93,6 +93,7 @@ from stats import VoxelEnsemble, region_values, spatial_cov, uncertainty_agreeme
 
 from SPECTDenoiseLib.io import atomic_output  # noqa: E402
 from SPECTDenoiseLib.metrics import image_quality  # noqa: E402
+from SPECTDenoiseLib.uptake_guard import guard_settings  # noqa: E402
 
 RESULTS = REPOSITORY / "benchmarks" / "results"
 PROBE_FRACTION = 0.1
@@ -256,9 +257,10 @@ def run_case(case: Case, mode: Mode, models: dict, config: dict, probes: bool) -
 
 def run_config(mode_name: str, mode: Mode, models: dict[str, ModelUnderTest], probes: bool) -> dict:
     """The configuration stored in every record of a run (as JSON gives it back): record version, mode, model
-    fingerprints, diffusion variance scales, whether probes run."""
+    fingerprints, the uptake guard's constants, diffusion variance scales, whether probes run."""
     config = {"mode": mode_name, "record_version": RECORD_VERSION, **dataclasses.asdict(mode),
               "models": {name: tested_fingerprint(tested) for name, tested in models.items()},
+              "uptake_guard": guard_settings(),
               "variance_scales": {name: variance_scale(tested.model) for name, tested in models.items()
                                   if tested.model.config.kind == "diffusion"},
               "probes": probes}

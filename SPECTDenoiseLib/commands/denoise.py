@@ -58,7 +58,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "÷ jobs per study); on a busy machine fewer threads can be faster")
     parser.add_argument("--no-uptake-guard", dest="uptake_guard", action="store_false",
                         help="return the bare network output: do not give back the input where denoising removed "
-                             "structure beyond the noise (a lesion); for studying models only")
+                             "structure beyond the noise (a lesion), nor its counts at coarse scale (organ and body "
+                             "totals); for studying models only")
     parser.add_argument("--reference", help="a full-count scan of the same study: print RMSE, NRMSE, PSNR and SSIM "
                                             "of the input and of the denoised image against it (in the body)")
     parser.set_defaults(func=run)
