@@ -89,7 +89,7 @@ def test_local_noise_follows_the_region_and_leaves_out_the_lesion_under_test():
 def test_the_default_model_keeps_the_small_spheres_of_a_cold_background_phantom():
     """Hot spheres in an almost empty background at standard counts (a vendor sphere-phantom study, never in the
     training data): the bare network loses a third of a sphere's mean; the guard gives back at least a fifth of
-    that loss and makes no sphere worse."""
+    that loss and leaves no sphere farther from the input's mean."""
     phantom = make_phantom("iec", seed=990_303, voxel_mm=6.0)
     background = phantom.labels == next(v for v, n in phantom.label_names.items() if n == "background")
     cold = dataclasses.replace(phantom, activity=np.where(background, 0.02 * phantom.activity, phantom.activity))
@@ -107,7 +107,8 @@ def test_the_default_model_keeps_the_small_spheres_of_a_cold_background_phantom(
     worst = min(spheres, key=ratios[False].get)
     assert ratios[False][worst] < 0.75, ratios  # the bare network does lose this sphere
     assert 1 - ratios[True][worst] <= 0.8 * (1 - ratios[False][worst]), ratios
-    assert all(ratios[True][n] >= ratios[False][n] - 0.02 for n in spheres), ratios
+    # No sphere ends farther from the input's own mean (the bare network may also add uptake: ratio above 1).
+    assert all(abs(1 - ratios[True][n]) <= abs(1 - ratios[False][n]) + 0.02 for n in spheres), ratios
 
 
 def _value(phantom, name: str) -> int:
