@@ -842,15 +842,16 @@ def speed_lines() -> list[str]:
                   "| model | volume | wall s (median) | CPU s (median) | threads | peak MiB | load during runs | "
                   "repeats | measured |", "|---|---|---|---|---|---|---|---|---|"]
         for row in speed["results"]:
-            measured = row.get("date", speed["date"])
             if "skipped" in row:
-                lines.append(f"| {row['model']} | {row['size']} | skipped ({row['skipped']}) | | | | | | {measured} |")
+                cells = [f"skipped ({row['skipped']})"] + [""] * 5
             elif "failed" in row:
-                lines.append(f"| {row['model']} | {row['size']} | failed: {row['failed']} | | | | | | {measured} |")
+                cells = [f"failed: {row['failed']}"] + [""] * 5
             else:
-                lines.append(f"| {row['model']} | {row['size']} | {row['median_wall_s']:.1f} | "
-                             f"{row['median_cpu_s']:.1f} | {row['threads']} | {row['median_peak_rss_mib']:.0f} | "
-                             f"{row['load_min']:.1f}–{row['load_max']:.1f} | {row['repeats']} | {measured} |")
+                cells = [f"{row['median_wall_s']:.1f}", f"{row['median_cpu_s']:.1f}", str(row["threads"]),
+                         f"{row['median_peak_rss_mib']:.0f}", f"{row['load_min']:.1f}–{row['load_max']:.1f}",
+                         str(row["repeats"])]
+            measured = row.get("date", speed["date"])
+            lines.append("| " + " | ".join([row["model"], row["size"], *cells, measured]) + " |")
     return lines
 
 

@@ -140,7 +140,8 @@ def earlier_rows(path: Path, models: list[str], machine: str, device: str) -> li
     earlier = json.loads(path.read_text())
     if earlier.get("machine") != machine or earlier.get("device") != device:
         return []
-    return [{**row, "date": row.get("date", earlier["date"])} for row in earlier["results"] if row["model"] not in models]
+    return [{**row, "date": row.get("date", earlier["date"])} for row in earlier["results"]
+            if row["model"] not in models]
 
 
 if __name__ == "__main__":
