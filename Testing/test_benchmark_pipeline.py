@@ -243,3 +243,44 @@ def test_report_says_in_one_sentence_when_no_diffusion_model_ran(record, tmp_pat
     lines = report.uncertainty_lines([plain], "test", tmp_path, results=tmp_path)
     assert lines[-1] == "No diffusion model was run in this result set, so there is no variance map to judge."
     assert not (tmp_path / "benchmark_reliability_test.png").exists()
+
+
+def earlier_run(record: dict, config: dict, **changes) -> dict:
+    """``record`` (deep-copied) as if an earlier run had made it with ``config`` changed by ``changes``."""
+    return {**json.loads(json.dumps(record)), "config": {**config, **changes}}
+
+
+def test_a_rerun_after_new_weights_runs_only_that_model_and_keeps_every_other_row(record, models):
+    config = quality.run_config("quick", TINY_MODE, models, probes=True)
+    earlier = earlier_run(record, config, models={**config["models"], "tiny-unet25d": "older-weights"})
+    earlier["methods"]["gaussian"]["0.1"]["draws"][0]["parameter"] = -1.0  # marks a row that must be copied
+    earlier["methods"]["tiny-unet25d"]["0.1"]["draws"][0]["seconds"] = -1.0  # marks a row that must be replaced
+    kept = quality.kept_rows(earlier, config)
+    assert set(kept["methods"]) == set(record["methods"]) - {"tiny-unet25d"}
+    again = quality.run_case(TINY_CASE, TINY_MODE, models, config, probes=True, kept=kept)
+    assert again["methods"]["gaussian"]["0.1"]["draws"][0]["parameter"] == -1.0
+    rerun = again["methods"]["tiny-unet25d"]["0.1"]["draws"]
+    assert [d["draw"] for d in rerun] == [0, 1, 2] and all(d["seconds"] >= 0 for d in rerun)
+    assert again["methods"]["tiny-unet25d"]["0.1"]["ensemble_noise_pct"] > 0
+    assert "units x1000" in again["probes"]["tiny-unet25d"] and "tiny-unet25d" in again["standard_count"]
+    assert set(again["methods"]) == set(record["methods"])
+    assert "tiny-unet25d" not in again["kept_from_earlier_run"] and "gaussian" in again["kept_from_earlier_run"]
+    # the same draws: the input rows are the earlier ones and the re-run model's are those of a fresh run
+    assert again["methods"]["tiny-unet25d (bare)"] == record["methods"]["tiny-unet25d (bare)"]
+    fresh = [d["vs_noise_free"]["nrmse"] for d in record["methods"]["tiny-unet25d"]["0.1"]["draws"]]
+    assert [d["vs_noise_free"]["nrmse"] for d in rerun] == pytest.approx(fresh, rel=1e-5)
+
+
+def test_another_uptake_guard_reruns_the_guarded_models_and_keeps_the_bare_network(record, models):
+    config = quality.run_config("quick", TINY_MODE, models, probes=True)
+    older_guard = {**config["uptake_guard"], "COARSE_SIGMA_MM": 0.0}
+    kept = set(quality.kept_rows(earlier_run(record, config, uptake_guard=older_guard), config)["methods"])
+    assert "tiny-unet25d" not in kept and "tiny-diffusion" not in kept
+    assert {"tiny-unet25d (bare)", "input", "full-count", "gaussian", "bm4d"} <= kept
+
+
+def test_nothing_is_kept_when_the_draws_differ_and_named_methods_are_always_rerun(record, models):
+    config = quality.run_config("quick", TINY_MODE, models, probes=True)
+    assert quality.kept_rows(earlier_run(record, config, draws=config["draws"] + 1), config)["methods"] == {}
+    kept = quality.kept_rows(earlier_run(record, config), config, rerun={"tv", "tiny-diffusion"})
+    assert set(kept["methods"]) == set(record["methods"]) - {"tv", "tiny-diffusion"}

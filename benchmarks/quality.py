@@ -43,12 +43,18 @@ Modes (the count of cases × draws for each table is written next to every numbe
 Each case's result is written as soon as it is done (``benchmarks/results/<mode>/<case>.json``, atomically); a
 rerun skips cases whose file holds the same configuration, so a killed run resumes and partial runs are usable.
 The configuration includes :data:`RECORD_VERSION`, raised whenever a record gains a field, so files written
-before that are run again.
+before that are run again. When only models changed (new weights, another uptake guard, a model added or
+dropped), a rerun keeps the rows of everything that did not change — input, full count, classical filters,
+unchanged models — and runs only the changed models on the same draws (the simulator is deterministic per seed),
+so retraining one model costs that model's time, not the whole benchmark's. ``--rerun NAME ...`` runs named
+methods again although their configuration is unchanged (after a change to inference code that keeps the
+weights, which the fingerprint cannot see).
 
 Usage::
 
     python benchmarks/quality.py --quick --jobs 2 [--models ID|FOLDER|NAME=FOLDER[:bare] ...]
     nice -n 10 python benchmarks/quality.py --jobs 2   # full mode
+    nice -n 10 python benchmarks/quality.py --jobs 2 --rerun spect-unet3d   # one model again, rows of others kept
     python benchmarks/report.py                         # BENCHMARKS.md and plots from all result files
 """
 
@@ -174,8 +180,13 @@ def draw_entry(output: np.ndarray, noise_free: np.ndarray, full: np.ndarray | No
     return entry
 
 
-def run_case(case: Case, mode: Mode, models: dict, config: dict, probes: bool) -> dict:
-    """Simulate one case, run every method on every draw; return the case's result record."""
+def run_case(case: Case, mode: Mode, models: dict, config: dict, probes: bool, kept: dict | None = None) -> dict:
+    """Simulate one case, run every method on every draw; return the case's result record.
+
+    ``kept`` (from :func:`kept_rows`) holds rows of an earlier run of this case that still hold: those methods
+    are not run again and their rows, probes and standard-count ratios are copied into the record.
+    """
+    kept = kept or {"methods": {}, "probes": {}, "standard_count": {}}
     started, load_before = time.perf_counter(), os.getloadavg()
     cpu_started = resource.getrusage(resource.RUSAGE_SELF)
     phantom = case_phantom(case)
@@ -199,14 +210,19 @@ def run_case(case: Case, mode: Mode, models: dict, config: dict, probes: bool) -
         "background": {"name": background_name, "voxels": int(background.sum()),
                        "truth_mean": float(phantom.activity[background].mean()),
                        "noise_free": [float(noise_free[background].mean()), spatial_cov(noise_free, background)]},
-        "methods": defaultdict(lambda: defaultdict(lambda: {"draws": []})), "probes": {}, "standard_count": {},
+        "methods": defaultdict(lambda: defaultdict(lambda: {"draws": []})), "probes": dict(kept["probes"]),
+        "standard_count": dict(kept["standard_count"]), "kept_from_earlier_run": sorted(kept["methods"]),
     }
+    record["methods"].update(kept["methods"])
+    models = {name: tested for name, tested in models.items() if name not in kept["methods"]}
     ensembles: dict[tuple[str, str], VoxelEnsemble] = defaultdict(VoxelEnsemble)
     extra = scans.draw(draws) if extra_draw else None
     hot = {name: mask for name, mask in regions.items() if not info[name]["kind"].startswith("cold")}
     diffusion_draws = mode.ood_diffusion_draws if case.ood else mode.diffusion_draws
 
     def add(method: str, key: str, output: np.ndarray, full: np.ndarray | None, details: dict) -> None:
+        if method in kept["methods"]:
+            return
         entry = draw_entry(output, noise_free, full, body, regions, background)
         record["methods"][method][key]["draws"].append({"draw": draw, **entry, **details})
         ensembles[(method, key)].add(output)
@@ -216,13 +232,14 @@ def run_case(case: Case, mode: Mode, models: dict, config: dict, probes: bool) -
         full = images[1.0]
         add(FULL_COUNT, fraction_key(1.0), full, None, {})
         if draw == 0 and hot:
-            record["standard_count"] = {name: standard_count_ratios(tested, full, phantom.ct, spacing, hot)
-                                        for name, tested in models.items()}
+            record["standard_count"].update({name: standard_count_ratios(tested, full, phantom.ct, spacing, hot)
+                                             for name, tested in models.items()})
         for fraction in fractions:
             key, low = fraction_key(fraction), images[fraction]
             add("input", key, low, full, {})
             slow_level = any(abs(fraction - f) < 1e-6 for f in mode.slow_fractions)
-            names = tuple(n for n in mode.baselines if n not in SLOW or (draw < mode.slow_draws and slow_level))
+            names = tuple(n for n in mode.baselines if n not in kept["methods"]
+                          and (n not in SLOW or (draw < mode.slow_draws and slow_level)))
             psd_noise = (extra[fraction], noise_free) if extra is not None and fraction in extra else None
             for name, (output, tuning) in run_baselines(low, noise_free, body, spacing, names, psd_noise).items():
                 add(name, key, output, full, {"parameter": tuning.parameter, "interior": tuning.interior,
@@ -272,6 +289,40 @@ def done_earlier(path: Path, config: dict) -> bool:
     return path.exists() and json.loads(path.read_text()).get("config") == config
 
 
+MODEL_SETTINGS = ("models", "uptake_guard", "variance_scales")
+"""Configuration keys that concern only the models: when nothing else differs, an earlier record's other rows hold."""
+
+
+def kept_rows(earlier: dict, config: dict, rerun: set[str] = frozenset()) -> dict:
+    """The rows of ``earlier`` (a record of the same case) that a run with ``config`` would reproduce.
+
+    Nothing is kept unless the configurations agree on everything but :data:`MODEL_SETTINGS`. Then the input,
+    the full count and the classical filters are kept, and every model of ``config`` whose fingerprint is the
+    earlier one's, whose uptake guard constants (unless it runs bare) and diffusion variance scale are too, and
+    whose rows the record holds. Methods named in ``rerun`` are never kept. Returns {"methods", "probes",
+    "standard_count"} for :func:`run_case`.
+    """
+    old = earlier.get("config", {})
+    if {k: v for k, v in old.items() if k not in MODEL_SETTINGS} != \
+            {k: v for k, v in config.items() if k not in MODEL_SETTINGS}:
+        return {"methods": {}, "probes": {}, "standard_count": {}}
+    models, old_models = config.get("models", {}), old.get("models", {})
+
+    def unchanged(name: str) -> bool:
+        fingerprint = models[name]
+        return (old_models.get(name) == fingerprint
+                and (fingerprint.endswith(" bare") or old.get("uptake_guard") == config.get("uptake_guard"))
+                and old.get("variance_scales", {}).get(name) == config.get("variance_scales", {}).get(name))
+
+    names = {name for name in earlier.get("methods", {}) if name not in old_models}
+    names |= {name for name in models if unchanged(name)}
+    names = {name for name in names if name in earlier.get("methods", {}) and name not in rerun}
+    return {"methods": {name: earlier["methods"][name] for name in names},
+            "probes": {name: value for name, value in earlier.get("probes", {}).items() if name in names},
+            "standard_count": {name: value for name, value in earlier.get("standard_count", {}).items()
+                               if name in names}}
+
+
 def select_cases(mode: Mode, names: list[str] | None) -> list[Case]:
     """The mode's cases, optionally only those named: in-distribution first, cheapest first (so that a partial
     run holds as many cases as possible)."""
@@ -293,6 +344,9 @@ def main() -> None:
     parser.add_argument("--cases", nargs="*", help="only these case names (see the result file names)")
     parser.add_argument("--draws", type=int, help="noise draws per case (overrides the mode's; for trials)")
     parser.add_argument("--no-probes", action="store_true", help="skip the robustness probes")
+    parser.add_argument("--rerun", nargs="*", default=[], metavar="NAME",
+                        help="methods (models by their table name, filters by name) to run again even where their "
+                             "configuration is unchanged, e.g. after an inference-code change")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads per process (default 1: on a busy machine torch's thread pool spins, "
                              "2 threads ran OSEM 20 times slower than 1 under a load of 14 on 2 cores)")
@@ -312,17 +366,20 @@ def main() -> None:
     todo = []
     for case in cases:
         path = output_dir / f"{case.name}.json"
-        if done_earlier(path, config):
+        if done_earlier(path, config) and not args.rerun:
             print(f"{case.name}: done earlier, kept", flush=True)
         elif case.simulator == "pytomography" and not independent_simulator_available(case):
             continue
         else:
-            todo.append(case)
+            kept = kept_rows(json.loads(path.read_text()), config, set(args.rerun)) if path.exists() else None
+            if kept and kept["methods"]:
+                print(f"{case.name}: keeping the earlier rows of {', '.join(sorted(kept['methods']))}", flush=True)
+            todo.append((case, kept))
     specs = args.models
     with ProcessPoolExecutor(max_workers=args.jobs, initializer=torch.set_num_threads,
                              initargs=(args.threads,)) as pool:
         futures = {pool.submit(run_and_write, case, mode, specs, config, not args.no_probes,
-                               output_dir / f"{case.name}.json"): case for case in todo}
+                               output_dir / f"{case.name}.json", kept): case for case, kept in todo}
         failed = []
         for future, case in futures.items():
             try:
@@ -344,10 +401,12 @@ def independent_simulator_available(case: Case) -> bool:
     return True
 
 
-def run_and_write(case: Case, mode: Mode, specs: list[str] | None, config: dict, probes: bool, path: Path) -> None:
-    """Run one case in this process and write its record to ``path`` atomically."""
+def run_and_write(case: Case, mode: Mode, specs: list[str] | None, config: dict, probes: bool, path: Path,
+                  kept: dict | None = None) -> None:
+    """Run one case in this process (keeping the ``kept`` rows of an earlier run) and write its record to
+    ``path`` atomically."""
     print(f"{case.name}: {case.ood or 'in distribution'}", flush=True)
-    record = run_case(case, mode, load_models(specs, default_only=mode.default_only), config, probes)
+    record = run_case(case, mode, load_models(specs, default_only=mode.default_only), config, probes, kept)
     with atomic_output(path) as temporary:
         temporary.write_text(json.dumps(record, indent=1) + "\n")
     print(f"{case.name}: written in {record['timing']['wall_s']:.0f} s", flush=True)
