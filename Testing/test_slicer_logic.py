@@ -153,6 +153,21 @@ def test_segmentation_gives_one_mask_per_segment_on_the_volume_grid(scene):
     np.testing.assert_array_equal(regions[1].mask, labels == 2)
 
 
+def test_measuring_segments_leaves_no_temporary_nodes_in_the_scene(scene):
+    """Exporting a segment makes a labelmap, its display node and a colour table; all three are removed again
+    (as slicer.util.arrayFromSegmentBinaryLabelmap does), so each Compute table leaves the scene as it was."""
+    node, _ = _oblique_node(scene, np.zeros((8, 9, 10)))
+    labels = np.zeros((8, 9, 10), np.uint8)
+    labels[2:5, 3:6, 1:4] = 1
+    labels[6, 7, 8] = 2
+    segmentation = _labelmap_segmentation(scene, node, labels)
+    slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)  # always there in the application
+    before = {n.GetID() for n in scene.GetNodes()}
+    for _ in range(2):
+        roi.regions_from_node(segmentation, node)
+    assert [n.GetName() for n in scene.GetNodes() if n.GetID() not in before] == []
+
+
 def _sphere_phantom(shape=(32, 32, 32), radius=6.0, hot=10.0, background=1.0) -> tuple[np.ndarray, np.ndarray]:
     z, y, x = np.indices(shape)
     sphere = (z - 16) ** 2 + (y - 16) ** 2 + (x - 16) ** 2 <= radius**2

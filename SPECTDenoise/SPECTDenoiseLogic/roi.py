@@ -77,26 +77,40 @@ def segment_masks(segmentation: slicer.vtkMRMLSegmentationNode,
 
     Segments may overlap; each mask is exported on its own. Raises InputError for an empty segment.
     """
-    scene = volume.GetScene()
     segments = segmentation.GetSegmentation()
     if segments.GetNumberOfSegments() == 0:
         raise InputError(f"Segmentation '{segmentation.GetName()}' has no segments; add one or choose another.")
+    regions = []
+    for index in range(segments.GetNumberOfSegments()):
+        segment_id = segments.GetNthSegmentID(index)
+        name = segments.GetSegment(segment_id).GetName()
+        regions.append(Region(name, _nonempty(_segment_mask(segmentation, segment_id, volume), name, volume.GetName())))
+    return regions
+
+
+def _segment_mask(segmentation: slicer.vtkMRMLSegmentationNode, segment_id: str,
+                  volume: slicer.vtkMRMLScalarVolumeNode) -> np.ndarray:
+    """Export one segment onto the voxel grid of ``volume`` as a bool mask [z, y, x] through a temporary labelmap.
+
+    The export adds a labelmap display node and a new colour table to the scene; they are removed with the labelmap
+    (as ``slicer.util.arrayFromSegmentBinaryLabelmap`` does), so measuring leaves the scene as it was.
+    """
+    scene = volume.GetScene()
+    before = {node.GetID() for node in scene.GetNodes()}
     labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "SPECTDenoise temporary labelmap")
     try:
-        regions = []
-        for index in range(segments.GetNumberOfSegments()):
-            segment_id = segments.GetNthSegmentID(index)
-            ids = vtk.vtkStringArray()
-            ids.InsertNextValue(segment_id)
-            if not slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
-                segmentation, ids, labelmap, volume
-            ):
-                raise InputError(f"Segment '{segment_id}' could not be resampled onto '{volume.GetName()}'.")
-            name = segments.GetSegment(segment_id).GetName()
-            mask = slicer.util.arrayFromVolume(labelmap) > 0
-            regions.append(Region(name, _nonempty(mask, name, volume.GetName())))
-        return regions
+        ids = vtk.vtkStringArray()
+        ids.InsertNextValue(segment_id)
+        if not slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(segmentation, ids, labelmap, volume):
+            raise InputError(f"Segment '{segment_id}' could not be resampled onto '{volume.GetName()}'.")
+        return slicer.util.arrayFromVolume(labelmap) > 0
     finally:
+        display = labelmap.GetDisplayNode()
+        if display is not None:
+            color_id = display.GetColorNodeID()
+            scene.RemoveNode(display)
+            if color_id and color_id not in before:
+                scene.RemoveNode(scene.GetNodeByID(color_id))
         scene.RemoveNode(labelmap)
 
 
