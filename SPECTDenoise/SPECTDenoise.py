@@ -204,12 +204,12 @@ class SPECTDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     """Binds the panel to :class:`SPECTDenoiseLogic` (injectable for tests)."""
 
     def __init__(self, parent=None, logic: SPECTDenoiseLogic | None = None):
-        ScriptedLoadableModuleWidget.__init__(self, parent)
-        VTKObservationMixin.__init__(self)
         self.logic = logic
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._models: list[models.ModelChoice] = []
+        # Last: it initialises VTKObservationMixin (next in the MRO) and, without a parent, runs setup() itself.
+        ScriptedLoadableModuleWidget.__init__(self, parent)
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)

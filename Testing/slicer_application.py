@@ -118,6 +118,12 @@ class Widget:
     def addWidget(self, widget) -> None:
         pass
 
+    def setLayout(self, layout) -> None:
+        pass
+
+    def show(self) -> None:
+        pass
+
     def setMRMLScene(self, scene) -> None:
         pass
 

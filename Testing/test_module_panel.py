@@ -356,3 +356,15 @@ def test_variance_is_asked_only_of_a_model_that_gives_one(application, scene, tm
     assert "variance" in logic.denoiseRequest(parameters).outputs
     parameters.model = "org/not-downloaded@main"  # known only when it runs: the worker decides
     assert "variance" in logic.denoiseRequest(parameters).outputs
+
+
+def test_a_panel_made_without_a_parent_gets_its_logic_and_observers_before_setup(application, scene):
+    """With no parent, Slicer's ScriptedLoadableModuleWidget.__init__ makes a top-level panel and runs setup() itself
+    (ScriptedLoadableModule.py); the injected logic is used and cleanup() removes every observer setup() added."""
+    module, _ = application
+    logic = module.SPECTDenoiseLogic(sys.executable)
+    widget = module.SPECTDenoiseWidget(None, logic=logic)
+    assert widget.logic is logic and widget._parameterNode is not None
+    assert widget.hasObserver(scene, scene.StartCloseEvent, widget.onSceneStartClose)
+    widget.cleanup()
+    assert widget.Observations == []
