@@ -413,19 +413,22 @@ class SPECTDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def ensureDependencies(self) -> bool:
         """Make sure Slicer's Python has the versions the worker needs (Resources/requirements.txt), installing them
-        after the user agrees: torch through the PyTorch extension, the rest with ``slicer.packaging.pip_ensure``
-        (Slicer ≥ 5.12) or pip after a version check. Returns False when they are not all there."""
-        path = self.resourcePath("requirements.txt")
-        requirements = dependencies.read_requirements(path)
-        torch, _others = dependencies.split_torch(requirements)
-        if torch is not None and not dependencies.is_met(torch) and not self.installPyTorch(torch):
-            return False
+        after the user agrees: torch through the PyTorch extension only (pip would replace its build for the GPU
+        driver), the rest with ``slicer.packaging.pip_ensure`` (Slicer ≥ 5.12) or pip after a version check. A failed
+        installation is one error sentence naming what is missing. Returns False when they are not all there."""
+        requirements = dependencies.read_requirements(self.resourcePath("requirements.txt"))
+        torch, others = dependencies.split_torch(requirements)
         packaging = slicerPackaging()
         try:
+            if torch is not None and not dependencies.is_met(torch) and not self.installPyTorch(torch):
+                return False
             if packaging is not None:
-                packaging.pip_ensure(packaging.load_requirements(path), requester="SPECT Denoise")
+                try:
+                    packaging.pip_ensure(others, requester="SPECT Denoise")
+                except RuntimeError:  # the user declined
+                    return False
             else:
-                missing = dependencies.unmet(requirements)
+                missing = dependencies.unmet(others)
                 names = ", ".join(map(str, missing))
                 if missing and not slicer.util.confirmOkCancelDisplay(
                         f"SPECT Denoise needs these Python packages in Slicer's Python: {names}. Install them now? "
@@ -433,8 +436,6 @@ class SPECTDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     return False
                 if missing:
                     slicer.util.pip_install([str(requirement) for requirement in missing])
-        except RuntimeError:  # pip_ensure: the user declined
-            return False
         except Exception as error:  # noqa: BLE001 - pip failed (offline, no disk space): say which packages
             names = ", ".join(map(str, dependencies.unmet(requirements)))
             slicer.util.errorDisplay(f"Installing the Python packages failed ({error}). Still missing: {names}.")

@@ -213,6 +213,10 @@ class FileDialog:
 def _widget_module(name: str) -> types.ModuleType:
     module = types.ModuleType(name)
     module.QSettings, module.QFileDialog = Settings, FileDialog
+    # slicer.util's message boxes read these before they log (and, in testing mode, return without a dialog)
+    module.QMessageBox = type("QMessageBox", (Widget,), {"Ok": 0x400, "Cancel": 0x400000, "Yes": 0x4000,
+                                                         "No": 0x10000, "Information": 1, "Warning": 2,
+                                                         "Critical": 3, "Question": 4})
     module.Qt = types.SimpleNamespace(WaitCursor=0)
     classes: dict[str, type] = {}
 
@@ -227,6 +231,8 @@ def _widget_module(name: str) -> types.ModuleType:
 
 class Application:
     """``slicer.app`` stand-in: translation returns the text, the layout manager uses the scene's layout node."""
+
+    applicationName = "Slicer"
 
     def __init__(self, scene) -> None:
         self.scene = scene

@@ -368,3 +368,53 @@ def test_a_panel_made_without_a_parent_gets_its_logic_and_observers_before_setup
     assert widget.hasObserver(scene, scene.StartCloseEvent, widget.onSceneStartClose)
     widget.cleanup()
     assert widget.Observations == []
+
+
+def _pytorch_extension(install):
+    """A stand-in for the PyTorch extension's module: ``installTorch`` runs ``install``."""
+    import types
+
+    class PyTorchUtilsLogic:
+        def installTorch(self, askConfirmation=False, forceComputationBackend=None, torchVersionRequirement=None,
+                         torchvisionVersionRequirement=None):
+            return install(torchVersionRequirement)
+
+    return types.SimpleNamespace(PyTorchUtilsLogic=PyTorchUtilsLogic)
+
+
+def _offline_install(requirement):
+    import subprocess
+
+    raise subprocess.CalledProcessError(1, ["PythonSlicer", "-m", "light_the_torch", "install", f"torch{requirement}"])
+
+
+def test_a_failed_torch_installation_names_what_is_missing_and_starts_nothing(application, scene, tmp_path,
+                                                                              monkeypatch, caplog):
+    """PyTorchUtils raises when light-the-torch fails (offline): Apply shows the one error sentence instead of letting
+    the exception out of the button's slot."""
+    _, make_widget = application
+    _spect_node(scene)
+    widget = make_widget()
+    (tmp_path / "requirements.txt").write_text("torch>=999\n", encoding="utf-8")
+    monkeypatch.setattr(widget, "resourcePath", lambda name: str(tmp_path / name))
+    monkeypatch.setitem(sys.modules, "PyTorchUtils", _pytorch_extension(_offline_install))
+    widget.onApply()
+    assert widget.logic.runner.state.value == "idle"
+    assert any("Installing the Python packages failed" in r.getMessage() and "Still missing: torch>=999" in
+               r.getMessage() for r in caplog.records)
+
+
+def test_torch_is_left_to_the_pytorch_extension_and_never_given_to_pip(application, scene, tmp_path, monkeypatch,
+                                                                      caplog):
+    """pip would replace the extension's GPU build of torch with PyPI's: only the other packages go to pip_ensure."""
+    _, make_widget = application
+    _spect_node(scene)
+    widget = make_widget()
+    (tmp_path / "requirements.txt").write_text("torch>=999\nno-such-distribution-spectdenoise>=1\n",
+                                               encoding="utf-8")
+    monkeypatch.setattr(widget, "resourcePath", lambda name: str(tmp_path / name))
+    monkeypatch.setitem(sys.modules, "PyTorchUtils", _pytorch_extension(lambda requirement: object()))
+    caplog.set_level("INFO")
+    assert not widget.ensureDependencies()
+    skipped = [r.getMessage() for r in caplog.records if "skipping pip_ensure" in r.getMessage()]
+    assert skipped and all("torch" not in message for message in skipped)
