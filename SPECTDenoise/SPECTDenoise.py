@@ -19,6 +19,7 @@ import vtk
 import slicer
 from slicer import vtkMRMLMarkupsROINode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode, vtkMRMLTableNode
 from slicer.i18n import tr as _
+from slicer.i18n import translate
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
@@ -60,7 +61,8 @@ class SPECTDenoise(ScriptedLoadableModule):
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
         self.parent.title = _("SPECT Denoise")
-        self.parent.categories = [_("Nuclear Medicine")]
+        # Category names are translated in the context Slicer's module panel uses for them.
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Nuclear Medicine")]
         self.parent.dependencies = []
         self.parent.contributors = ["SPECTDenoise maintainers (SPECTDenoise project)"]
         self.parent.helpText = _(

@@ -295,11 +295,21 @@ def test_the_sample_study_is_registered_with_the_files_and_checksums_shipped(app
 
     module, _ = application
     registered = {}
-    sample_data = types.SimpleNamespace(SampleDataLogic=types.SimpleNamespace(
-        registerCustomSampleDataSource=lambda **kwargs: registered.update(kwargs)))
+
+    def register(category="Custom", sampleName=None, uris=None, fileNames=None, nodeNames=None,
+                 customDownloader=None, thumbnailFileName=None, loadFileTypes=None, loadFiles=None,
+                 loadFileProperties=None, checksums=None, loadFileType=None):
+        """SampleDataLogic.registerCustomSampleDataSource's keywords (Slicer ≥ 5.7: loadFileTypes; the singular
+        loadFileType is deprecated), so a misspelt keyword fails here as it would in Slicer."""
+        registered.update(category=category, sampleName=sampleName, uris=uris, fileNames=fileNames,
+                          nodeNames=nodeNames, thumbnailFileName=thumbnailFileName, loadFileTypes=loadFileTypes,
+                          checksums=checksums)
+
+    sample_data = types.SimpleNamespace(SampleDataLogic=types.SimpleNamespace(registerCustomSampleDataSource=register))
     monkeypatch.setitem(sys.modules, "SampleData", sample_data)
     module.registerSampleData()
     assert registered["category"] == "SPECT Denoise" and len(registered["uris"]) == 4
+    assert registered["loadFileTypes"] == ["VolumeFile"] * 3 + ["SegmentationFile"]
     for uri, checksum in zip(registered["uris"], registered["checksums"]):
         from urllib.parse import unquote, urlparse
 
@@ -418,3 +428,16 @@ def test_torch_is_left_to_the_pytorch_extension_and_never_given_to_pip(applicati
     assert not widget.ensureDependencies()
     skipped = [r.getMessage() for r in caplog.records if "skipping pip_ensure" in r.getMessage()]
     assert skipped and all("torch" not in message for message in skipped)
+
+
+def test_the_category_is_translated_in_the_context_slicer_uses_for_module_categories(application, monkeypatch):
+    """Module categories are translated in the qSlicerAbstractCoreModule context (the template's translate call), so
+    that in a translated Slicer the panel joins the other Nuclear Medicine modules instead of an English folder."""
+    import types
+
+    module, _ = application
+    catalogue = {("qSlicerAbstractCoreModule", "Nuclear Medicine"): "Médecine nucléaire"}
+    monkeypatch.setattr(slicer.app, "translate", lambda context, text: catalogue.get((context, text), text))
+    parent = types.SimpleNamespace(path=module.__file__)
+    module.SPECTDenoise(parent)
+    assert parent.categories == ["Médecine nucléaire"]
