@@ -151,7 +151,8 @@ class SPECTDenoiseLogic(ScriptedLoadableModuleLogic):
 
     def denoiseRequest(self, parameters: SPECTDenoiseParameterNode) -> DenoiseRequest:
         """The denoising job for the panel (outputs created when their selector is empty; a variance only from a
-        model that gives one — the default box is ticked, the default model is deterministic)."""
+        model that gives one — the default box is ticked, the default model is deterministic). Raises InputError
+        when an output selector holds an input or another output's volume."""
         outputs = {"denoised": parameters.denoisedVolume}
         if parameters.makeDifference:
             outputs["difference"] = parameters.differenceVolume
@@ -323,17 +324,19 @@ class SPECTDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNode.model = modelId
 
     def onApply(self):
-        if self.logic.runner.state.busy:
-            self.showEvents(self.logic.runner.cancel())
-        elif self.ensureDependencies():
-            self.start(self.logic.denoiseRequest(self._parameterNode))
+        self.startOrCancel(self.logic.denoiseRequest)
 
     def onTeaching(self):
+        self.startOrCancel(self.logic.lowCountRequest)
+
+    def startOrCancel(self, makeJob):
+        """Cancel the running job; or make the job from the panel's parameters (a problem the user can fix is one
+        sentence on the status line) and start it once the Python packages it needs are there."""
         if self.logic.runner.state.busy:
             self.showEvents(self.logic.runner.cancel())
             return
         try:
-            job = self.logic.lowCountRequest(self._parameterNode)
+            job = makeJob(self._parameterNode)
         except SPECTDenoiseError as error:
             self.ui.statusLabel.text = str(error)
             return

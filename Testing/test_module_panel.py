@@ -441,3 +441,20 @@ def test_the_category_is_translated_in_the_context_slicer_uses_for_module_catego
     parent = types.SimpleNamespace(path=module.__file__)
     module.SPECTDenoise(parent)
     assert parent.categories == ["Médecine nucléaire"]
+
+
+def test_an_output_that_is_an_input_is_refused_in_one_sentence_and_the_input_kept(application, scene):
+    """The output selectors list every scalar volume, the input included; choosing it (or one node for two outputs)
+    would overwrite the input, so Apply says so on the status line and starts nothing."""
+    _, make_widget = application
+    spect = _spect_node(scene)
+    other = _spect_node(scene, "other")
+    before = slicer.util.arrayFromVolume(spect).copy()
+    widget = make_widget()
+    parameters = widget._parameterNode
+    for denoised, difference in ((spect, None), (other, other)):
+        parameters.denoisedVolume, parameters.differenceVolume = denoised, difference
+        widget.onApply()
+        assert widget.logic.runner.state.value == "idle"
+        assert "its own volume" in widget.ui.statusLabel.text
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(spect), before)

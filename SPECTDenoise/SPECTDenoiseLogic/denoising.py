@@ -12,6 +12,7 @@ from pathlib import Path
 
 import slicer
 
+from SPECTDenoiseLib.errors import InputError
 from SPECTDenoiseLib.worker import Request
 
 from .outputs import KINDS, finish_output, get_or_create_output
@@ -68,9 +69,16 @@ class DenoiseRequest:
     uptake_guard: bool = True
 
     def __post_init__(self) -> None:
+        """Raise ValueError for an unknown output kind, InputError for an output node that is an input or another
+        output's (Slicer's output selectors offer every scalar volume; the input would be overwritten)."""
         unknown = set(self.outputs) - set(KINDS)
         if unknown:
             raise ValueError(f"unknown output kinds {sorted(unknown)}")
+        chosen = [node for node in self.outputs.values() if node is not None]
+        if any(node is self.input_node or node is self.ct_node for node in chosen) or len(
+                {id(node) for node in chosen}) < len(chosen):
+            raise InputError("Each output needs its own volume, other than the input and the CT: choose another one "
+                             "or leave it at (create new).")
 
     @property
     def options(self) -> ModelOptions:
