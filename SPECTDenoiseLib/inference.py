@@ -18,7 +18,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from .devices import autocast, batch_size, choose_device
+from .devices import autocast, batch_size, choose_device, voxels_per_pass
 from .errors import InputError, ModelError
 from .io import (
     array_to_image,
@@ -30,7 +30,16 @@ from .io import (
     spacing_zyx,
 )
 from .normalisation import intensity_scale, normalise_ct
-from .tiling import Predictor, count_windows, run_patches, run_slices, slice_batches, slice_padding
+from .tiling import (
+    Predictor,
+    count_windows,
+    patch_padding,
+    patch_window,
+    run_patches,
+    run_slices,
+    slice_batches,
+    slice_padding,
+)
 from .uptake_guard import guard_uptake, restore_coarse_counts
 
 Progress = Callable[[float, str, str], None]
@@ -246,10 +255,12 @@ def _run(network, config, volumes, device, samples, steps, seed, want_variance, 
         rows, columns = (n + sum(pad) for n, pad in zip(shape[1:], padding))
         batch = batch_size(device, rows * columns)
         batches = len(slice_batches(shape[0], batch))
-    else:
-        padding = None  # windows are placed by run_patches; diffusion models run on slices only
-        batch = batch_size(device, math.prod(config.patch_size))
-        batches = math.ceil(count_windows(shape, config.patch_size) / batch)
+    else:  # diffusion models run on slices only
+        padding = patch_padding(volumes[0], config.patch_size, config.size_multiple)
+        padded = [size + sum(pad) for size, pad in zip(shape, padding)]
+        window = patch_window(padded, config.patch_size, voxels_per_pass(device))
+        batch = batch_size(device, math.prod(window))
+        batches = math.ceil(count_windows(padded, window) / batch)
     diffusion = config.kind == "diffusion"
     tracker = _Tracker(report, batches * (1 + samples * steps if diffusion and want_variance else 1))
     predict = _predictor(network.base if diffusion else network, device)
@@ -261,7 +272,7 @@ def _run(network, config, volumes, device, samples, steps, seed, want_variance, 
         estimate = run_slices(volumes, predict, config.context_slices, config.size_multiple, batch, device,
                               on_batch, padding)
     else:
-        estimate = run_patches(volumes, predict, config.patch_size, batch, device, on_batch, config.size_multiple)
+        estimate = run_patches(volumes, predict, window, batch, device, on_batch, padding)
     if not diffusion:
         return estimate, None
     return _sample(network, config, volumes, estimate, batch, padding, device, samples, steps, seed, want_variance,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ from SPECTDenoiseLib.inference import denoise
 from SPECTDenoiseLib.io import image_to_array, same_geometry
 from SPECTDenoiseLib.models.package import load_package
 from SPECTDenoiseLib.normalisation import intensity_scale, normalise_ct, stack_slices
-from SPECTDenoiseLib.tiling import run_patches, run_slices
+from SPECTDenoiseLib.tiling import AIR_MARGIN, patch_padding, patch_window, run_patches, run_slices
 
 
 def load(tmp_path: Path, name: str, perturb: bool = True):
@@ -182,6 +183,26 @@ def test_slice_runner_pads_and_crops_back():
 
 def test_patch_runner_blends_windows_back_to_the_volume():
     volume = np.random.default_rng(0).random((20, 18, 24)).astype(np.float32)
-    output = run_patches([volume], lambda batch: batch, patch_size=(16, 16, 16), batch=2,
-                         device=torch.device("cpu"))
+    output = run_patches([volume], lambda batch: batch, window=(16, 16, 16), batch=2, device=torch.device("cpu"),
+                         padding=[(1, 3), (0, 2), (2, 2)])
     np.testing.assert_allclose(output, volume, atol=1e-5)
+
+
+def test_a_3d_network_sees_the_whole_padded_volume_in_one_pass_when_it_fits():
+    volume = np.zeros((20, 30, 26), dtype=np.float32)
+    volume[5:15, 8:22, 6:20] = 3.0
+    padding = patch_padding(volume, (16, 16, 16), 8)
+    padded = tuple(n + sum(p) for n, p in zip(volume.shape, padding))
+    assert all(size % 8 == 0 for size in padded)
+    assert min(p for pair in padding for p in pair) >= AIR_MARGIN - 8  # the tissue sits ≥ 8 voxels from each edge
+    assert patch_window(padded, (16, 16, 16), max_voxels=math.prod(padded)) == padded
+    assert patch_window(padded, (16, 16, 16), max_voxels=math.prod(padded) - 1) == (16, 16, 16)
+    shapes = []
+
+    def network(batch: torch.Tensor) -> torch.Tensor:
+        shapes.append(tuple(batch.shape))
+        return batch
+
+    output = run_patches([volume], network, window=padded, batch=1, device=torch.device("cpu"), padding=padding)
+    np.testing.assert_allclose(output, volume, atol=1e-5)
+    assert shapes == [(1, 1, *padded)]

@@ -140,3 +140,11 @@ def test_the_3d_model_keeps_the_lesion_means_of_a_cropped_or_moved_scan(patch_mo
     moved = run(patch_model, np.pad(scan["low"][box], ((0, 0), rows, columns)))
     back = moved[:, rows[0]:rows[0] + plain.shape[1], columns[0]:columns[0] + plain.shape[2]]
     assert worst_shift_pct(plain, back, {k: m[box] for k, m in scan["spheres"].items()}) < TOLERANCE_PCT
+
+
+def test_an_air_margin_around_the_whole_scan_keeps_the_lesion_means(any_model, scan, any_plain):
+    """16 voxels of air on every side, axially too (a reconstruction with a larger field of view)."""
+    margin = ((AIR_MARGIN, AIR_MARGIN),) * 3
+    padded = run(any_model, np.pad(scan["low"], margin), np.pad(scan["ct"], margin, constant_values=-1000.0))
+    back = padded[tuple(slice(AIR_MARGIN, AIR_MARGIN + n) for n in scan["low"].shape)]
+    assert worst_shift_pct(any_plain, back, scan["spheres"]) < TOLERANCE_PCT

@@ -40,11 +40,12 @@ class ModelConfig:
     architecture : registry name of the network (see ``SPECTDenoiseLib.models.registry.ARCHITECTURES``).
     arguments : keyword arguments of that network's constructor (its whole configuration, as in MONAI).
     input_channels : image kinds fed to the network, in order: ``("spect",)`` or ``("spect", "ct")``.
-    sampling : ``"slices"`` — 2D network run on axial slices ([z] batches); ``"patches"`` — 3D network run on
-        Gaussian-blended sliding windows of ``patch_size`` voxels ([z, y, x]).
+    sampling : ``"slices"`` — 2D network run on axial slices ([z] batches); ``"patches"`` — 3D network trained
+        on patches of ``patch_size`` voxels ([z, y, x]) and run on the whole volume in one pass where memory
+        allows, else on Gaussian-blended sliding windows of that size (``tiling.run_patches``).
     context_slices : for ``"slices"``, neighbouring slices taken on *each* side and stacked as channels
         (2.5D); the network then sees ``(2k + 1) * len(input_channels)`` channels (image kind major).
-    patch_size : window size [z, y, x] for ``"patches"``.
+    patch_size : training patch and inference window size [z, y, x] for ``"patches"``.
     size_multiple : in-plane (and, for patches, every) dimension must be a multiple of this; inference pads.
     normalisation : how intensities are scaled before the network and restored after (``"robust_median"``:
         divide by the tissue level of ``normalisation.robust_tissue_level``, unmoved by hot organs;
