@@ -382,6 +382,7 @@ class SPECTDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             teaching.use_side_by_side_layout(layoutNode, len(rows), len(rows[0]))
             slicer.app.processEvents()  # the layout manager creates the views
             teaching.show_side_by_side(slicer.mrmlScene, [volume for row in rows for volume in row])
+            slicer.util.resetSliceViews()  # the new views start at the origin: fit each to its volume
         else:
             parameters.denoisedVolume = outputs["denoised"]
             if "difference" in outputs:

@@ -237,6 +237,7 @@ class Application:
     def __init__(self, scene) -> None:
         self.scene = scene
         self.layoutNode = scene.AddNewNodeByClass("vtkMRMLLayoutNode")
+        self.sliceViewResets = 0  # calls of the layout manager's resetSliceViews (fit every slice view)
 
     def translate(self, context, text):
         return text
@@ -247,7 +248,11 @@ class Application:
     def layoutManager(self):
         layout_node = self.layoutNode
         logic = types.SimpleNamespace(GetLayoutNode=lambda: layout_node)
-        return types.SimpleNamespace(layoutLogic=lambda: logic)
+
+        def reset_slice_views() -> None:
+            self.sliceViewResets += 1
+
+        return types.SimpleNamespace(layoutLogic=lambda: logic, resetSliceViews=reset_slice_views)
 
     def moduleManager(self):
         return Widget()

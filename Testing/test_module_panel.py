@@ -241,6 +241,8 @@ def test_teaching_series_is_simulated_in_the_background_and_laid_out_side_by_sid
     assert layout.GetCurrentLayoutDescription().count('class="vtkMRMLSliceNode"') == 3
     shown = [scene.GetNodeByID(views[f"Teaching{i}"].GetBackgroundVolumeID()).GetName() for i in (1, 2, 3)]
     assert shown == names and views["Teaching4"].GetBackgroundVolumeID() is None
+    # the layout's new slice views start at the origin with a default field of view: each is fitted to its volume
+    assert slicer.app.sliceViewResets == 1
     assert widget.ui.teachingButton.text == "Create low-count series"
     del full
 
