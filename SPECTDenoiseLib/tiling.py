@@ -158,7 +158,7 @@ def run_patches(
     the padded volume (:func:`patch_window`) is one pass, which sees every voxel with the same context wherever
     the scan sits in its array: with :func:`patch_padding` a scan cropped, moved or given an air margin keeps its
     lesion means (the shipped 3D model's moved by 1.5–5.7 % under a 16-voxel air margin with 48 × 96 × 96
-    windows, < 0.2 % in one pass, which was also 2–5 times faster on a CPU). Smaller windows overlap by 25 % and
+    windows, < 0.2 % in one pass, as fast or up to 5 times faster on a CPU). Smaller windows overlap by 25 % and
     are blended with Gaussian weights (MONAI's ``sliding_window_inference``); where they fall depends on the
     array, so lesion means of very large volumes can move by a few % with the field of view. The volume and the
     output stay on the CPU; windows go to ``device`` ``batch`` at a time. ``on_batch(done, total)`` is called
