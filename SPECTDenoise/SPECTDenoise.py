@@ -257,8 +257,12 @@ class SPECTDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGui)
 
     def onSceneStartClose(self, caller, event):
-        """The scene is closing: stop any run (nothing is imported) and let go of the parameter node."""
+        """The scene is closing: stop any run (nothing is imported), let go of the parameter node and of the
+        comparison (the table view has no scene of its own: with one but no table view node, Slicer's qMRMLTableView
+        empties itself after every batch process, such as loading data)."""
         self.showEvents(self.logic.runner.cancel())
+        self.ui.comparisonTableView.setMRMLTableNode(None)
+        self.logic.rows = []
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event):

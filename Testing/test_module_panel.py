@@ -460,3 +460,18 @@ def test_an_output_that_is_an_input_is_refused_in_one_sentence_and_the_input_kep
         assert widget.logic.runner.state.value == "idle"
         assert "its own volume" in widget.ui.statusLabel.text
     np.testing.assert_array_equal(slicer.util.arrayFromVolume(spect), before)
+
+
+def test_closing_the_scene_empties_the_comparison_view_and_disables_export(application, scene):
+    """The table view holds no scene (see test_slicer_ui.py), so the panel lets go of the closed scene's table."""
+    _, make_widget = application
+    spect = _spect_node(scene)
+    widget = make_widget()
+    roi = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "box")
+    roi.SetCenterWorld(*[float(c) for c in np.array(spect.GetOrigin()) + [30.0, 30.0, 12.0]])
+    roi.SetSizeWorld(20.0, 20.0, 10.0)
+    widget._parameterNode.regionNode = roi
+    widget.onCompare()
+    assert widget.ui.comparisonTableView.tableNode is not None and widget.ui.exportCsvButton.enabled
+    scene.Clear(0)
+    assert widget.ui.comparisonTableView.tableNode is None and not widget.ui.exportCsvButton.enabled

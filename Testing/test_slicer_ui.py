@@ -45,3 +45,17 @@ def test_apply_starts_disabled_and_the_device_list_offers_auto_first(panel):
     assert not panel.findChild(QtWidgets.QPushButton, "applyButton").isEnabled()
     devices = panel.findChild(QtWidgets.QComboBox, "deviceComboBox")
     assert [devices.itemText(i) for i in range(devices.count())] == ["auto", "cpu", "cuda", "mps"]
+
+
+def test_the_comparison_view_is_given_its_table_only_never_the_scene():
+    """Slicer's qMRMLTableView with a scene but no table view node sets its table to none at the end of every batch
+    process (qMRMLTableViewPrivate::endProcessing → updateWidgetFromViewNode): loading data would empty the panel's
+    table. The node selectors still get the scene from the panel."""
+    import xml.etree.ElementTree as ET
+
+    tree = ET.parse(MODULE / "Resources" / "UI" / "SPECTDenoise.ui")
+    given_the_scene = {c.findtext("receiver") for c in tree.iter("connection")
+                       if c.findtext("slot") == "setMRMLScene(vtkMRMLScene*)"}
+    selectors = {w.get("name") for w in tree.iter("widget") if w.get("class") == "qMRMLNodeComboBox"}
+    assert "comparisonTableView" not in given_the_scene
+    assert selectors and selectors <= given_the_scene
