@@ -15,7 +15,7 @@ from model_fixtures import TINY, load_tiny, phantom
 from torch import nn
 
 from SPECTDenoiseLib.errors import ModelError
-from SPECTDenoiseLib.inference import denoise
+from SPECTDenoiseLib.inference import denoise, spread_around
 from SPECTDenoiseLib.io import image_to_array
 from SPECTDenoiseLib.models.config import ModelConfig
 from SPECTDenoiseLib.models.diffusion import PredictAndRefine, make_scheduler, sample_residual, v_prediction_loss
@@ -174,6 +174,37 @@ def test_the_denoised_image_is_the_estimate_and_the_variance_the_spread_around_i
     assert not np.array_equal(image_to_array(runs[0].variance), image_to_array(runs[1].variance))
     # the spread around the estimate: at least the sample variance (it adds the squared shift of the samples' mean)
     assert float(image_to_array(runs[1].variance).mean()) > 0
+
+
+def test_the_variance_is_the_samples_spread_around_the_image_returned():
+    """The moments (mean r, mean r²) of residual samples r around the estimate and the uptake guard's shift give
+    the mean squared distance of the samples from the guarded image, times the variance scale."""
+    rng = np.random.default_rng(4)
+    residuals = rng.normal(0.3, 1.0, (5, 3, 4, 4)).astype(np.float32)
+    shift = rng.normal(0.0, 1.0, (3, 4, 4)).astype(np.float32)
+    moments = np.stack([residuals.mean(0), (residuals ** 2).mean(0)])
+    np.testing.assert_allclose(spread_around(moments, shift, 2.0), 2.0 * ((residuals - shift) ** 2).mean(0),
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(spread_around(moments, np.zeros_like(shift), 1.0), moments[1], rtol=1e-6)
+
+
+def test_the_variance_map_is_the_spread_around_the_guarded_image_not_the_bare_estimate(tmp_path):
+    """A refiner whose output layer is zero samples residual 0 in one step, so the samples are the bare estimate
+    and their spread around the image returned is exactly the uptake guard's change, squared."""
+    model = load_tiny(tmp_path, "diffusion")
+    with torch.no_grad():
+        for parameter in model.network.refiner.out.parameters():
+            parameter.zero_()
+    image = phantom(shape_zyx=(6, 24, 24))
+    guarded, bare = (denoise(image, model, device="cpu", samples=2, steps=1, want_variance=True, uptake_guard=guard)
+                     for guard in (True, False))
+    assert image_to_array(bare.variance).max() == 0
+    shift = image_to_array(guarded.denoised) - image_to_array(bare.denoised)
+    positive = (image_to_array(guarded.denoised) > 0) & (image_to_array(bare.denoised) > 0)
+    assert np.abs(shift[positive]).max() > 0
+    scale = model.config.diffusion["variance_scale"]
+    np.testing.assert_allclose(image_to_array(guarded.variance)[positive], scale * shift[positive] ** 2,
+                               rtol=1e-3, atol=1e-6 * float((shift ** 2).max()))
 
 
 def test_one_step_with_an_untrained_refiner_returns_the_estimate(tmp_path):
