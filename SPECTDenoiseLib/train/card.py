@@ -87,8 +87,9 @@ def _diffusion_training(settings: TrainSettings) -> str:
 
 def _diffusion_sampling(config: ModelConfig) -> str:
     d = config.diffusion
-    return (f"- Outputs: the denoised image is the frozen U-Net's estimate; the variance map is the mean squared "
-            f"spread around it of sampled refinements (DDIM with v-prediction, zero terminal SNR and trailing steps, "
+    return (f"- Outputs: the denoised image is the frozen U-Net's estimate after the uptake guard; the variance map "
+            f"is the mean squared spread around that image of sampled refinements of the estimate (DDIM with "
+            f"v-prediction, zero terminal SNR and trailing steps, "
             f"{d['schedule']} betas, {d['train_timesteps']} training steps; by default {d['default_samples']} "
             f"samples × {d['default_steps']} steps) × {d['variance_scale']:g}"
             + (" (uncalibrated)" if d["variance_scale"] == 1 else " (calibrated on validation cases)"))
