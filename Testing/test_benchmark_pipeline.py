@@ -284,3 +284,12 @@ def test_nothing_is_kept_when_the_draws_differ_and_named_methods_are_always_reru
     assert quality.kept_rows(earlier_run(record, config, draws=config["draws"] + 1), config)["methods"] == {}
     kept = quality.kept_rows(earlier_run(record, config), config, rerun={"tv", "tiny-diffusion"})
     assert set(kept["methods"]) == set(record["methods"]) - {"tv", "tiny-diffusion"}
+
+
+def test_a_diffusion_model_image_for_probes_is_its_sampled_run_image_without_the_sampling(models):
+    spect = np.random.default_rng(3).poisson(20.0, (6, 24, 24)).astype(np.float32)
+    ct = np.zeros_like(spect)
+    tested = models["tiny-diffusion"]
+    denoised, variance = tested.run(spect, ct, (4.0, 4.0, 4.0), seed=2)
+    assert variance is not None
+    np.testing.assert_array_equal(tested.image(spect, ct, (4.0, 4.0, 4.0)), denoised)

@@ -29,6 +29,12 @@ class ModelUnderTest:
         """:func:`run_model` with this model and guard setting."""
         return run_model(self.model, spect, ct, spacing_mm, seed, self.uptake_guard)
 
+    def image(self, spect: np.ndarray, ct: np.ndarray, spacing_mm: tuple[float, float, float]) -> np.ndarray:
+        """The denoised image alone: for a diffusion model without sampling, which changes only its variance map
+        (the image is its base's estimate after the guard), so probes and standard-count runs cost what its
+        base's do."""
+        return run_model(self.model, spect, ct, spacing_mm, uptake_guard=self.uptake_guard, variance=False)[0]
+
 
 def model_name(spec: str) -> str:
     """Display name of a model spec: the part before ``=``, else a folder's name, else the catalogue id;
@@ -74,13 +80,14 @@ def image_on_grid(array: np.ndarray, spacing_mm: tuple[float, float, float]) -> 
 
 
 def run_model(model: LoadedModel, spect: np.ndarray, ct: np.ndarray, spacing_mm: tuple[float, float, float],
-              seed: int = 0, uptake_guard: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+              seed: int = 0, uptake_guard: bool = True,
+              variance: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
     """(denoised, per-voxel variance or None) of ``spect`` [z, y, x]; ``ct`` (HU, same grid) is passed to models
-    that take a CT channel; diffusion models return the variance of their samples; ``uptake_guard`` False runs
-    the bare network."""
+    that take a CT channel; diffusion models return the variance of their samples unless ``variance`` is False;
+    ``uptake_guard`` False runs the bare network."""
     diffusion = model.config.kind == "diffusion"
     result = denoise(image_on_grid(spect, spacing_mm), model,
                      ct=image_on_grid(ct, spacing_mm) if model.config.needs_ct else None, device="cpu", seed=seed,
-                     want_variance=diffusion, uptake_guard=uptake_guard)
+                     want_variance=diffusion and variance, uptake_guard=uptake_guard)
     variance = sitk.GetArrayFromImage(result.variance) if result.variance is not None else None
     return sitk.GetArrayFromImage(result.denoised), variance

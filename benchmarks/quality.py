@@ -21,6 +21,8 @@ the first draw of each in-distribution case also runs the robustness probes (``p
 **Standard-count lesion preservation** (issue 14: denoising must not remove a lesion from a standard-count scan
 either): on the first draw of every case each model also denoises the full-count reconstruction, and the record
 keeps, per hot lesion region, the denoised mean ÷ the full-count scan's own mean (target: within ±5 %).
+Probes and standard-count runs need only the denoised image, so a diffusion model runs them without sampling (its
+image does not depend on the samples, which make only its variance map).
 
 Models are named by catalogue id, folder or ``NAME=FOLDER``; ``SPEC:bare`` runs the same network without the
 uptake guard (``denoise(..., uptake_guard=False)``) under the name ``NAME (bare)``, and the modes run the default
@@ -160,7 +162,7 @@ def standard_count_ratios(tested: ModelUnderTest, full: np.ndarray, ct: np.ndarr
                           spacing: tuple[float, float, float], regions: dict[str, np.ndarray]) -> dict[str, float]:
     """{region: mean of the denoised full-count scan ÷ the full-count scan's own mean} (lesion preservation on a
     standard-count scan)."""
-    shifts = mean_shifts(full, tested.run(full, ct, spacing)[0], regions)
+    shifts = mean_shifts(full, tested.image(full, ct, spacing), regions)
     return {name: 1 + shift / 100 for name, shift in shifts.items()}
 
 
@@ -257,7 +259,7 @@ def run_case(case: Case, mode: Mode, models: dict, config: dict, probes: bool, k
                 if (probes and draw == 0 and not case.ood and abs(fraction - PROBE_FRACTION) < 1e-6 and hot
                         and (mode.diffusion_probes or not diffusion)):
                     record["probes"][model_name] = run_probes(
-                        lambda spect, ct, tested=tested: tested.run(spect, ct, spacing)[0],
+                        lambda spect, ct, tested=tested: tested.image(spect, ct, spacing),
                         low, phantom.ct, body, hot, spacing)
         print(f"  {case.name} draw {draw + 1}/{draws} done ({time.perf_counter() - started:.0f} s)", flush=True)
     for (method, key), ensemble in ensembles.items():
