@@ -293,3 +293,11 @@ def test_a_diffusion_model_image_for_probes_is_its_sampled_run_image_without_the
     denoised, variance = tested.run(spect, ct, (4.0, 4.0, 4.0), seed=2)
     assert variance is not None
     np.testing.assert_array_equal(tested.image(spect, ct, (4.0, 4.0, 4.0)), denoised)
+
+
+def test_a_partial_run_says_how_many_of_its_cases_it_holds(record, models, tmp_path):
+    config = quality.run_config("quick", TINY_MODE, models, probes=True)
+    header = report.section("quick", "Quick", [{**record, "config": config}], images=tmp_path)[2]
+    assert "(1 cases of the mode's 7: a **partial run**; the command resumes it)" in header
+    complete = [{**record, "config": config}] * 7
+    assert "partial" not in report.section("quick", "Quick", complete, images=tmp_path)[2]

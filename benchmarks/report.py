@@ -24,7 +24,7 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from cases import BENCHMARK_RUN_SEED, RETIRED_SEEDS, TRAINING_SEEDS, VALIDATION_RUN_SEED  # noqa: E402
+from cases import BENCHMARK_RUN_SEED, OOD_VARIANTS, RETIRED_SEEDS, TRAINING_SEEDS, VALIDATION_RUN_SEED  # noqa: E402
 from stats import bootstrap_ci, contrast_recovery, recovery_coefficient, relative_errors  # noqa: E402
 
 RESULTS = REPOSITORY / "benchmarks" / "results"
@@ -681,16 +681,26 @@ def link(path: Path) -> str:
     return str(path.relative_to(REPOSITORY)) if path.is_relative_to(REPOSITORY) else str(path)
 
 
+def planned_cases(config: dict) -> int:
+    """How many cases the mode of a record's ``config`` runs: its in-distribution quota plus its protocol variants
+    (all of them when the mode names none)."""
+    variants = config.get("ood")
+    return sum(config.get("quota", {}).values()) + (len(OOD_VARIANTS) if variants is None else len(variants))
+
+
 def section(mode: str, title: str, records: list[dict], images: Path = IMAGES) -> list[str]:
     """The Markdown lines of one result set (a mode's case records); its plots are written to ``images``."""
     inside, ood = in_distribution(records), out_of_distribution(records)
     methods = methods_of(records)
     keys = list(dict.fromkeys(k for r in inside for k in r["fractions"]))
     config = records[0]["config"]
+    planned = planned_cases(config)
     cores = records[0]["timing"].get("cpu_cores", 2)  # records of 1 Dec 2026 before it was recorded: 2 cores
     lines = [f"## {title}", "",
              f"Models (sha256 of weights): {', '.join(f'`{m}` ({h})' for m, h in config['models'].items())}. "
-             f"Files: `benchmarks/results/{mode}/*.json` ({len(records)} cases). n = cases × noise draws. "
+             f"Files: `benchmarks/results/{mode}/*.json` ({len(records)} cases"
+             + (f" of the mode's {planned}: a **partial run**; the command resumes it" if len(records) < planned
+                else "") + "). n = cases × noise draws. "
              "Classical filters are tuned per volume against the noise-free reconstruction (oracle). "
              + (f"NLM and BM4D run on the first {config['slow_draws']} draws at "
                 f"{', '.join(percent(str(f)) for f in config['slow_fractions'])} only. " if config["slow_draws"]
