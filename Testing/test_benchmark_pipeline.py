@@ -301,3 +301,20 @@ def test_a_partial_run_says_how_many_of_its_cases_it_holds(record, models, tmp_p
     assert "(1 cases of the mode's 7: a **partial run**; the command resumes it)" in header
     complete = [{**record, "config": config}] * 7
     assert "partial" not in report.section("quick", "Quick", complete, images=tmp_path)[2]
+
+
+def test_new_probe_definitions_keep_every_row_and_run_only_the_probes_again(record, models):
+    config = quality.run_config("quick", TINY_MODE, models, probes=True)
+    assert config["probes_version"] == quality.PROBES_VERSION >= 2
+    earlier = earlier_run(record, config, probes_version=1)
+    for by_region in earlier["probes"]["tiny-unet25d"].values():
+        by_region.update({name: 999.0 for name in by_region})  # marks probes that must not survive
+    kept = quality.kept_rows(earlier, config)
+    assert set(kept["methods"]) == set(record["methods"]) and kept["probes"] == {}
+    again = quality.run_case(TINY_CASE, TINY_MODE, models, config, probes=True, kept=kept)
+    assert again["methods"] == earlier["methods"]
+    assert set(again["probes"]) == set(record["probes"])
+    probed = again["probes"]["tiny-unet25d"]
+    assert all(abs(v) < 999.0 for by_region in probed.values() for v in by_region.values())
+    fresh = record["probes"]["tiny-unet25d"]["units x1000"]
+    assert again["probes"]["tiny-unet25d"]["units x1000"] == pytest.approx(fresh)

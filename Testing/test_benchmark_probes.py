@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-from probes import body_box, hot_spot, mean_shifts, run_probes  # noqa: E402
+from probes import air_margin_padding, body_box, hot_spot, mean_shifts, run_probes  # noqa: E402
 
 SPACING = (4.0, 4.0, 4.0)
 
@@ -68,3 +68,28 @@ def test_a_denoiser_that_normalises_by_the_image_maximum_is_caught():
 
     shifts = run_probes(clip_at_fixed_level, image, ct, body, regions, SPACING, air_margin=4)
     assert abs(shifts["units x0.01"]["lesion"]) > 50
+
+
+def test_the_air_margin_goes_only_where_the_scan_shows_air():
+    image, ct, body, regions = small_scan()
+    assert air_margin_padding(body, 4) == ((4, 4), (4, 4), (4, 4))
+    cut = body.copy()
+    cut[:5] = cut[5]  # a body cut by the field of view at the first slices
+    assert air_margin_padding(cut, 4) == ((0, 4), (4, 4), (4, 4))
+
+
+def test_a_denoiser_blind_to_the_ends_of_a_cut_body_is_not_blamed_for_them():
+    """Replicating the end slices (as a 2.5D network's context does) is right for a body cut by the field of view;
+    air beyond the cut would change a lesion there, and the probe does not add it."""
+    from scipy.ndimage import uniform_filter
+
+    image, ct, body, regions = small_scan()
+    cut = slice(0, 10)
+    body[cut] |= body[10]
+    image[cut] = np.where(body[cut], image[cut] + 1.0, 0.0)
+    regions = {"end": np.zeros_like(body)}
+    regions["end"][0:2, 10:14, 10:14] = True
+    image[regions["end"]] += 4.0
+    shifts = run_probes(lambda spect, _ct: uniform_filter(spect, 3, mode="nearest"), image, ct, body, regions,
+                        SPACING, air_margin=4)
+    assert abs(shifts["air margin 4 voxels"]["end"]) < 1e-3

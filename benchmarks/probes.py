@@ -5,6 +5,12 @@ output is divided back), a hot bladder or injection site added far from the lesi
 so lesion voxels keep their values), an air margin around the volume, the volume cropped to the body. The probe
 denoises the changed scan, undoes the change (divide, crop back) and reports how far each lesion's mean moved
 against the plainly denoised scan, in %.
+
+The air margin goes only where the scan shows air: on each side whose outermost slice holds no body voxel. A body
+cut by the field of view (a torso whose ends are the scan's first and last slices) continues beyond it, so air
+there would be another object — a body ending abruptly — not the same scan in a larger field of view; probes
+version 1 padded every side and so moved lesions in a cut end slice by up to 14.6 % for the 2.5D default model
+and 10.9 % for the 3D one (validation cardiac case). Where no side shows air, the probe is not run.
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ from scipy import ndimage
 
 UNIT_FACTORS = (0.01, 0.1, 10.0, 1000.0)
 AIR_HU = -1000.0
+PROBES_VERSION = 2
+"""Version of the probe definitions, part of the benchmark's configuration (2: air margin only where air is)."""
 
 Denoiser = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (spect [z, y, x], ct HU [z, y, x]) -> denoised
 
@@ -46,6 +54,16 @@ def body_box(body: np.ndarray, margin: int = 1) -> tuple[slice, ...]:
     return tuple(box)
 
 
+def air_margin_padding(body: np.ndarray, margin: int) -> tuple[tuple[int, int], ...]:
+    """(before, after) padding of each axis of ``body``: ``margin`` on each side whose outermost slice holds no
+    body voxel, else 0."""
+    padding = []
+    for axis in range(body.ndim):
+        ends = np.take(body, [0, body.shape[axis] - 1], axis=axis)
+        padding.append(tuple(0 if np.take(ends, side, axis=axis).any() else margin for side in (0, 1)))
+    return tuple(padding)
+
+
 def mean_shifts(plain: np.ndarray, probed: np.ndarray, regions: dict[str, np.ndarray]) -> dict[str, float]:
     """{region: 100 · (mean of ``probed`` − mean of ``plain``) ÷ mean of ``plain``}."""
     return {name: float(100 * (probed[mask].mean() - plain[mask].mean()) / plain[mask].mean())
@@ -60,15 +78,16 @@ def run_probes(denoiser: Denoiser, image: np.ndarray, ct: np.ndarray, body: np.n
     lesions = np.any(list(regions.values()), axis=0)
     level = 20.0 * float(image[body].mean())
     blob = hot_spot(body, lesions, spacing_mm, level)
-    pad = ((air_margin, air_margin),) * 3
-    inner = tuple(slice(air_margin, air_margin + n) for n in image.shape)
+    pad = air_margin_padding(body, air_margin)
+    inner = tuple(slice(before, before + n) for (before, _), n in zip(pad, image.shape))
     box = body_box(body)
     cropped_regions = {name: mask[box] for name, mask in regions.items()}
     probes: dict[str, dict[str, float]] = {}
     for factor in UNIT_FACTORS:
         probes[f"units x{factor:g}"] = mean_shifts(plain, denoiser(image * factor, ct) / factor, regions)
     probes["hot spot added"] = mean_shifts(plain, denoiser(image + blob, ct), regions)
-    probes[f"air margin {air_margin} voxels"] = mean_shifts(
-        plain, denoiser(np.pad(image, pad), np.pad(ct, pad, constant_values=AIR_HU))[inner], regions)
+    if any(any(sides) for sides in pad):
+        probes[f"air margin {air_margin} voxels"] = mean_shifts(
+            plain, denoiser(np.pad(image, pad), np.pad(ct, pad, constant_values=AIR_HU))[inner], regions)
     probes["cropped to body"] = mean_shifts(plain[box], denoiser(image[box], ct[box]), cropped_regions)
     return probes

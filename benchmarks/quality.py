@@ -96,7 +96,7 @@ from cases import (  # noqa: E402
     relative_cost,
 )
 from methods import ModelUnderTest, load_models, variance_scale  # noqa: E402
-from probes import mean_shifts, run_probes  # noqa: E402
+from probes import PROBES_VERSION, mean_shifts, run_probes  # noqa: E402
 from stats import VoxelEnsemble, region_values, spatial_cov, uncertainty_agreement  # noqa: E402
 
 from SPECTDenoiseLib.io import atomic_output  # noqa: E402
@@ -186,7 +186,8 @@ def run_case(case: Case, mode: Mode, models: dict, config: dict, probes: bool, k
     """Simulate one case, run every method on every draw; return the case's result record.
 
     ``kept`` (from :func:`kept_rows`) holds rows of an earlier run of this case that still hold: those methods
-    are not run again and their rows, probes and standard-count ratios are copied into the record.
+    are not run again and their rows, probes and standard-count ratios are copied into the record; a model whose
+    probes were not kept runs them again (on the first draw, which alone is simulated when nothing else runs).
     """
     kept = kept or {"methods": {}, "probes": {}, "standard_count": {}}
     started, load_before = time.perf_counter(), os.getloadavg()
@@ -216,10 +217,15 @@ def run_case(case: Case, mode: Mode, models: dict, config: dict, probes: bool, k
         "standard_count": dict(kept["standard_count"]), "kept_from_earlier_run": sorted(kept["methods"]),
     }
     record["methods"].update(kept["methods"])
-    models = {name: tested for name, tested in models.items() if name not in kept["methods"]}
-    ensembles: dict[tuple[str, str], VoxelEnsemble] = defaultdict(VoxelEnsemble)
-    extra = scans.draw(draws) if extra_draw else None
     hot = {name: mask for name, mask in regions.items() if not info[name]["kind"].startswith("cold")}
+    probe_fraction = next((f for f in fractions if abs(f - PROBE_FRACTION) < 1e-6), None)
+    probed = {name: tested for name, tested in models.items()
+              if probes and not case.ood and hot and probe_fraction is not None and name not in record["probes"]
+              and (mode.diffusion_probes or tested.model.config.kind != "diffusion")}
+    models = {name: tested for name, tested in models.items() if name not in kept["methods"]}
+    busy = bool(models) or any(name not in kept["methods"] for name in (FULL_COUNT, "input", *mode.baselines))
+    ensembles: dict[tuple[str, str], VoxelEnsemble] = defaultdict(VoxelEnsemble)
+    extra = scans.draw(draws) if extra_draw and "bm4d" not in kept["methods"] else None
     diffusion_draws = mode.ood_diffusion_draws if case.ood else mode.diffusion_draws
 
     def add(method: str, key: str, output: np.ndarray, full: np.ndarray | None, details: dict) -> None:
@@ -229,7 +235,7 @@ def run_case(case: Case, mode: Mode, models: dict, config: dict, probes: bool, k
         record["methods"][method][key]["draws"].append({"draw": draw, **entry, **details})
         ensembles[(method, key)].add(output)
 
-    for draw in range(draws):
+    for draw in range(draws if busy else 1):
         images = scans.draw(draw)
         full = images[1.0]
         add(FULL_COUNT, fraction_key(1.0), full, None, {})
@@ -256,11 +262,11 @@ def run_case(case: Case, mode: Mode, models: dict, config: dict, probes: bool, k
                 if variance is not None:
                     details.update(uncertainty_agreement(variance, denoised, noise_free, body))
                 add(model_name, key, denoised, full, details)
-                if (probes and draw == 0 and not case.ood and abs(fraction - PROBE_FRACTION) < 1e-6 and hot
-                        and (mode.diffusion_probes or not diffusion)):
-                    record["probes"][model_name] = run_probes(
-                        lambda spect, ct, tested=tested: tested.image(spect, ct, spacing),
-                        low, phantom.ct, body, hot, spacing)
+        if draw == 0:
+            for model_name, tested in probed.items():
+                record["probes"][model_name] = run_probes(
+                    lambda spect, ct, tested=tested: tested.image(spect, ct, spacing),
+                    images[probe_fraction], phantom.ct, body, hot, spacing)
         print(f"  {case.name} draw {draw + 1}/{draws} done ({time.perf_counter() - started:.0f} s)", flush=True)
     for (method, key), ensemble in ensembles.items():
         noise = ensemble.noise_pct(background)  # NaN for a single draw: stored as null (strict JSON)
@@ -276,13 +282,13 @@ def run_case(case: Case, mode: Mode, models: dict, config: dict, probes: bool, k
 
 def run_config(mode_name: str, mode: Mode, models: dict[str, ModelUnderTest], probes: bool) -> dict:
     """The configuration stored in every record of a run (as JSON gives it back): record version, mode, model
-    fingerprints, the uptake guard's constants, diffusion variance scales, whether probes run."""
+    fingerprints, the uptake guard's constants, diffusion variance scales, whether probes run and their version."""
     config = {"mode": mode_name, "record_version": RECORD_VERSION, **dataclasses.asdict(mode),
               "models": {name: tested_fingerprint(tested) for name, tested in models.items()},
               "uptake_guard": guard_settings(),
               "variance_scales": {name: variance_scale(tested.model) for name, tested in models.items()
                                   if tested.model.config.kind == "diffusion"},
-              "probes": probes}
+              "probes": probes, "probes_version": PROBES_VERSION if probes else None}
     return json.loads(json.dumps(config))
 
 
@@ -292,22 +298,27 @@ def done_earlier(path: Path, config: dict) -> bool:
 
 
 MODEL_SETTINGS = ("models", "uptake_guard", "variance_scales")
-"""Configuration keys that concern only the models: when nothing else differs, an earlier record's other rows hold."""
+"""Configuration keys that concern only the models: when nothing else differs, an earlier record's other rows
+hold."""
+PROBE_SETTINGS = ("probes_version",)
+"""Configuration keys that concern only the robustness probes: when they differ, rows are kept, probes re-run."""
 
 
 def kept_rows(earlier: dict, config: dict, rerun: set[str] = frozenset()) -> dict:
     """The rows of ``earlier`` (a record of the same case) that a run with ``config`` would reproduce.
 
-    Nothing is kept unless the configurations agree on everything but :data:`MODEL_SETTINGS`. Then the input,
-    the full count and the classical filters are kept, and every model of ``config`` whose fingerprint is the
-    earlier one's, whose uptake guard constants (unless it runs bare) and diffusion variance scale are too, and
-    whose rows the record holds. Methods named in ``rerun`` are never kept. Returns {"methods", "probes",
-    "standard_count"} for :func:`run_case`.
+    Nothing is kept unless the configurations agree on everything but :data:`MODEL_SETTINGS` and
+    :data:`PROBE_SETTINGS`. Then the input, the full count and the classical filters are kept, and every model
+    of ``config`` whose fingerprint is the earlier one's, whose uptake guard constants (unless it runs bare) and
+    diffusion variance scale are too, and whose rows the record holds; their probes only when the probe settings
+    agree too. Methods named in ``rerun`` are never kept. Returns {"methods", "probes", "standard_count"} for
+    :func:`run_case`.
     """
     old = earlier.get("config", {})
-    if {k: v for k, v in old.items() if k not in MODEL_SETTINGS} != \
-            {k: v for k, v in config.items() if k not in MODEL_SETTINGS}:
+    ignored = MODEL_SETTINGS + PROBE_SETTINGS
+    if {k: v for k, v in old.items() if k not in ignored} != {k: v for k, v in config.items() if k not in ignored}:
         return {"methods": {}, "probes": {}, "standard_count": {}}
+    same_probes = all(old.get(key) == config.get(key) for key in PROBE_SETTINGS)
     models, old_models = config.get("models", {}), old.get("models", {})
 
     def unchanged(name: str) -> bool:
@@ -320,7 +331,8 @@ def kept_rows(earlier: dict, config: dict, rerun: set[str] = frozenset()) -> dic
     names |= {name for name in models if unchanged(name)}
     names = {name for name in names if name in earlier.get("methods", {}) and name not in rerun}
     return {"methods": {name: earlier["methods"][name] for name in names},
-            "probes": {name: value for name, value in earlier.get("probes", {}).items() if name in names},
+            "probes": {name: value for name, value in earlier.get("probes", {}).items()
+                       if name in names and same_probes},
             "standard_count": {name: value for name, value in earlier.get("standard_count", {}).items()
                                if name in names}}
 
