@@ -318,3 +318,13 @@ def test_new_probe_definitions_keep_every_row_and_run_only_the_probes_again(reco
     assert all(abs(v) < 999.0 for by_region in probed.values() for v in by_region.values())
     fresh = record["probes"]["tiny-unet25d"]["units x1000"]
     assert again["probes"]["tiny-unet25d"]["units x1000"] == pytest.approx(fresh)
+
+
+def test_a_rerun_of_a_diffusion_model_alone_simulates_only_the_draws_it_runs_on(record, models, capsys):
+    config = quality.run_config("quick", TINY_MODE, models, probes=True)
+    kept = quality.kept_rows(earlier_run(record, config), config, rerun={"tiny-diffusion"})
+    again = quality.run_case(TINY_CASE, TINY_MODE, models, config, probes=True, kept=kept)
+    assert [d["draw"] for d in again["methods"]["tiny-diffusion"]["0.1"]["draws"]] == [0]
+    assert again["methods"]["tiny-unet25d"] == record["methods"]["tiny-unet25d"]
+    printed = capsys.readouterr().out
+    assert "draw 1/3 done" in printed and "draw 2/3" not in printed

@@ -223,10 +223,14 @@ def run_case(case: Case, mode: Mode, models: dict, config: dict, probes: bool, k
               if probes and not case.ood and hot and probe_fraction is not None and name not in record["probes"]
               and (mode.diffusion_probes or tested.model.config.kind != "diffusion")}
     models = {name: tested for name, tested in models.items() if name not in kept["methods"]}
-    busy = bool(models) or any(name not in kept["methods"] for name in (FULL_COUNT, "input", *mode.baselines))
     ensembles: dict[tuple[str, str], VoxelEnsemble] = defaultdict(VoxelEnsemble)
     extra = scans.draw(draws) if extra_draw and "bm4d" not in kept["methods"] else None
     diffusion_draws = mode.ood_diffusion_draws if case.ood else mode.diffusion_draws
+    # the draws anything still to run needs (a diffusion model alone: its few; probes alone: the first)
+    needed = [1] + [draws for name in (FULL_COUNT, "input") if name not in kept["methods"]]
+    needed += [mode.slow_draws if name in SLOW else draws
+               for name in mode.baselines if name not in kept["methods"]]
+    needed += [diffusion_draws if tested.model.config.kind == "diffusion" else draws for tested in models.values()]
 
     def add(method: str, key: str, output: np.ndarray, full: np.ndarray | None, details: dict) -> None:
         if method in kept["methods"]:
@@ -235,7 +239,7 @@ def run_case(case: Case, mode: Mode, models: dict, config: dict, probes: bool, k
         record["methods"][method][key]["draws"].append({"draw": draw, **entry, **details})
         ensembles[(method, key)].add(output)
 
-    for draw in range(draws if busy else 1):
+    for draw in range(min(max(needed), draws)):
         images = scans.draw(draw)
         full = images[1.0]
         add(FULL_COUNT, fraction_key(1.0), full, None, {})
