@@ -328,3 +328,18 @@ def test_a_rerun_of_a_diffusion_model_alone_simulates_only_the_draws_it_runs_on(
     assert again["methods"]["tiny-unet25d"] == record["methods"]["tiny-unet25d"]
     printed = capsys.readouterr().out
     assert "draw 1/3 done" in printed and "draw 2/3" not in printed
+
+
+def test_a_protocol_variant_with_every_row_kept_is_brought_up_to_date_without_running(record, models, tmp_path):
+    config = quality.run_config("quick", TINY_MODE, models, probes=True)
+    variant = {**earlier_run(record, config, probes_version=1), "case": {**record["case"], "ood": "a variant"}}
+    kept = quality.kept_rows(variant, config)
+    updated = quality.refreshed(variant, kept, config, TINY_MODE, probes=True)
+    assert updated["config"] == config and updated["methods"] == variant["methods"]
+    (tmp_path / "case.json").write_text(json.dumps(updated))
+    assert quality.done_earlier(tmp_path / "case.json", config)
+    in_distribution = earlier_run(record, config, probes_version=1)  # its probes are due again
+    assert quality.refreshed(in_distribution, quality.kept_rows(in_distribution, config), config, TINY_MODE,
+                             probes=True) is None
+    changed = earlier_run(record, config, models={**config["models"], "tiny-unet25d": "older-weights"})
+    assert quality.refreshed(changed, quality.kept_rows(changed, config), config, TINY_MODE, probes=False) is None

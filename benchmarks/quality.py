@@ -341,6 +341,16 @@ def kept_rows(earlier: dict, config: dict, rerun: set[str] = frozenset()) -> dic
                                if name in names}}
 
 
+def refreshed(earlier: dict, kept: dict, config: dict, mode: Mode, probes: bool) -> dict | None:
+    """``earlier`` under ``config`` when a run would only copy it: every method of the run is among the ``kept``
+    rows and no probes are due (a protocol variant, or probes off); else None."""
+    due = {FULL_COUNT, "input", *mode.baselines, *config.get("models", {})}
+    if not due <= set(kept["methods"]) or (probes and not earlier["case"].get("ood")):
+        return None
+    return {**earlier, "config": config, "methods": kept["methods"], "probes": kept["probes"],
+            "standard_count": kept["standard_count"], "kept_from_earlier_run": sorted(kept["methods"])}
+
+
 def select_cases(mode: Mode, names: list[str] | None) -> list[Case]:
     """The mode's cases, optionally only those named: in-distribution first, cheapest first (so that a partial
     run holds as many cases as possible)."""
@@ -389,7 +399,13 @@ def main() -> None:
         elif case.simulator == "pytomography" and not independent_simulator_available(case):
             continue
         else:
-            kept = kept_rows(json.loads(path.read_text()), config, set(args.rerun)) if path.exists() else None
+            earlier = json.loads(path.read_text()) if path.exists() else None
+            kept = kept_rows(earlier, config, set(args.rerun)) if earlier else None
+            if kept and (record := refreshed(earlier, kept, config, mode, not args.no_probes)):
+                with atomic_output(path) as temporary:
+                    temporary.write_text(json.dumps(record, indent=1) + "\n")
+                print(f"{case.name}: every row kept, configuration brought up to date", flush=True)
+                continue
             if kept and kept["methods"]:
                 print(f"{case.name}: keeping the earlier rows of {', '.join(sorted(kept['methods']))}", flush=True)
             todo.append((case, kept))
