@@ -128,7 +128,7 @@ def benchmark_results(results: Path, name: str) -> list:
             counts = f"{100 * float(fraction):.0f} % counts"
             dataset = (f"SPECTDenoise benchmark ({summary['mode']}), noise-free reference ({values['cases']} cases, "
                        f"{values['draws']} noise draws, {counts})")
-            rows += _eval_rows(dataset, counts, values)
+            rows += _eval_rows(dataset, counts, values, f"{summary['mode']}-")
     if rows:
         return rows
     records = [record for path in sorted(Path(results).glob("quality*.json"))
@@ -144,13 +144,16 @@ def benchmark_results(results: Path, name: str) -> list:
     return rows
 
 
-def _eval_rows(dataset: str, counts: str, values: dict) -> list:
-    """EvalResult rows of one benchmark table cell (``values`` holds nrmse, psnr_db and ssim)."""
+def _eval_rows(dataset: str, counts: str, values: dict, config_prefix: str = "") -> list:
+    """EvalResult rows of one benchmark table cell (``values`` holds nrmse, psnr_db and ssim); the dataset config is
+    ``config_prefix`` + the count level (e.g. ``quick-10pct-counts``: the Hub groups results by config, so each
+    benchmark mode needs its own)."""
     from huggingface_hub import EvalResult
 
     return [EvalResult(task_type="image-to-image", task_name="Low-count SPECT denoising",
                        dataset_type="simulated-spect", dataset_name=dataset,
-                       dataset_config=counts.replace(" % ", "pct-"), dataset_split="test", metric_type=metric,
+                       dataset_config=config_prefix + counts.replace(" % ", "pct-"), dataset_split="test",
+                       metric_type=metric,
                        metric_name=f"{metric.upper()} in the body at {counts}", metric_value=round(values[key], digits))
             for metric, key, digits in (("nrmse", "nrmse", 3), ("psnr", "psnr_db", 1), ("ssim", "ssim", 3))]
 
