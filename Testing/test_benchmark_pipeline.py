@@ -250,7 +250,7 @@ def earlier_run(record: dict, config: dict, **changes) -> dict:
     return {**json.loads(json.dumps(record)), "config": {**config, **changes}}
 
 
-def test_a_rerun_after_new_weights_runs_only_that_model_and_keeps_every_other_row(record, models):
+def test_a_rerun_after_new_weights_runs_only_that_model_and_keeps_every_other_row(record, models, tmp_path):
     config = quality.run_config("quick", TINY_MODE, models, probes=True)
     earlier = earlier_run(record, config, models={**config["models"], "tiny-unet25d": "older-weights"})
     earlier["methods"]["gaussian"]["0.1"]["draws"][0]["parameter"] = -1.0  # marks a row that must be copied
@@ -265,6 +265,10 @@ def test_a_rerun_after_new_weights_runs_only_that_model_and_keeps_every_other_ro
     assert "units x1000" in again["probes"]["tiny-unet25d"] and "tiny-unet25d" in again["standard_count"]
     assert set(again["methods"]) == set(record["methods"])
     assert "tiny-unet25d" not in again["kept_from_earlier_run"] and "gaussian" in again["kept_from_earlier_run"]
+    assert again["earlier_runs"] == [record["timing"]]  # the compute of the kept rows stays on record
+    text = "\n".join(report.section("test", "Test", [again], images=tmp_path))
+    assert f"{(record['timing']['cpu_s'] + again['timing']['cpu_s']) / 60:.0f} CPU minutes in all" in text
+    assert "2 runs" in text
     # the same draws: the input rows are the earlier ones and the re-run model's are those of a fresh run
     assert again["methods"]["tiny-unet25d (bare)"] == record["methods"]["tiny-unet25d (bare)"]
     fresh = [d["vs_noise_free"]["nrmse"] for d in record["methods"]["tiny-unet25d"]["0.1"]["draws"]]

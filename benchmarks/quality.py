@@ -186,8 +186,9 @@ def run_case(case: Case, mode: Mode, models: dict, config: dict, probes: bool, k
     """Simulate one case, run every method on every draw; return the case's result record.
 
     ``kept`` (from :func:`kept_rows`) holds rows of an earlier run of this case that still hold: those methods
-    are not run again and their rows, probes and standard-count ratios are copied into the record; a model whose
-    probes were not kept runs them again (on the first draw, which alone is simulated when nothing else runs).
+    are not run again and their rows, probes, standard-count ratios and run timings (``earlier_runs``) are copied
+    into the record; a model whose probes were not kept runs them again (on the first draw, which alone is
+    simulated when nothing else runs).
     """
     kept = kept or {"methods": {}, "probes": {}, "standard_count": {}}
     started, load_before = time.perf_counter(), os.getloadavg()
@@ -215,6 +216,7 @@ def run_case(case: Case, mode: Mode, models: dict, config: dict, probes: bool, k
                        "noise_free": [float(noise_free[background].mean()), spatial_cov(noise_free, background)]},
         "methods": defaultdict(lambda: defaultdict(lambda: {"draws": []})), "probes": dict(kept["probes"]),
         "standard_count": dict(kept["standard_count"]), "kept_from_earlier_run": sorted(kept["methods"]),
+        "earlier_runs": kept.get("runs", []),
     }
     record["methods"].update(kept["methods"])
     hot = {name: mask for name, mask in regions.items() if not info[name]["kind"].startswith("cold")}
@@ -335,6 +337,7 @@ def kept_rows(earlier: dict, config: dict, rerun: set[str] = frozenset()) -> dic
     names |= {name for name in models if unchanged(name)}
     names = {name for name in names if name in earlier.get("methods", {}) and name not in rerun}
     return {"methods": {name: earlier["methods"][name] for name in names},
+            "runs": [*earlier.get("earlier_runs", []), earlier["timing"]] if names else [],
             "probes": {name: value for name, value in earlier.get("probes", {}).items()
                        if name in names and same_probes},
             "standard_count": {name: value for name, value in earlier.get("standard_count", {}).items()

@@ -681,6 +681,11 @@ def link(path: Path) -> str:
     return str(path.relative_to(REPOSITORY)) if path.is_relative_to(REPOSITORY) else str(path)
 
 
+def case_runs(record: dict) -> list[dict]:
+    """The timings of every run that made rows of a case record: earlier runs whose rows it kept, then its own."""
+    return [*record.get("earlier_runs", []), record["timing"]]
+
+
 def planned_cases(config: dict) -> int:
     """How many cases the mode of a record's ``config`` runs: its in-distribution quota plus its protocol variants
     (all of them when the mode names none)."""
@@ -695,6 +700,8 @@ def section(mode: str, title: str, records: list[dict], images: Path = IMAGES) -
     keys = list(dict.fromkeys(k for r in inside for k in r["fractions"]))
     config = records[0]["config"]
     planned = planned_cases(config)
+    runs = [run for r in records for run in case_runs(r)]
+    walls = [sum(run["wall_s"] for run in case_runs(r)) for r in records]
     cores = records[0]["timing"].get("cpu_cores", 2)  # records of 1 Dec 2026 before it was recorded: 2 cores
     lines = [f"## {title}", "",
              f"Models (sha256 of weights): {', '.join(f'`{m}` ({h})' for m, h in config['models'].items())}. "
@@ -709,11 +716,11 @@ def section(mode: str, title: str, records: list[dict], images: Path = IMAGES) -
              f"(protocol variants: {config.get('ood_diffusion_draws', config['diffusion_draws'])}) at "
              f"{', '.join(percent(str(f)) for f in config['slow_fractions'])} counts"
              + ("" if config.get("diffusion_probes", True) else ", without robustness probes") + ".", "",
-             f"Compute: {sum(r['timing']['cpu_s'] for r in records) / 60:.0f} CPU minutes in all (one torch "
-             f"thread per process); wall time per case {min(r['timing']['wall_s'] for r in records):.0f}–"
-             f"{max(r['timing']['wall_s'] for r in records):.0f} s at a 1-minute load average of "
-             f"{min(min(r['timing']['load_before'][0], r['timing']['load_after'][0]) for r in records):.1f}–"
-             f"{max(max(r['timing']['load_before'][0], r['timing']['load_after'][0]) for r in records):.1f} "
+             f"Compute: {sum(r['cpu_s'] for r in runs) / 60:.0f} CPU minutes in all (one torch "
+             f"thread per process; {len(runs)} runs, a case's later runs adding only changed models or probes); "
+             f"wall time per case {min(walls):.0f}–{max(walls):.0f} s at a 1-minute load average of "
+             f"{min(min(r['load_before'][0], r['load_after'][0]) for r in runs):.1f}–"
+             f"{max(max(r['load_before'][0], r['load_after'][0]) for r in runs):.1f} "
              f"on {cores} cores.", "",
              "### Cases", "",
              "In-distribution cases are drawn by the training data generator of `SPECTDenoiseLib/dataset.py` (v2, "
