@@ -924,7 +924,9 @@ def main() -> None:
              "`nice -n 10 python benchmarks/quality.py --jobs 2` (full, hours; resumable), "
              "`python benchmarks/speed.py`, then `python benchmarks/report.py`. Add "
              "`--models ID|FOLDER|NAME=FOLDER[:bare] ...` to test other models (`:bare`: without the uptake "
-             "guard). A diffusion model's variance scale is "
+             "guard). A rerun keeps the rows that still hold and runs only changed models (new weights, guard or "
+             "variance scale) or probes; `--rerun NAME` forces a method after an inference-code change. "
+             "A diffusion model's variance scale is "
              "fitted on validation cases by `python benchmarks/calibrate_variance.py MODEL --write`. "
              "Design, references and statistics: the docstrings of `benchmarks/quality.py`, `cases.py`, "
              "`stats.py`, `baselines.py`, `probes.py`.", "",
