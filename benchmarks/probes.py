@@ -9,8 +9,8 @@ against the plainly denoised scan, in %.
 The air margin goes only where the scan shows air: on each side whose outermost slice holds no body voxel. A body
 cut by the field of view (a torso whose ends are the scan's first and last slices) continues beyond it, so air
 there would be another object — a body ending abruptly — not the same scan in a larger field of view; probes
-version 1 padded every side and so moved lesions in a cut end slice by up to 14.6 % for the 2.5D default model
-and 10.9 % for the 3D one (validation cardiac case). Where no side shows air, the probe is not run.
+version 1 padded every side and so moved lesions in a cut end slice by up to 13.8 % for the 2.5D default model
+and 10.2 % for the 3D one (validation cardiac case; 14.6 % and 10.9 % without the uptake guard). Where no side shows air, the probe is not run.
 """
 
 from __future__ import annotations
