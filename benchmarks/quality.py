@@ -190,7 +190,7 @@ def run_case(case: Case, mode: Mode, models: dict, config: dict, probes: bool, k
     into the record; a model whose probes were not kept runs them again (on the first draw, which alone is
     simulated when nothing else runs).
     """
-    kept = kept or {"methods": {}, "probes": {}, "standard_count": {}}
+    kept = kept or nothing_kept()
     started, load_before = time.perf_counter(), os.getloadavg()
     cpu_started = resource.getrusage(resource.RUSAGE_SELF)
     phantom = case_phantom(case)
@@ -216,7 +216,7 @@ def run_case(case: Case, mode: Mode, models: dict, config: dict, probes: bool, k
                        "noise_free": [float(noise_free[background].mean()), spatial_cov(noise_free, background)]},
         "methods": defaultdict(lambda: defaultdict(lambda: {"draws": []})), "probes": dict(kept["probes"]),
         "standard_count": dict(kept["standard_count"]), "kept_from_earlier_run": sorted(kept["methods"]),
-        "earlier_runs": kept.get("runs", []),
+        "earlier_runs": kept["runs"],
     }
     record["methods"].update(kept["methods"])
     hot = {name: mask for name, mask in regions.items() if not info[name]["kind"].startswith("cold")}
@@ -310,6 +310,11 @@ PROBE_SETTINGS = ("probes_version",)
 """Configuration keys that concern only the robustness probes: when they differ, rows are kept, probes re-run."""
 
 
+def nothing_kept() -> dict:
+    """What :func:`kept_rows` returns when no earlier row holds (and :func:`run_case` assumes without one)."""
+    return {"methods": {}, "probes": {}, "standard_count": {}, "runs": []}
+
+
 def kept_rows(earlier: dict, config: dict, rerun: set[str] = frozenset()) -> dict:
     """The rows of ``earlier`` (a record of the same case) that a run with ``config`` would reproduce.
 
@@ -323,7 +328,7 @@ def kept_rows(earlier: dict, config: dict, rerun: set[str] = frozenset()) -> dic
     old = earlier.get("config", {})
     ignored = MODEL_SETTINGS + PROBE_SETTINGS
     if {k: v for k, v in old.items() if k not in ignored} != {k: v for k, v in config.items() if k not in ignored}:
-        return {"methods": {}, "probes": {}, "standard_count": {}}
+        return nothing_kept()
     same_probes = all(old.get(key) == config.get(key) for key in PROBE_SETTINGS)
     models, old_models = config.get("models", {}), old.get("models", {})
 
