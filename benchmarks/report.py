@@ -504,6 +504,14 @@ def tuning_table(records: list[dict]) -> list[str]:
     return lines
 
 
+def probes_version_note(records: list[dict]) -> str:
+    """Which probe definitions (``probes.py``) the records' probes were run with."""
+    versions = sorted({record["config"].get("probes_version") for record in records if record.get("probes")},
+                      key=str)
+    return "Probes version " + ", ".join(map(str, versions)) + (" (mixed: a rerun brings every case to the newest)"
+                                                               if len(versions) > 1 else "") + "."
+
+
 def probe_table(records: list[dict]) -> list[str]:
     shifts = defaultdict(lambda: defaultdict(list))
     for record in records:
@@ -780,13 +788,12 @@ def section(mode: str, title: str, records: list[dict], images: Path = IMAGES) -
             lines += ["", "### Robustness probes", "",
                       "The first draw at 10 % counts of each in-distribution case, presented differently; "
                       "largest |change| of a hot lesion's mean against the plainly denoised scan (n lesions). "
-                      "Units: the scan × factor, the output ÷ factor. Hot spot: a 40 mm blob at 20 × the body "
-                      "mean, blurred 10 mm, placed in the body farthest from the lesions; in a body as small as "
-                      "a mouse's the blurred blob reaches the lesions themselves (it adds 91 % of the tumour's own "
-                      "activity in mouse-9000021), so there the cell measures the input's change, not the "
-                      "model's: a known defect of this probe, to be reported net of the input's change. Air "
-                      "margin: 16 voxels of air (−1000 HU) on each side where the scan shows air (probes "
-                      "version 2). Cropped: to the body's bounding box + 1 voxel.", ""]
+                      "Units: the scan × factor, the output ÷ factor. Hot spot: a blob at 20 × the body mean "
+                      "(a sphere up to 40 mm, blurred by a quarter of its diameter, sized so that the blur stays "
+                      "one FWHM clear of every lesion, placed in the body farthest from the lesions), subtracted "
+                      "again from the output, so the cell is the model's change net of the blob's. Air margin: 16 "
+                      "voxels of air (−1000 HU) on each side where the scan shows air. Cropped: to the body's "
+                      "bounding box + 1 voxel. " + probes_version_note(inside), ""]
             lines += probes
         lines += uncertainty_lines(inside, mode, images)
         lines += ["", "### Classical filter tuning", "",
