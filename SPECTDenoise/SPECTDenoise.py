@@ -37,8 +37,10 @@ if (_CHECKOUT / "SPECTDenoiseLib" / "__init__.py").is_file() and str(_CHECKOUT) 
 
 from SPECTDenoiseLib import hub  # noqa: E402
 from SPECTDenoiseLib.errors import SPECTDenoiseError  # noqa: E402
+from SPECTDenoiseLib.models.config import VARIANCE_MEANING  # noqa: E402
 from SPECTDenoiseLogic import comparison, dependencies, models, teaching  # noqa: E402
 from SPECTDenoiseLogic.denoising import DenoiseRequest, ModelOptions  # noqa: E402
+from SPECTDenoiseLogic.outputs import VARIANCE_WINDOW_PERCENTILE  # noqa: E402
 from SPECTDenoiseLogic.runner import BackgroundRunner, Job, RunEvent, State  # noqa: E402
 
 DEVICES = ["auto", "cpu", "cuda", "mps"]
@@ -69,16 +71,16 @@ class SPECTDenoise(ScriptedLoadableModule):
             "Denoise low-count SPECT with deep learning (U-Net, U²-Net with CT, predict-and-refine diffusion with a "
             "per-voxel variance). Choose the low-count volume, a model and Apply; the run happens in the background "
             "and can be cancelled. Outputs: <i>denoised</i>, <i>difference</i> (denoised − input) and, for "
-            "diffusion models, <i>variance</i> (in squared image units: the model's expected squared error of the "
-            "denoised image, from the spread of sampled refinements around it, scaled on validation scans so that "
-            "about 95 % of voxels lie within 2·√variance of the noise-free image. Read it as a calibrated noise "
-            "level, which follows brightness; it does not show where the model is wrong better than brightness "
-            "does). The <i>uptake guard</i> (Advanced) keeps the input's values where denoising removed or added a "
+            "diffusion models, <i>variance</i>, shown as a heat map of the variance itself (image units squared, "
+            "not σ) from 0 to its {percentile:g}th percentile. {variance} The model card line under the model list "
+            "gives the selected model's measured coverage. "
+            "The <i>uptake guard</i> (Advanced) keeps the input's values where denoising removed or added a "
             "lesion far beyond the noise, and the input's counts over organ-sized regions. Compare regions "
             "(markups ROI or segmentation) in a table with SUVmean/max/peak, and create low-count teaching series. "
             "Denoised images are for research and teaching; check them against the original. Sample data: Sample "
             "Data module, 'SPECT Denoise'. "
-            "See <a href='https://github.com/spectdenoise/SPECTDenoise'>the documentation</a>.")
+            "See <a href='https://github.com/spectdenoise/SPECTDenoise'>the documentation</a>."
+        ).format(variance=VARIANCE_MEANING, percentile=VARIANCE_WINDOW_PERCENTILE)
         self.parent.acknowledgementText = _(
             "Builds on 3D Slicer, MONAI, PyTorch, SimpleITK and huggingface_hub. Methods follow published work on "
             "U-Net, U²-Net and diffusion denoising of low-count SPECT (see the README's references).")
@@ -230,6 +232,8 @@ class SPECTDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.exportCsvButton.clicked.connect(self.onExportCsv)
         self.ui.teachingButton.clicked.connect(self.onTeaching)
         self.ui.modelComboBox.currentIndexChanged.connect(self.onModelSelected)
+        self.ui.varianceCheckBox.toolTip = VARIANCE_MEANING
+        self.ui.varianceVolumeSelector.toolTip = VARIANCE_MEANING
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.initializeParameterNode()

@@ -53,6 +53,7 @@ PROJECT_TAG = "spectdenoise"  # every SPECTDenoise model on the Hub carries it; 
 CARD_TAGS = (PROJECT_TAG, "spect", "denoising", "3d-slicer", "medical-imaging")  # plus the tracers, lower case
 LIBRARY_NAME = "spectdenoise"
 LICENSE = "apache-2.0"
+VARIANCE_MEASURED = "- Variance measured"  # a diffusion card's lines of measured coverage (train/card.py writes them)
 TIMEOUT_VARIABLE = "SPECTDENOISE_HUB_TIMEOUT"
 DEFAULT_TIMEOUT_S = 20.0
 _REPO_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
@@ -311,6 +312,16 @@ def card_metadata(folder: str | Path) -> dict[str, Any]:
     if missing:
         raise ModelError(f"The model card '{path}' lacks Hub metadata: {', '.join(missing)}; {fix}.")
     return data
+
+
+def variance_measured(folder: str | Path) -> list[str]:
+    """The :data:`VARIANCE_MEASURED` lines of the model card ``folder/README.md`` without their ``- ``: how well the
+    model's variance map met its calibration on the benchmark (none when the card is missing or has none)."""
+    try:
+        text = (Path(folder) / "README.md").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return []
+    return [line[2:] for line in text.splitlines() if line.startswith(VARIANCE_MEASURED)]
 
 
 def push_model(folder: str | Path, repo_id: str, *, revision: str = "main", private: bool = False,

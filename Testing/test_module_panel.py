@@ -475,3 +475,36 @@ def test_closing_the_scene_empties_the_comparison_view_and_disables_export(appli
     assert widget.ui.comparisonTableView.tableNode is not None and widget.ui.exportCsvButton.enabled
     scene.Clear(0)
     assert widget.ui.comparisonTableView.tableNode is None and not widget.ui.exportCsvButton.enabled
+
+
+def test_the_help_and_the_variance_controls_say_what_the_variance_means_and_how_it_is_shown(application):
+    """One text (VARIANCE_MEANING) for the CLI, the cards and the panel; the help also says what the heat map
+    shows (the variance itself, not σ, up to the percentile the display uses)."""
+    import types
+
+    from SPECTDenoiseLib.models.config import VARIANCE_MEANING
+    from SPECTDenoiseLogic.outputs import VARIANCE_WINDOW_PERCENTILE
+
+    module, make_widget = application
+    parent = types.SimpleNamespace(path=module.__file__)
+    module.SPECTDenoise(parent)
+    assert VARIANCE_MEANING in parent.helpText
+    assert (f"heat map of the variance itself (image units squared, not σ) from 0 to its "
+            f"{VARIANCE_WINDOW_PERCENTILE:g}th percentile") in parent.helpText
+    widget = make_widget()
+    assert widget.ui.varianceCheckBox.toolTip == widget.ui.varianceVolumeSelector.toolTip == VARIANCE_MEANING
+
+
+def test_the_shipped_diffusion_models_card_line_gives_its_measured_coverage(application):
+    """The model card line shows the measured coverage from the shipped card (written by `models card` from the
+    benchmark); a deterministic model's line has none."""
+    from SPECTDenoiseLib import hub
+
+    _, make_widget = application
+    widget = make_widget()
+    combo = widget.ui.modelComboBox
+    widget.onModelSelected(combo.findData("spect-diffusion-refine"))
+    measured = hub.variance_measured(hub.RESOURCES / "Models" / "spect-diffusion-refine")
+    assert measured and measured[0] in widget.ui.modelSummaryLabel.text.splitlines()
+    widget.onModelSelected(combo.findData("spect-unet25d"))
+    assert "Variance measured" not in widget.ui.modelSummaryLabel.text

@@ -35,7 +35,8 @@ class ModelChoice:
 
 
 def model_choices() -> list[ModelChoice]:
-    """The shipped models, the catalogue's Hub models and the Hub models in the cache, with their summaries."""
+    """The shipped models, the catalogue's Hub models and the Hub models in the cache, with their summaries (for
+    a shipped diffusion model with its card's measured variance coverage, ``hub.variance_measured``)."""
     catalogue = hub.read_catalogue()
     entries = {entry["id"]: entry for entry in catalogue["models"]}
     choices = []
@@ -56,9 +57,12 @@ def model_choices() -> list[ModelChoice]:
         fractions = ", ".join(f"{100 * f:g}%" for f in facts.get("count_fractions", ())) or "not stated"
         variance = facts.get("kind") == "diffusion"
         description = row["description"] or facts.get("description", "")
+        shipped = catalogue["folder"] / entry["path"] if "path" in entry else None
+        measured = hub.variance_measured(shipped) if variance and shipped is not None else []
         summary = (f"{description}\nTrained for count fractions: {fractions}; "
                    f"needs CT: {'yes' if 'ct' in inputs else 'no'}; variance: {'yes' if variance else 'no'}."
-                   + ("" if row["available"] else " Downloaded from the Hub on first use."))
+                   + ("" if row["available"] else " Downloaded from the Hub on first use.")
+                   + "".join(f"\n{line}" for line in measured))
         choices.append(ModelChoice(row["id"], label, summary, variance))
     return choices
 

@@ -2,8 +2,8 @@
 
 * ``"<input> denoised"`` is shown like the input (same colour map and window/level),
 * ``"<input> difference"`` (denoised − input) in a diverging blue–white–red map centred on zero,
-* ``"<input> variance"`` (the diffusion model's expected squared error of the denoised image: mean squared spread of
-  its samples around it, times the model's calibration) in a heat map,
+* ``"<input> variance"`` (:data:`~SPECTDenoiseLib.models.config.VARIANCE_MEANING`) in a heat map of the variance
+  itself (not its square root σ) from 0 to its :data:`VARIANCE_WINDOW_PERCENTILE` th percentile,
 each tagged with the input's voxel units and placed under the input's study in the subject hierarchy.
 """
 
@@ -18,6 +18,7 @@ KINDS = ("denoised", "difference", "variance")
 DIVERGING_COLOR_IDS = ("vtkMRMLColorTableNodeFileDivergingBlueRed.txt",)
 DIVERGING_NAME = "SPECTDenoise diverging"
 HEAT_COLOR_IDS = ("vtkMRMLPETProceduralColorNodePET-Heat", "vtkMRMLColorTableNodeRed")
+VARIANCE_WINDOW_PERCENTILE = 99.5  # the variance's heat map ends here (a few extreme voxels would wash it out)
 
 
 def output_name(input_name: str, kind: str) -> str:
@@ -61,7 +62,7 @@ def finish_output(
     else:
         display.SetAndObserveColorNodeID(heat_color_node(output.GetScene()).GetID())
         display.SetAutoWindowLevel(False)
-        display.SetWindowLevelMinMax(0.0, max(float(np.percentile(values, 99.5)), 1e-12))
+        display.SetWindowLevelMinMax(0.0, max(float(np.percentile(values, VARIANCE_WINDOW_PERCENTILE)), 1e-12))
     place_beside(input_node, output)
 
 

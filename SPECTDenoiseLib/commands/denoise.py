@@ -19,6 +19,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
 from ..errors import CancelledError, InputError, OutputError
+from ..models.config import VARIANCE_MEANING
 from ..processes import JsonLinesProcess, failure_message, library_environment
 from ..worker import thread_count
 
@@ -40,7 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", help="catalogue name, local model folder, or hub repo org/name[@revision]")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     parser.add_argument("--difference", help="also write denoised − input here (batch mode: a folder)")
-    parser.add_argument("--variance", help="diffusion models: also write the per-voxel variance here")
+    parser.add_argument("--variance", help="diffusion models: also write the per-voxel variance here (batch mode: a "
+                                            "folder). " + VARIANCE_MEANING.replace("%", "%%"))
     defaults = shipped_diffusion_defaults()
     parser.add_argument("--samples", type=int,
                         help=f"diffusion models: number of samples (default: the model's{defaults})")

@@ -43,10 +43,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     card = actions.add_parser("card", help="write a package's Hub metadata into its model card",
                               description="Rewrite the YAML metadata of FOLDER/README.md (licence, library, tags, "
                                           "training data, model-index of benchmark results) from its config.json, "
-                                          "its '- Data:' line and the benchmark results; the Markdown is kept.")
+                                          "its '- Data:' line and the benchmark results; the Markdown is kept, "
+                                          "but for a diffusion model its '- Outputs:' line and the '- Variance' "
+                                          "lines after it (meaning, measured coverage) are rewritten.")
     card.add_argument("folder", metavar="FOLDER", help="the model package folder")
     card.add_argument("--results", default=None, metavar="DIR",
-                      help="folder of quality*.json benchmark results (default: benchmarks/results)")
+                      help="folder of benchmark results, summary_*.json (older: quality*.json) (default: "
+                           "benchmarks/results)")
     for action in (listing, info, download, push, search, card):
         action.add_argument("--json", action="store_true", help="print JSON instead of text")
     parser.set_defaults(func=run)

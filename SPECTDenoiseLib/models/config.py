@@ -29,6 +29,17 @@ MAX_TRAIN_TIMESTEPS = 10_000
 MAX_DEFAULT_SAMPLES = 256
 MAX_VARIANCE_SCALE = 1e6
 MAX_LIST_ITEMS = 64  # count fractions, tracers
+VARIANCE_MEANING = (
+    "The variance map (diffusion models only) is, per voxel, the model's estimate of the squared error of the "
+    "denoised image, in the image's units squared; its square root is σ, the error's standard deviation in image "
+    "units. It is the mean squared spread of sampled refinements around the denoised image, times the model's "
+    "variance_scale fitted on simulated validation scans: were it exactly calibrated, 68 % of voxels would lie "
+    "within 1 σ of the noise-free image and 95 % within 2 σ. It tells how large the error is on average and "
+    "follows brightness; unless the model card's measurement says otherwise, it is not a map of where the model "
+    "is wrong, nor a lesion detector: check lesions against the input and the difference map."
+)
+"""What a diffusion model's variance output means and how far to trust it: the one text the CLI, the model
+cards and the Slicer panel show (their measured coverage is in each model card)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,12 +61,12 @@ class ModelConfig:
     normalisation : how intensities are scaled before the network and restored after (``"robust_median"``:
         divide by the tissue level of ``normalisation.robust_tissue_level``, unmoved by hot organs;
         ``"body_mean"``: the mean inside the body; ``"percentile99"``: the 99th percentile of body voxels).
-    kind : ``"deterministic"`` (one output) or ``"diffusion"`` (predict-and-refine diffusion: mean and variance of
-        samples).
+    kind : ``"deterministic"`` (one output) or ``"diffusion"`` (predict and refine: the base network's image and
+        a variance map from sampled refinements, :data:`VARIANCE_MEANING`).
     diffusion : for diffusion models, ``{"train_timesteps": int, "schedule": str, "default_steps": int,
         "default_samples": int, "variance_scale": float}``: the schedule is one of :data:`SCHEDULES`, and the
-        variance of the samples is multiplied by ``variance_scale`` (a calibration fitted on validation cases;
-        1.0 = raw sample variance).
+        samples' mean squared spread around the image returned is multiplied by ``variance_scale`` (a
+        calibration fitted on validation cases; 1.0 = uncalibrated).
     voxel_mm_range : the voxel sizes (mm) the model was trained on, [min, max].
     count_fractions : the count fractions (low / full) the model was trained on.
     tracers : isotopes / tracers trained on, e.g. ``["Tc-99m", "I-123", "Lu-177"]``.

@@ -3,7 +3,8 @@
 A card is Hub-standard Markdown: YAML metadata (:func:`card_metadata`: licence, ``library_name``, tags, the
 training data summary and, once benchmarked, a ``model-index`` of results) above the Markdown body
 (:func:`model_card`). :func:`refresh_card` rewrites the metadata of an existing package's card from its
-``config.json``, its body's data line and ``benchmarks/results`` without touching the body
+``config.json``, its body's data line and ``benchmarks/results``, and of the body only a diffusion model's
+generated lines (:func:`variance_lines`: outputs, what the variance means, its measured coverage)
 (``spectdenoise models card FOLDER``).
 """
 
@@ -19,15 +20,16 @@ from pathlib import Path
 from torch import nn
 
 from ..errors import ModelError
-from ..hub import CARD_TAGS, LIBRARY_NAME, LICENSE
+from ..hub import CARD_TAGS, LIBRARY_NAME, LICENSE, VARIANCE_MEASURED
 from ..io import atomic_output
-from ..models.config import ModelConfig
+from ..models.config import VARIANCE_MEANING, ModelConfig
 from .settings import TrainSettings
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 BENCHMARK_RESULTS = REPOSITORY / "benchmarks" / "results"
 _FRONT_MATTER = re.compile(r"\A---\n.*?\n---\n", re.DOTALL)  # the metadata block (any content, valid or not)
 _DATA_LINE = re.compile(r"^- Data: (?P<data>.+)$", re.MULTILINE)
+_VARIANCE_LINES = re.compile(r"^- Outputs: .*\n(?:- Variance.*\n)*", re.MULTILINE)  # what variance_lines writes
 
 
 def model_card(settings: TrainSettings, config: ModelConfig, network: nn.Module, best_validation: float,
@@ -47,7 +49,7 @@ def model_card(settings: TrainSettings, config: ModelConfig, network: nn.Module,
         f"- Trained voxel sizes: {config.voxel_mm_range[0]}–{config.voxel_mm_range[1]} mm; count fractions: "
         f"{', '.join(f'{f:g}' for f in config.count_fractions) or 'user data'}; tracers: "
         f"{', '.join(config.tracers) or 'unspecified'}",
-        *([_diffusion_sampling(config)] if config.kind == "diffusion" else []),
+        *variance_lines(config, settings.name),
         "",
         "## Training",
         f"- Data: {_describe_data(settings.data)}",
@@ -85,14 +87,46 @@ def _diffusion_training(settings: TrainSettings) -> str:
                if settings.ema_decay else ""))
 
 
-def _diffusion_sampling(config: ModelConfig) -> str:
+def variance_lines(config: ModelConfig, name: str, results: Path | None = None) -> list[str]:
+    """A diffusion model's card lines (none for a deterministic one): its outputs, what the variance means
+    (:data:`~SPECTDenoiseLib.models.config.VARIANCE_MEANING`) and, when ``results`` (a folder of
+    ``summary_<mode>.json`` benchmark summaries) measured model ``name``'s variance, a
+    :data:`~SPECTDenoiseLib.hub.VARIANCE_MEASURED` line per benchmark mode and count level."""
+    if config.kind != "diffusion":
+        return []
     d = config.diffusion
-    return (f"- Outputs: the denoised image is the frozen U-Net's estimate after the uptake guard; the variance map "
-            f"is the mean squared spread around that image of sampled refinements of the estimate (DDIM with "
-            f"v-prediction, zero terminal SNR and trailing steps, "
-            f"{d['schedule']} betas, {d['train_timesteps']} training steps; by default {d['default_samples']} "
-            f"samples × {d['default_steps']} steps) × {d['variance_scale']:g}"
-            + (" (uncalibrated)" if d["variance_scale"] == 1 else " (calibrated on validation cases)"))
+    outputs = (f"- Outputs: the denoised image is the frozen U-Net's estimate after the uptake guard; the variance "
+               f"map is the mean squared spread around that image of sampled refinements of the estimate (DDIM with "
+               f"v-prediction, zero terminal SNR and trailing steps, "
+               f"{d['schedule']} betas, {d['train_timesteps']} training steps; by default {d['default_samples']} "
+               f"samples × {d['default_steps']} steps) × {d['variance_scale']:g}"
+               + (" (uncalibrated)" if d["variance_scale"] == 1 else " (calibrated on validation cases)"))
+    return [outputs, f"- Variance: {VARIANCE_MEANING}",
+            *(_variance_measured(results, name) if results is not None else [])]
+
+
+def _variance_measured(results: Path, name: str) -> list[str]:
+    """The measured coverage and error ranking of model ``name``'s variance, from the benchmark summaries."""
+    lines = []
+    for path in sorted(Path(results).glob("summary_*.json")):
+        summary = json.loads(path.read_text(encoding="utf-8"))
+        for fraction, values in sorted(summary["methods"].get(name, {}).items(), key=lambda item: float(item[0])):
+            u = values.get("uncertainty")
+            if u is None:
+                continue
+            quotient = u["error_ratio_quotient"]
+            ranks = "better than" if quotient > 1 else "worse than" if quotient < 1 else "as well as"
+            lines.append(
+                f"{VARIANCE_MEASURED} ({summary['mode']} benchmark: {values['cases']} simulated cases, "
+                f"{values['draws']} noise draws in all, {100 * float(fraction):.0f} % counts; body voxels against "
+                f"the noise-free image): {u['coverage_1sigma_pct']:.1f} % within 1 σ and "
+                f"{u['coverage_2sigma_pct']:.1f} % within 2 σ (68 and 95 % if exactly calibrated). It ranks voxels "
+                f"by error {ranks} the denoised brightness does (mean |error| in the top-decile variance voxels ÷ "
+                f"bottom half {u['error_ratio_variance']:.2f}, ranking by brightness "
+                f"{u['error_ratio_intensity']:.2f}: quotient {quotient:.2f})"
+                + ("." if quotient > 1 else ": read it as a calibrated noise level, not as a map of where the "
+                                            "model is wrong."))
+    return lines
 
 
 def card_metadata(name: str, config: ModelConfig, data_summary: str, results: Path | None = None):
@@ -159,10 +193,12 @@ def _eval_rows(dataset: str, counts: str, values: dict, config_prefix: str = "")
 
 
 def refresh_card(folder: str | Path, results: Path | None = BENCHMARK_RESULTS) -> Path:
-    """Rewrite the metadata of the card of the package in ``folder`` (its body is kept) and return the card.
+    """Rewrite the metadata of the card of the package in ``folder`` and return the card.
 
-    The training data summary is taken from the body's ``- Data:`` line; raises ModelError if the package has
-    no card or its body has no such line.
+    The body is kept except, for a diffusion model, its ``- Outputs:`` line and the ``- Variance`` lines after it,
+    rewritten by :func:`variance_lines` from the config and ``results`` (so the card follows a new
+    ``variance_scale`` and benchmark). The training data summary is taken from the body's ``- Data:`` line;
+    raises ModelError if the package has no card or its body has no such line.
     """
     folder = Path(folder)
     path = folder / "README.md"
@@ -173,7 +209,10 @@ def refresh_card(folder: str | Path, results: Path | None = BENCHMARK_RESULTS) -
     if data is None:
         raise ModelError(f"The model card '{path}' has no '- Data:' line to take the training data summary from.")
     config = ModelConfig.load(folder / "config.json")
-    metadata = card_metadata(_card_name(body, folder), config, data["data"], results)
+    name = _card_name(body, folder)
+    generated = "".join(f"{line}\n" for line in variance_lines(config, name, results))
+    body = _VARIANCE_LINES.sub(lambda _: generated, body, count=1) if generated else body
+    metadata = card_metadata(name, config, data["data"], results)
     with atomic_output(path) as temporary:
         temporary.write_text(with_metadata(body, metadata), encoding="utf-8")
     return path
