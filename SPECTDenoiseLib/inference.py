@@ -18,7 +18,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from .devices import autocast, batch_size, choose_device, voxels_per_pass
+from .devices import autocast, batch_size, channels_last, choose_device, voxels_per_pass
 from .errors import InputError, ModelError
 from .io import (
     array_to_image,
@@ -296,7 +296,7 @@ def _predictor(network, device: torch.device) -> Predictor:
     """Return the batch function of a deterministic network (no gradients, mixed precision on GPUs)."""
     def predict(inputs: torch.Tensor) -> torch.Tensor:
         with torch.no_grad(), autocast(device):
-            return network(inputs).float()
+            return network(channels_last(inputs)).float()
     return predict
 
 

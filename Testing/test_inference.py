@@ -206,3 +206,15 @@ def test_a_3d_network_sees_the_whole_padded_volume_in_one_pass_when_it_fits():
     output = run_patches([volume], network, window=padded, batch=1, device=torch.device("cpu"), padding=padding)
     np.testing.assert_allclose(output, volume, atol=1e-5)
     assert shapes == [(1, 1, *padded)]
+
+
+def test_slice_batches_run_channels_last_with_the_same_values():
+    from SPECTDenoiseLib.devices import channels_last
+
+    batch = torch.arange(2 * 3 * 4 * 5, dtype=torch.float32).reshape(2, 3, 4, 5)
+    converted = channels_last(batch)
+    assert converted.is_contiguous(memory_format=torch.channels_last) and not batch.is_contiguous(
+        memory_format=torch.channels_last)
+    assert torch.equal(converted, batch)
+    windows = batch.reshape(1, 2, 3, 4, 5)
+    assert channels_last(windows) is windows  # 3D windows keep their order

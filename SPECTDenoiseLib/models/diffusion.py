@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from monai.networks.nets import DiffusionModelUNet
 from torch import nn
 
+from ..devices import channels_last
 from ..errors import ModelError
 from .config import ModelConfig
 from .unet import ResidualUNet
@@ -97,7 +98,7 @@ class PredictAndRefine(nn.Module):
                 timesteps: torch.Tensor) -> torch.Tensor:
         """Predict v [B, 1, H, W] for the noisy residual ``noisy`` [B, 1, H, W] at ``timesteps`` [B], given the
         ``estimate`` [B, 1, H, W] and the ``condition`` [B, C, H, W]."""
-        return self.refiner(torch.cat([noisy, estimate, condition], dim=1), timesteps)
+        return self.refiner(channels_last(torch.cat([noisy, estimate, condition], dim=1)), timesteps)
 
 
 def make_scheduler(config: ModelConfig) -> DDIMScheduler:
