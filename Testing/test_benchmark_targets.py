@@ -95,3 +95,18 @@ def test_a_mode_without_protocol_variants_does_not_measure_the_out_of_distributi
     for model in ("good", "bad"):
         assert table[model][5] == table[model][6] == "not measured in this mode"
         assert table[model][4].endswith("met")
+
+
+def test_tables_list_models_in_the_order_the_configuration_names_them():
+    config = {"models": {"spect-unet25d": "a", "spect-unet25d (bare)": "a bare", "spect-diffusion-refine": "b"}}
+    rerun = {"config": config, "methods": {"spect-diffusion-refine": {}, "tv": {}, "spect-unet25d (bare)": {},
+                                           "input": {}, "spect-unet25d": {}, "gaussian": {}}}
+    assert report.methods_of([rerun]) == ["input", "gaussian", "tv", "spect-unet25d", "spect-unet25d (bare)",
+                                          "spect-diffusion-refine"]
+
+
+def test_a_report_on_older_probes_says_what_changed_since():
+    older = {"config": {"probes_version": report.PROBES_VERSION - 1}, "probes": {"m": {}}}
+    current = {"config": {"probes_version": report.PROBES_VERSION}, "probes": {"m": {}}}
+    assert "Changed in version" in report.probes_version_note([older, current])
+    assert "Changed" not in report.probes_version_note([current])

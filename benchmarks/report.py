@@ -25,6 +25,7 @@ sys.path.insert(0, str(REPOSITORY))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from cases import BENCHMARK_RUN_SEED, OOD_VARIANTS, RETIRED_SEEDS, TRAINING_SEEDS, VALIDATION_RUN_SEED  # noqa: E402
+from probes import PROBE_CHANGES, PROBES_VERSION  # noqa: E402
 from stats import bootstrap_ci, contrast_recovery, recovery_coefficient, relative_errors  # noqa: E402
 
 RESULTS = REPOSITORY / "benchmarks" / "results"
@@ -42,9 +43,13 @@ def load(mode: str) -> list[dict]:
 
 
 def methods_of(records: list[dict]) -> list[str]:
-    """Methods in display order: input, classical filters, models."""
+    """Methods in display order: input, classical filters, then models in the order the configuration names them
+    (a rerun that adds one model does not reorder the tables)."""
     seen = list(dict.fromkeys(m for r in records for m in r["methods"] if m != FULL))
-    return [m for m in ("input", *CLASSICAL) if m in seen] + [m for m in seen if m not in ("input", *CLASSICAL)]
+    named = list(dict.fromkeys(m for r in records for m in r.get("config", {}).get("models", {})))
+    models = sorted((m for m in seen if m not in ("input", *CLASSICAL)),
+                    key=lambda m: named.index(m) if m in named else len(named))
+    return [m for m in ("input", *CLASSICAL) if m in seen] + models
 
 
 def percent(key: str) -> str:
@@ -505,11 +510,13 @@ def tuning_table(records: list[dict]) -> list[str]:
 
 
 def probes_version_note(records: list[dict]) -> str:
-    """Which probe definitions (``probes.py``) the records' probes were run with."""
-    versions = sorted({record["config"].get("probes_version") for record in records if record.get("probes")},
-                      key=str)
-    return "Probes version " + ", ".join(map(str, versions)) + (" (mixed: a rerun brings every case to the newest)"
-                                                               if len(versions) > 1 else "") + "."
+    """Which probe definitions (``probes.py``) the records' probes were run with, and what changed since."""
+    versions = sorted({record["config"].get("probes_version") or 0 for record in records if record.get("probes")})
+    note = "Probes version " + ", ".join(map(str, versions)) + "."
+    for version in range(min(versions, default=PROBES_VERSION) + 1, PROBES_VERSION + 1):
+        note += f" Changed in version {version}: {PROBE_CHANGES[version]}"
+    return note + (" A rerun brings every case to the newest version (only the probes run)."
+                   if min(versions, default=PROBES_VERSION) < PROBES_VERSION else "")
 
 
 def probe_table(records: list[dict]) -> list[str]:
