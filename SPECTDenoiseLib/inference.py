@@ -18,7 +18,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from .devices import autocast, batch_size, channels_last, choose_device, voxels_per_pass
+from .devices import autocast, batch_size, channels_last, choose_device, sampling_autocast, voxels_per_pass
 from .errors import InputError, ModelError
 from .io import (
     array_to_image,
@@ -330,7 +330,7 @@ def _sample(network, config, volumes, estimate, batch, padding, device, samples,
         # The estimate rides along as the last image kind; its centre slice is the one being refined.
         condition = inputs[:, :condition_channels]
         base = inputs[:, condition_channels + context: condition_channels + context + 1]
-        with torch.no_grad(), autocast(device):
+        with torch.no_grad(), sampling_autocast(device):
             return base + sample_residual(network, scheduler, base, condition, steps, generator, on_step)
 
     def next_batch(done: int, total: int) -> None:

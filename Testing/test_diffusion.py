@@ -227,3 +227,20 @@ def test_variance_scale_multiplies_the_sample_variance_only(tmp_path):
     torch.testing.assert_close(torch.from_numpy(image_to_array(scaled.variance)),
                                4 * torch.from_numpy(image_to_array(raw.variance)), rtol=1e-5, atol=1e-6)
     assert image_to_array(raw.variance).max() > 0
+
+
+def test_the_refiner_samples_in_bfloat16_on_a_cpu_that_has_it_and_the_image_stays_float32(tmp_path):
+    model, image = load_tiny(tmp_path, "diffusion"), phantom(shape_zyx=(6, 16, 16))
+    dtypes = {}
+
+    def recorder(name):
+        def record(module, inputs, output) -> None:
+            dtypes.setdefault(name, output.dtype)
+        return record
+
+    model.network.refiner.register_forward_hook(recorder("refiner"))
+    model.network.base.register_forward_hook(recorder("base"))
+    result = denoise(image, model, device="cpu", samples=2, steps=2, want_variance=True)
+    native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert dtypes == {"base": torch.float32, "refiner": torch.bfloat16 if native else torch.float32}
+    assert image_to_array(result.variance).dtype == np.float32
