@@ -110,3 +110,14 @@ def test_a_report_on_older_probes_says_what_changed_since():
     current = {"config": {"probes_version": report.PROBES_VERSION}, "probes": {"m": {}}}
     assert "Changed in version" in report.probes_version_note([older, current])
     assert "Changed" not in report.probes_version_note([current])
+
+
+def test_a_check_of_the_variance_scale_does_not_replace_the_fit_it_was_written_from(tmp_path):
+    import json
+
+    fit = {"model": "m", "written": True, "variance_scale": 0.88}
+    check = {"model": "m", "written": False, "variance_scale": 0.89}
+    (tmp_path / "calibration_m.json").write_text(json.dumps(fit))
+    (tmp_path / "calibration_check_m.json").write_text(json.dumps(check))
+    assert report.calibration_fits(tmp_path) == {"m": fit}
+    assert report.calibration_fits(tmp_path, written=False) == {"m": check}

@@ -21,7 +21,8 @@ the MSE fit is the fallback when the errors' tails make the coverage fit too wid
 The stored value is ``diffusion.variance_scale`` = the current scale (1.0 in a freshly trained model) × the
 fitted c, since ``denoise`` already applies the current one. It holds for the model's default samples and steps.
 
-Output: ``benchmarks/results/calibration_<model>.json`` (the fit, n = cases × draws × voxels, case and noise
+Output: ``benchmarks/results/calibration_<model>.json`` with ``--write``, ``calibration_check_<model>.json``
+without (a check of the stored scale, e.g. after an inference change; the fit the scale came from stays) (the fit, n = cases × draws × voxels, case and noise
 seeds, threads, load, time) and, with ``--write``, the model folder's ``config.json`` (atomically; only for a
 model folder or a shipped catalogue model, never a Hub download). Cost: the model's default sampling on
 cases × draws volumes plus their simulation; 2 × 2 at the default ``--max-cost 1.5`` (a brain and a torso
@@ -186,7 +187,8 @@ def main() -> None:
                         help=f"crop each case to the body's bounding box + {CROP_MARGIN} voxels (cheaper)")
     parser.add_argument("--method", choices=("auto", "coverage", "mse"), default="auto")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    parser.add_argument("--output", help="result JSON (default benchmarks/results/calibration_<model>.json)")
+    parser.add_argument("--output", help="result JSON (default benchmarks/results/calibration_<model>.json, "
+                                         "without --write calibration_check_<model>.json)")
     parser.add_argument("--write", action="store_true", help="store the scale in the model's config.json")
     args = parser.parse_args()
     try:
@@ -241,7 +243,7 @@ def run(args: argparse.Namespace) -> None:
     }
     if args.write:
         write_scale(folder, new_scale)
-    output = Path(args.output or RESULTS / f"calibration_{model_name(args.model)}.json")
+    output = Path(args.output or RESULTS / f"calibration_{'' if args.write else 'check_'}{model_name(args.model)}.json")
     with atomic_output(output) as temporary:
         temporary.write_text(json.dumps(result, indent=1) + "\n")
     chosen = fit[f"{fit['chosen']}_fit"]

@@ -550,10 +550,11 @@ def diffusion_rows(records: list[dict]) -> dict[tuple[str, str], list[dict]]:
     return {k: v for k, v in sorted(rows.items()) if v}
 
 
-def calibration_fits(results: Path = RESULTS) -> dict[str, dict]:
-    """{model: the result of benchmarks/calibrate_variance.py} for every calibration_*.json in ``results``."""
+def calibration_fits(results: Path = RESULTS, written: bool = True) -> dict[str, dict]:
+    """{model: the result of benchmarks/calibrate_variance.py} in ``results``: the fits its scale was written from
+    (``written``), else the later checks of the stored scale."""
     fits = (json.loads(path.read_text()) for path in sorted(results.glob("calibration_*.json")))
-    return {fit["model"]: fit for fit in fits}
+    return {fit["model"]: fit for fit in fits if fit["written"] == written}
 
 
 def uncertainty_lines(records: list[dict], mode: str, images: Path, results: Path = RESULTS) -> list[str]:
@@ -563,8 +564,8 @@ def uncertainty_lines(records: list[dict], mode: str, images: Path, results: Pat
     rows = diffusion_rows(records)
     if not rows:
         return lines + ["No diffusion model was run in this result set, so there is no variance map to judge."]
-    lines += ["Does the per-voxel variance of a diffusion model's samples (times the model's calibration factor) "
-              "describe its error against the noise-free reconstruction? In the body, per draw: **coverage**, the "
+    lines += ["Does a diffusion model's variance map — the mean squared spread of its sampled refinements around "
+              "the image it returns, times the model's calibration factor — describe that image's error against the noise-free reconstruction? In the body, per draw: **coverage**, the "
               "voxels within 1 σ / 2 σ of the noise-free image (calibrated: 68 / 95 %; targets 60–75 % / "
               "90–98 %); **error ranking**, mean |error| in the 10 % voxels with the highest variance ÷ that in "
               "the lower half, beside the same ratio with voxels ranked by denoised intensity (what brightness "
@@ -587,7 +588,7 @@ def uncertainty_lines(records: list[dict], mode: str, images: Path, results: Pat
               "predicted σ against the RMS observed error, both in % of the noise-free body mean, RMS over draws. "
               "On the diagonal the variance is calibrated; below it, over-cautious; above it, over-confident.", "",
               f"![Reliability of the diffusion variance]({link(plot)})"]
-    fits = calibration_fits(results)
+    fits, checks = calibration_fits(results), calibration_fits(results, written=False)
     for method in dict.fromkeys(m for m, _ in rows):
         if method in fits:
             fit = fits[method]
@@ -600,6 +601,14 @@ def uncertainty_lines(records: list[dict], mode: str, images: Path, results: Pat
                       f"{fit['before']['coverage_2sigma_pct']:.0f} %, with this one "
                       f"{chosen['coverage_1sigma_pct']:.0f} / {chosen['coverage_2sigma_pct']:.0f} %"
                       + (f"; {fit['fit']['note']}" if fit["fit"]["note"] else "") + ")."]
+        if method in checks:
+            check = checks[method]
+            lines += ["", f"Checked on {check['date']} (`{check['command']}`, n = {check['n']['cases']}×"
+                      f"{check['n']['draws']} validation draws, {check['n']['voxels']} body voxels, weights "
+                      f"{check['weights_sha256_12']}): with the stored scale {check['previous_variance_scale']:.4g}, "
+                      f"{check['before']['coverage_1sigma_pct']:.0f} / {check['before']['coverage_2sigma_pct']:.0f} % "
+                      f"within 1 σ / 2 σ; a new {check['fit']['chosen']} fit would multiply it by "
+                      f"{check['fitted_factor']:.3f} (not written)."]
     return lines
 
 
