@@ -63,8 +63,9 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager:
 def sampling_autocast(device: torch.device) -> contextlib.AbstractContextManager:
     """Mixed precision for a diffusion model's sampled refinements: as :func:`autocast` on GPUs, and bfloat16 on a
     CPU with native bfloat16 instructions (AVX512-BF16 or AMX; float32 elsewhere, where emulated bfloat16 would be
-    slower). The refiner ran 1.5–1.8 × faster this way on a 2-core AVX512-BF16 CPU, its output moving 0.7 % (mean
-    relative), far below the spread between samples; the returned image never goes through it."""
+    slower). On a 2-core AVX512-BF16 CPU the refiner's forward pass ran 1.5–1.8 × faster this way and sampling a
+    128³ volume 1.3 × faster, the refiner's output moving 0.7 % (mean relative), far below the spread between
+    samples; the returned image never goes through it."""
     if device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
         return torch.autocast("cpu", dtype=torch.bfloat16)
     return autocast(device)

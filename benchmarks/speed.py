@@ -10,7 +10,9 @@ The CLI gives its worker ``OMP_NUM_THREADS`` = CPU cores ÷ jobs (one job here),
 Rows of models left out of ``--models`` are kept from the previous result file of the same machine and device,
 each with the date of its run, so one model can be re-measured without re-running the slow ones.
 
-Volumes: 128³ and 256 × 256 × 200 voxels (4 mm) of smooth random activity (speed does not depend on content).
+Volumes: 128³ and 256 × 256 × 200 voxels (4 mm) of smooth random activity filling the field of view: the slowest
+case for the slice models, which pad each slice with 16 voxels of air beyond the tissue (``tiling.AIR_MARGIN``), so
+here 128² slices run as 168² (a scan with air around the body pads less).
 Diffusion models run with their default samples and steps and write their variance map (they sample only for
 it) at 128³; on a CPU the large volume is skipped for them (minutes per volume) unless ``--all``; they run last. Results: ``benchmarks/results/speed_<device>.json``,
 rewritten after every model and volume.
