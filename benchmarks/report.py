@@ -511,7 +511,7 @@ def tuning_table(records: list[dict]) -> list[str]:
 
 def probes_version_note(records: list[dict]) -> str:
     """Which probe definitions (``probes.py``) the records' probes were run with, and what changed since."""
-    versions = sorted({record["config"].get("probes_version") or 0 for record in records if record.get("probes")})
+    versions = sorted({record["config"].get("probes_version") or 1 for record in records if record.get("probes")})
     note = "Probes version " + ", ".join(map(str, versions)) + "."
     for version in range(min(versions, default=PROBES_VERSION) + 1, PROBES_VERSION + 1):
         note += f" Changed in version {version}: {PROBE_CHANGES[version]}"
@@ -554,7 +554,7 @@ def calibration_fits(results: Path = RESULTS, written: bool = True) -> dict[str,
     """{model: the result of benchmarks/calibrate_variance.py} in ``results``: the fits its scale was written from
     (``written``), else the later checks of the stored scale."""
     fits = (json.loads(path.read_text()) for path in sorted(results.glob("calibration_*.json")))
-    return {fit["model"]: fit for fit in fits if fit["written"] == written}
+    return {fit["model"]: fit for fit in fits if fit.get("written", True) == written}
 
 
 def uncertainty_lines(records: list[dict], mode: str, images: Path, results: Path = RESULTS) -> list[str]:
