@@ -66,9 +66,17 @@ def sampling_autocast(device: torch.device) -> contextlib.AbstractContextManager
     slower). On a 2-core AVX512-BF16 CPU the refiner's forward pass ran 1.5–1.8 × faster this way and sampling a
     128³ volume 1.3 × faster, the refiner's output moving 0.7 % (mean relative), far below the spread between
     samples; the returned image never goes through it."""
-    if device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+    if device.type == "cpu" and native_cpu_bfloat16():
         return torch.autocast("cpu", dtype=torch.bfloat16)
     return autocast(device)
+
+
+def native_cpu_bfloat16() -> bool:
+    """Whether this CPU runs bfloat16 natively in oneDNN (False where torch was built without oneDNN)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def channels_last(batch: torch.Tensor) -> torch.Tensor:

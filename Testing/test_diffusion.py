@@ -241,6 +241,8 @@ def test_the_refiner_samples_in_bfloat16_on_a_cpu_that_has_it_and_the_image_stay
     model.network.refiner.register_forward_hook(recorder("refiner"))
     model.network.base.register_forward_hook(recorder("base"))
     result = denoise(image, model, device="cpu", samples=2, steps=2, want_variance=True)
-    native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    from SPECTDenoiseLib.devices import native_cpu_bfloat16
+
+    native = native_cpu_bfloat16()
     assert dtypes == {"base": torch.float32, "refiner": torch.bfloat16 if native else torch.float32}
     assert image_to_array(result.variance).dtype == np.float32
