@@ -21,11 +21,11 @@ the MSE fit is the fallback when the errors' tails make the coverage fit too wid
 The stored value is ``diffusion.variance_scale`` = the current scale (1.0 in a freshly trained model) × the
 fitted c, since ``denoise`` already applies the current one. It holds for the model's default samples and steps.
 
-Output: ``benchmarks/results/calibration_<model>.json`` with ``--write``, ``calibration_check_<model>.json``
-without (a check of the stored scale, e.g. after an inference change; the fit the scale came from stays) (the fit, n = cases × draws × voxels, case and noise
-seeds, threads, load, time) and, with ``--write``, the model folder's ``config.json`` (atomically; only for a
-model folder or a shipped catalogue model, never a Hub download). Cost: the model's default sampling on
-cases × draws volumes plus their simulation; 2 × 2 at the default ``--max-cost 1.5`` (a brain and a torso
+Output: ``benchmarks/results/calibration_<model>.json`` with ``--write``, else ``calibration_check_<model>.json``
+(a check of the stored scale, e.g. after an inference change, so the fit the scale came from stays): the fit,
+n = cases × draws × voxels, case and noise seeds, threads, load, time; and, with ``--write``, the model folder's
+``config.json`` (atomically; only for a model folder or a shipped catalogue model, never a Hub download).
+Cost: the model's default sampling on cases × draws volumes plus their simulation; 2 × 2 at the default ``--max-cost 1.5`` (a brain and a torso
 case, about one 128³ volume per draw in all) is a few minutes for a model that takes 1–2 min per 128³ volume
 (``--threads 2`` on an idle machine).
 
@@ -243,7 +243,8 @@ def run(args: argparse.Namespace) -> None:
     }
     if args.write:
         write_scale(folder, new_scale)
-    output = Path(args.output or RESULTS / f"calibration_{'' if args.write else 'check_'}{model_name(args.model)}.json")
+    kind = "calibration_" if args.write else "calibration_check_"
+    output = Path(args.output or RESULTS / f"{kind}{model_name(args.model)}.json")
     with atomic_output(output) as temporary:
         temporary.write_text(json.dumps(result, indent=1) + "\n")
     chosen = fit[f"{fit['chosen']}_fit"]

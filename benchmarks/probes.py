@@ -30,13 +30,12 @@ from scipy import ndimage
 UNIT_FACTORS = (0.01, 0.1, 10.0, 1000.0)
 AIR_HU = -1000.0
 PROBES_VERSION = 3
-"""Version of the probe definitions, part of the benchmark's configuration (2: air margin only where air is;
-3: hot spot sized to the body and reported net of the blob)."""
+"""Version of the probe definitions, part of the benchmark's configuration (what each changed: PROBE_CHANGES)."""
 PROBE_CHANGES = {
     2: "the air margin goes only where the scan shows air (version 1 padded every side, also beyond a body cut by "
        "the field of view).",
-    3: "the hot spot is sized to the body and reported net of the blob (version 2's fixed 40 mm blob blurred 10 mm "
-       "reached a mouse's lesions, and its cells included the blob's own addition).",
+    3: "the hot spot is sized to the body and reported net of the blob (version 2's fixed 40 mm blob blurred "
+       "10 mm reached a mouse's lesions, and its cells included the blob's own addition).",
 }
 """What each probes version changed, for reports that show results made with an earlier one."""
 

@@ -512,11 +512,12 @@ def tuning_table(records: list[dict]) -> list[str]:
 def probes_version_note(records: list[dict]) -> str:
     """Which probe definitions (``probes.py``) the records' probes were run with, and what changed since."""
     versions = sorted({record["config"].get("probes_version") or 1 for record in records if record.get("probes")})
+    oldest = min(versions, default=PROBES_VERSION)
     note = "Probes version " + ", ".join(map(str, versions)) + "."
-    for version in range(min(versions, default=PROBES_VERSION) + 1, PROBES_VERSION + 1):
+    for version in range(oldest + 1, PROBES_VERSION + 1):
         note += f" Changed in version {version}: {PROBE_CHANGES[version]}"
     return note + (" A rerun brings every case to the newest version (only the probes run)."
-                   if min(versions, default=PROBES_VERSION) < PROBES_VERSION else "")
+                   if oldest < PROBES_VERSION else "")
 
 
 def probe_table(records: list[dict]) -> list[str]:
@@ -565,7 +566,8 @@ def uncertainty_lines(records: list[dict], mode: str, images: Path, results: Pat
     if not rows:
         return lines + ["No diffusion model was run in this result set, so there is no variance map to judge."]
     lines += ["Does a diffusion model's variance map — the mean squared spread of its sampled refinements around "
-              "the image it returns, times the model's calibration factor — describe that image's error against the noise-free reconstruction? In the body, per draw: **coverage**, the "
+              "the image it returns, times the model's calibration factor — describe that image's error against "
+              "the noise-free reconstruction? In the body, per draw: **coverage**, the "
               "voxels within 1 σ / 2 σ of the noise-free image (calibrated: 68 / 95 %; targets 60–75 % / "
               "90–98 %); **error ranking**, mean |error| in the 10 % voxels with the highest variance ÷ that in "
               "the lower half, beside the same ratio with voxels ranked by denoised intensity (what brightness "
@@ -603,12 +605,13 @@ def uncertainty_lines(records: list[dict], mode: str, images: Path, results: Pat
                       + (f"; {fit['fit']['note']}" if fit["fit"]["note"] else "") + ")."]
         if method in checks:
             check = checks[method]
+            before = check["before"]
             lines += ["", f"Checked on {check['date']} (`{check['command']}`, n = {check['n']['cases']}×"
                       f"{check['n']['draws']} validation draws, {check['n']['voxels']} body voxels, weights "
-                      f"{check['weights_sha256_12']}): with the stored scale {check['previous_variance_scale']:.4g}, "
-                      f"{check['before']['coverage_1sigma_pct']:.0f} / {check['before']['coverage_2sigma_pct']:.0f} % "
-                      f"within 1 σ / 2 σ; a new {check['fit']['chosen']} fit would multiply it by "
-                      f"{check['fitted_factor']:.3f} (not written)."]
+                      f"{check['weights_sha256_12']}): with the stored scale "
+                      f"{check['previous_variance_scale']:.4g}, {before['coverage_1sigma_pct']:.0f} / "
+                      f"{before['coverage_2sigma_pct']:.0f} % within 1 σ / 2 σ; a new {check['fit']['chosen']} "
+                      f"fit would multiply it by {check['fitted_factor']:.3f} (not written)."]
     return lines
 
 
@@ -724,8 +727,9 @@ def section(mode: str, title: str, records: list[dict], images: Path = IMAGES) -
     keys = list(dict.fromkeys(k for r in inside for k in r["fractions"]))
     config = records[0]["config"]
     planned = planned_cases(config)
-    runs = [run for r in records for run in case_runs(r)]
-    walls = [sum(run["wall_s"] for run in case_runs(r)) for r in records]
+    per_case = [case_runs(r) for r in records]
+    runs = [run for case in per_case for run in case]
+    walls = [sum(run["wall_s"] for run in case) for case in per_case]
     cores = records[0]["timing"].get("cpu_cores", 2)  # records of 1 Dec 2026 before it was recorded: 2 cores
     lines = [f"## {title}", "",
              f"Models (sha256 of weights): {', '.join(f'`{m}` ({h})' for m, h in config['models'].items())}. "
