@@ -25,9 +25,9 @@ Output: ``benchmarks/results/calibration_<model>.json`` with ``--write``, else `
 (a check of the stored scale, e.g. after an inference change, so the fit the scale came from stays): the fit,
 n = cases × draws × voxels, case and noise seeds, threads, load, time; and, with ``--write``, the model folder's
 ``config.json`` (atomically; only for a model folder or a shipped catalogue model, never a Hub download).
-Cost: the model's default sampling on cases × draws volumes plus their simulation; 2 × 2 at the default ``--max-cost 1.5`` (a brain and a torso
-case, about one 128³ volume per draw in all) is a few minutes for a model that takes 1–2 min per 128³ volume
-(``--threads 2`` on an idle machine).
+Cost: the model's default sampling on cases × draws volumes plus their simulation; 2 × 2 at the default
+``--max-cost 1.5`` (a brain and a torso case, about one 128³ volume per draw in all) is a few minutes for a model
+that takes 1–2 min per 128³ volume (``--threads 2`` on an idle machine).
 
 Usage::
 
