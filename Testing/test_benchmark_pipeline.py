@@ -17,8 +17,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import quality  # noqa: E402
 import report  # noqa: E402
 from cases import Case, CaseScans, case_phantom, lesion_regions  # noqa: E402
+from checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from methods import BARE, default_specs, load_models, model_name, run_model  # noqa: E402
 from model_fixtures import make_package  # noqa: E402
+from stats import VoxelEnsemble  # noqa: E402
 
 from SPECTDenoiseLib.hub import read_catalogue  # noqa: E402
 
@@ -347,3 +349,50 @@ def test_a_protocol_variant_with_every_row_kept_is_brought_up_to_date_without_ru
                              probes=True) is None
     changed = earlier_run(record, config, models={**config["models"], "tiny-unet25d": "older-weights"})
     assert quality.refreshed(changed, quality.kept_rows(changed, config), config, TINY_MODE, probes=False) is None
+
+
+class Killed(Exception):
+    """Stands for the run being killed between two draws."""
+
+
+def comparable(value):
+    """``value`` (a record part) without its per-run seconds and with floats to 8 significant digits: timings
+    differ between any two runs, and BM4D's sums differ in the 11th digit."""
+    if isinstance(value, dict):
+        return {key: comparable(item) for key, item in value.items() if key != "seconds"}
+    if isinstance(value, list):
+        return [comparable(item) for item in value]
+    return float(f"{value:.8g}") if isinstance(value, float) else value
+
+
+def test_a_case_killed_after_a_draw_resumes_from_its_checkpoint_and_gives_the_same_record(record, models, tmp_path,
+                                                                                          monkeypatch):
+    config = {"mode": "test", "models": {"tiny-unet25d": "x"}, "slow_draws": 0, "slow_fractions": [0.1],
+              "diffusion_draws": 2}
+    checkpoint = tmp_path / ".partial" / "iec-tiny.npz"
+    draw = quality.CaseScans.draw
+
+    def killed_at_the_third_draw(scans, index):
+        if index == 2:
+            raise Killed
+        return draw(scans, index)
+
+    monkeypatch.setattr(quality.CaseScans, "draw", killed_at_the_third_draw)
+    with pytest.raises(Killed):
+        quality.run_case(TINY_CASE, TINY_MODE, models, config, probes=True, checkpoint=checkpoint)
+    assert checkpoint.exists()
+    monkeypatch.setattr(quality.CaseScans, "draw", draw)
+    resumed = quality.run_case(TINY_CASE, TINY_MODE, models, config, probes=True, checkpoint=checkpoint)
+    assert resumed["timing"]["resumed_after_draws"] == [2]
+    for part in ("methods", "probes", "standard_count", "regions", "body"):
+        assert comparable(resumed[part]) == comparable(record[part]), part
+
+
+def test_a_checkpoint_made_under_another_configuration_is_not_resumed(record, models, tmp_path):
+    checkpoint = tmp_path / "iec-tiny.npz"
+    ensemble = VoxelEnsemble()
+    ensemble.add(np.ones(4))
+    save_checkpoint(checkpoint, {"config": {"mode": "test"}}, {"draws_done": 1}, {("input", "0.1"): ensemble})
+    assert load_checkpoint(checkpoint, {"config": {"mode": "other"}}) is None
+    state, ensembles = load_checkpoint(checkpoint, {"config": {"mode": "test"}})
+    assert state == {"draws_done": 1} and ensembles[("input", "0.1")].count == 1

@@ -43,7 +43,8 @@ Modes (the count of cases × draws for each table is written next to every numbe
 * ``--validation``: the full mode's in-distribution design on the validation seeds (model selection only).
 
 Each case's result is written as soon as it is done (``benchmarks/results/<mode>/<case>.json``, atomically); a
-rerun skips cases whose file holds the same configuration, so a killed run resumes and partial runs are usable.
+rerun skips cases whose file holds the same configuration, so a killed run resumes and partial runs are usable;
+within a case, each finished draw is checkpointed (``checkpoint.py``) and a killed case resumes after its last one.
 The configuration includes :data:`RECORD_VERSION`, raised whenever a record gains a field, so files written
 before that are run again. When only models changed (new weights, another uptake guard, a model added or
 dropped), a rerun keeps the rows of everything that did not change — input, full count, classical filters,
@@ -83,6 +84,7 @@ sys.path.insert(0, str(REPOSITORY))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from baselines import SLOW, run_baselines  # noqa: E402
+from checkpoint import checkpoint_path, discard_checkpoint, load_checkpoint, save_checkpoint  # noqa: E402
 from cases import (  # noqa: E402
     BENCHMARK_RUN_SEED,
     VALIDATION_RUN_SEED,
@@ -182,13 +184,18 @@ def draw_entry(output: np.ndarray, noise_free: np.ndarray, full: np.ndarray | No
     return entry
 
 
-def run_case(case: Case, mode: Mode, models: dict, config: dict, probes: bool, kept: dict | None = None) -> dict:
+def run_case(case: Case, mode: Mode, models: dict, config: dict, probes: bool, kept: dict | None = None,
+             checkpoint: Path | None = None) -> dict:
     """Simulate one case, run every method on every draw; return the case's result record.
 
     ``kept`` (from :func:`kept_rows`) holds rows of an earlier run of this case that still hold: those methods
     are not run again and their rows, probes, standard-count ratios and run timings (``earlier_runs``) are copied
     into the record; a model whose probes were not kept runs them again (on the first draw, which alone is
     simulated when nothing else runs).
+
+    With a ``checkpoint`` path, what the finished draws gathered is saved there after each draw, and a checkpoint
+    left there by a killed run of the same case under the same identity is resumed after its last draw
+    (``checkpoint.py``); the caller removes it once the record is written.
     """
     kept = kept or nothing_kept()
     started, load_before = time.perf_counter(), os.getloadavg()
@@ -225,7 +232,7 @@ def run_case(case: Case, mode: Mode, models: dict, config: dict, probes: bool, k
               if probes and not case.ood and hot and probe_fraction is not None and name not in record["probes"]
               and (mode.diffusion_probes or tested.model.config.kind != "diffusion")}
     models = {name: tested for name, tested in models.items() if name not in kept["methods"]}
-    ensembles: dict[tuple[str, str], VoxelEnsemble] = defaultdict(VoxelEnsemble)
+    ensembles: dict[tuple[str, str], VoxelEnsemble] = defaultdict(VoxelEnsemble)  # background voxels only
     extra = scans.draw(draws) if extra_draw and "bm4d" not in kept["methods"] else None
     diffusion_draws = mode.ood_diffusion_draws if case.ood else mode.diffusion_draws
     # the draws anything still to run needs (a diffusion model alone: its few; probes alone: the first)
@@ -239,9 +246,33 @@ def run_case(case: Case, mode: Mode, models: dict, config: dict, probes: bool, k
             return
         entry = draw_entry(output, noise_free, full, body, regions, background)
         record["methods"][method][key]["draws"].append({"draw": draw, **entry, **details})
-        ensembles[(method, key)].add(output)
+        ensembles[(method, key)].add(output[background])
 
-    for draw in range(min(max(needed), draws)):
+    identity = {"config": config, "case": case.record(), "kept": sorted(kept["methods"]),
+                "models": sorted(models), "probed": sorted(probed), "draws": draws}
+    earlier_time = {"wall_s": 0.0, "cpu_s": 0.0, "load_before": [round(x, 2) for x in load_before],
+                    "resumed_after_draws": []}
+    first_draw = 0
+    if checkpoint is not None and (resumed := load_checkpoint(checkpoint, identity)):
+        state, saved_ensembles = resumed
+        first_draw = state["draws_done"]
+        ensembles.update(saved_ensembles)
+        for method, rows in state["methods"].items():
+            for key, row in rows.items():
+                record["methods"][method][key].update(row)
+        for name in ("probes", "standard_count"):
+            record[name].update(state[name])
+        earlier_time = state["time"]
+        earlier_time["resumed_after_draws"].append(first_draw)
+        print(f"  {case.name}: resumed after draw {first_draw} of {draws}", flush=True)
+
+    def elapsed() -> dict:
+        cpu = resource.getrusage(resource.RUSAGE_SELF)
+        cpu_s = cpu.ru_utime + cpu.ru_stime - cpu_started.ru_utime - cpu_started.ru_stime
+        return {**earlier_time, "wall_s": round(earlier_time["wall_s"] + time.perf_counter() - started, 1),
+                "cpu_s": round(earlier_time["cpu_s"] + cpu_s, 1)}
+
+    for draw in range(first_draw, min(max(needed), draws)):
         images = scans.draw(draw)
         full = images[1.0]
         add(FULL_COUNT, fraction_key(1.0), full, None, {})
@@ -273,15 +304,19 @@ def run_case(case: Case, mode: Mode, models: dict, config: dict, probes: bool, k
                 record["probes"][model_name] = run_probes(
                     lambda spect, ct, tested=tested: tested.image(spect, ct, spacing),
                     images[probe_fraction], phantom.ct, body, hot, spacing)
+        if checkpoint is not None:
+            gathered = {method: rows for method, rows in record["methods"].items() if method not in kept["methods"]}
+            save_checkpoint(checkpoint, identity,
+                            {"draws_done": draw + 1, "methods": gathered, "probes": record["probes"],
+                             "standard_count": record["standard_count"], "time": elapsed()}, ensembles)
         print(f"  {case.name} draw {draw + 1}/{draws} done ({time.perf_counter() - started:.0f} s)", flush=True)
     for (method, key), ensemble in ensembles.items():
-        noise = ensemble.noise_pct(background)  # NaN for a single draw: stored as null (strict JSON)
+        noise = ensemble.noise_pct()  # NaN for a single draw: stored as null (strict JSON)
         record["methods"][method][key]["ensemble_noise_pct"] = noise if np.isfinite(noise) else None
-    cpu = resource.getrusage(resource.RUSAGE_SELF)
-    cpu_s = cpu.ru_utime + cpu.ru_stime - cpu_started.ru_utime - cpu_started.ru_stime
-    record["timing"] = {"wall_s": round(time.perf_counter() - started, 1), "cpu_s": round(cpu_s, 1),
-                        "load_before": [round(x, 2) for x in load_before],
-                        "load_after": [round(x, 2) for x in os.getloadavg()], "cpu_cores": os.cpu_count()}
+    record["timing"] = {**elapsed(), "load_after": [round(x, 2) for x in os.getloadavg()],
+                        "cpu_cores": os.cpu_count()}
+    if not record["timing"]["resumed_after_draws"]:
+        del record["timing"]["resumed_after_draws"]
     record["methods"] = json.loads(json.dumps(record["methods"]))
     return record
 
@@ -448,9 +483,12 @@ def run_and_write(case: Case, mode: Mode, specs: list[str] | None, config: dict,
     """Run one case in this process (keeping the ``kept`` rows of an earlier run) and write its record to
     ``path`` atomically."""
     print(f"{case.name}: {case.ood or 'in distribution'}", flush=True)
-    record = run_case(case, mode, load_models(specs, default_only=mode.default_only), config, probes, kept)
+    checkpoint = checkpoint_path(path.parent, case.name)
+    record = run_case(case, mode, load_models(specs, default_only=mode.default_only), config, probes, kept,
+                      checkpoint)
     with atomic_output(path) as temporary:
         temporary.write_text(json.dumps(record, indent=1) + "\n")
+    discard_checkpoint(checkpoint)
     print(f"{case.name}: written in {record['timing']['wall_s']:.0f} s", flush=True)
 
 if __name__ == "__main__":

@@ -86,12 +86,28 @@ class VoxelEnsemble:
         self._mean += delta / self.count
         self._squares += delta * (image - self._mean)
 
-    def noise_pct(self, mask: np.ndarray) -> float:
-        """Ensemble noise in ``mask``: √(mean voxel variance over draws) ÷ mean voxel value, in % (NaN if < 2)."""
+    def noise_pct(self, mask: np.ndarray | None = None) -> float:
+        """Ensemble noise in ``mask`` (every voxel added when None): √(mean voxel variance over draws) ÷ mean voxel
+        value, in % (NaN if < 2)."""
         if self.count < 2:
             return float("nan")
+        mask = slice(None) if mask is None else mask
         variance = self._squares[mask] / (self.count - 1)
         return float(100 * np.sqrt(variance.mean()) / self._mean[mask].mean())
+
+    def arrays(self) -> tuple[int, np.ndarray, np.ndarray]:
+        """(count, running mean, running sum of squared deviations), for saving; empty arrays before any draw."""
+        if self._mean is None:
+            return 0, np.zeros(0), np.zeros(0)
+        return self.count, self._mean, self._squares
+
+    @classmethod
+    def from_arrays(cls, count: int, mean: np.ndarray, squares: np.ndarray) -> VoxelEnsemble:
+        """The ensemble that :meth:`arrays` gave these values."""
+        ensemble = cls()
+        if count:
+            ensemble.count, ensemble._mean, ensemble._squares = int(count), np.array(mean), np.array(squares)
+        return ensemble
 
 
 _SIZE = re.compile(r"_(\d+(?:\.\d+)?)mm$")
