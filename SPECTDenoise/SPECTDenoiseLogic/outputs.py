@@ -4,7 +4,9 @@
 * ``"<input> difference"`` (denoised − input) in a diverging blue–white–red map centred on zero,
 * ``"<input> variance"`` (:data:`~SPECTDenoiseLib.models.config.VARIANCE_MEANING`) in a heat map of the variance
   itself (not its square root σ) from 0 to its :data:`VARIANCE_WINDOW_PERCENTILE` th percentile,
-each tagged with the input's voxel units and placed under the input's study in the subject hierarchy.
+each tagged with the input's voxel units and placed under the input's study in the subject hierarchy. The
+difference and the variance carry a colour legend in the slice views (the denoised volume, shown like the input,
+has none).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ DIVERGING_COLOR_IDS = ("vtkMRMLColorTableNodeFileDivergingBlueRed.txt",)
 DIVERGING_NAME = "SPECTDenoise diverging"
 HEAT_COLOR_IDS = ("vtkMRMLPETProceduralColorNodePET-Heat", "vtkMRMLColorTableNodeRed")
 VARIANCE_WINDOW_PERCENTILE = 99.5  # the variance's heat map ends here (a few extreme voxels would wash it out)
+LEGEND_TITLES = {"difference": "Difference, denoised − input ({units})", "variance": "Variance ({units}, not σ)"}
+LEGEND_LABEL_FORMAT = "%.3g"  # a variance may be far below 1: the legend's default '%.1f' would print 0.0
 
 
 def output_name(input_name: str, kind: str) -> str:
@@ -63,7 +67,57 @@ def finish_output(
         display.SetAndObserveColorNodeID(heat_color_node(output.GetScene()).GetID())
         display.SetAutoWindowLevel(False)
         display.SetWindowLevelMinMax(0.0, max(float(np.percentile(values, VARIANCE_WINDOW_PERCENTILE)), 1e-12))
+    show_color_legend(output, legend_title(output, kind) if kind in LEGEND_TITLES else None)
     place_beside(input_node, output)
+
+
+def legend_title(output: slicer.vtkMRMLScalarVolumeNode, kind: str) -> str:
+    """Return the colour legend's title for ``kind``: what it shows, in the units ``output`` is tagged with."""
+    units = output.GetVoxelValueUnits()  # finish_output tagged it: the input's units, squared for the variance
+    if units is not None:
+        return LEGEND_TITLES[kind].format(units=units.GetCodeMeaning())
+    return LEGEND_TITLES[kind].format(units="image units²" if kind == "variance" else "image units")
+
+
+def show_color_legend(output: slicer.vtkMRMLScalarVolumeNode, title: str | None) -> None:
+    """Show a colour legend titled ``title`` for ``output``'s colour map and window in the slice views (None:
+    remove it).
+
+    One legend per output: a later run on the same node retitles the legend it made before. The legend draws the
+    colour map and range of its primary display node, for a scalar volume level ± window / 2, so it follows the
+    display's window (vtkMRMLColorLegendDisplayableManager.cxx, UpdateActor).
+    """
+    display = output.GetDisplayNode()
+    legend = color_legend(display)
+    if title is None:
+        if legend is not None:
+            output.GetScene().RemoveNode(legend)
+        return
+    if legend is None:
+        # AddNode, not AddNewNodeByClass: the class is registered by the Colors module's logic, which a bare
+        # slicer-core scene lacks (vtkSlicerColorLogic.cxx, RegisterNodes).
+        legend = slicer.vtkMRMLColorLegendDisplayNode()
+        legend.SetName(f"{output.GetName()} color legend")
+        output.GetScene().AddNode(legend)
+        output.AddAndObserveDisplayNodeID(legend.GetID())
+        legend.SetAndObservePrimaryDisplayNode(display)  # vtkMRMLColorLegendDisplayNode.h: colours, range from it
+    was_modifying = legend.StartModify()
+    legend.SetTitleText(title)
+    legend.SetLabelFormat(LEGEND_LABEL_FORMAT)
+    legend.SetVisibility(True)
+    legend.SetVisibility2D(True)
+    # In 3D a volume's legend shows wherever a slice showing the volume is
+    # (vtkMRMLColorLegendDisplayableManager.cxx): keep it to the slice views, where the map is read.
+    legend.SetVisibility3D(False)
+    legend.EndModify(was_modifying)
+
+
+def color_legend(display: slicer.vtkMRMLDisplayNode) -> slicer.vtkMRMLColorLegendDisplayNode | None:
+    """Return the colour legend drawn for ``display`` (one of its volume's display nodes), or None."""
+    volume = display.GetDisplayableNode()
+    nodes = (volume.GetNthDisplayNode(index) for index in range(volume.GetNumberOfDisplayNodes()))
+    return next((node for node in nodes if node is not None and node.IsA("vtkMRMLColorLegendDisplayNode")
+                 and node.GetPrimaryDisplayNode() is display), None)
 
 
 def diverging_color_node(scene: slicer.vtkMRMLScene) -> slicer.vtkMRMLColorNode:
