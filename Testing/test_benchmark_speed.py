@@ -7,9 +7,12 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+import SimpleITK as sitk
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-from speed import earlier_rows, summarise  # noqa: E402
+from speed import VOLUMES, earlier_rows, make_volume, summarise  # noqa: E402
 
 
 def run(wall: float, cpu: float, load: tuple[float, float] = (1.0, 2.0), code: int = 0) -> dict:
@@ -28,12 +31,25 @@ def test_failed_runs_are_left_out_and_all_failed_is_reported():
     assert summarise([run(1.0, 1.0, code=1)]) == {"failed": "boom"}
 
 
-def test_a_rerun_keeps_the_other_models_rows_of_the_same_machine_with_their_date(tmp_path):
+def test_a_rerun_keeps_the_rows_it_does_not_repeat_of_the_same_machine_with_their_date(tmp_path):
     path = tmp_path / "speed_cpu.json"
-    rows = [{"model": "slow", "size": "128^3"}, {"model": "fast", "size": "128^3", "date": "2026-12-02 10:00 UTC"}]
+    rows = [{"model": "slow", "size": "128^3"}, {"model": "fast", "size": "128^3", "date": "2026-12-02 10:00 UTC"},
+            {"model": "fast", "size": "128^3 body in air", "date": "2026-12-02 11:00 UTC"}]
     path.write_text(json.dumps({"machine": "m", "device": "cpu", "date": "2026-12-01 19:52 UTC", "results": rows}))
-    assert earlier_rows(path, ["fast"], "m", "cpu") == [{"model": "slow", "size": "128^3",
-                                                         "date": "2026-12-01 19:52 UTC"}]
-    assert earlier_rows(path, ["fast"], "another machine", "cpu") == []
-    assert earlier_rows(path, ["fast"], "m", "cuda") == []
-    assert earlier_rows(tmp_path / "none.json", ["fast"], "m", "cpu") == []
+    volumes = ["128^3"]
+    assert earlier_rows(path, ["fast"], volumes, "m", "cpu") == [{"model": "slow", "size": "128^3",
+                                                                  "date": "2026-12-01 19:52 UTC"}, rows[2]]
+    assert earlier_rows(path, ["fast"], volumes, "another machine", "cpu") == []
+    assert earlier_rows(path, ["fast"], volumes, "m", "cuda") == []
+    assert earlier_rows(tmp_path / "none.json", ["fast"], volumes, "m", "cpu") == []
+
+
+def test_the_body_in_air_volume_has_tissue_only_in_its_body_and_air_in_its_ct(tmp_path):
+    make_volume(VOLUMES["128^3 body in air"], tmp_path / "spect.nrrd", tmp_path / "ct.nrrd")
+    spect = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "spect.nrrd")))
+    ct = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "ct.nrrd")))
+    body = ct > -500
+    assert spect.shape == ct.shape == (128, 128, 128)
+    assert np.all(spect[~body] == 0) and np.all(spect[body] > 0)
+    columns = np.flatnonzero(body[0].any(axis=0))  # left-right extent: 36 cm at 4 mm voxels
+    assert 88 <= len(columns) <= 91 and columns[0] >= 16 and columns[-1] <= 127 - 16

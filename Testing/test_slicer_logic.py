@@ -94,6 +94,7 @@ def test_variance_units_are_the_input_units_squared(scene):
     target = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "variance")
     volumes.copy_voxel_units(node, target, squared=True)
     assert target.GetVoxelValueUnits().GetCodeValue() == "(Bq/ml)2"
+    assert target.GetVoxelValueUnits().GetCodeMeaning() == "(Bq/ml)²"  # not Bq/ml², which reads as Bq per ml²
 
 
 def test_roi_mask_matches_is_point_in_roi_world_for_a_rotated_roi(scene):

@@ -7,17 +7,20 @@ average just before and just after (other work on the machine slows the run; CPU
 time). Each model and volume is run ``--repeats`` times (default 3); the table gives medians and the load range.
 The CLI gives its worker ``OMP_NUM_THREADS`` = CPU cores ÷ jobs (one job here), recorded as ``threads``.
 
-Rows of models left out of ``--models`` are kept from the previous result file of the same machine and device,
-each with the date of its run, so one model can be re-measured without re-running the slow ones.
+Rows of models and volumes left out of ``--models``/``--volumes`` are kept from the previous result file of the
+same machine and device, each with the date of its run, so one model can be re-measured without re-running the
+slow ones.
 
-Volumes: 128³ and 256 × 256 × 200 voxels (4 mm) of smooth random activity filling the field of view: the slowest
-case for the slice models, which pad each slice with 16 voxels of air beyond the tissue (``tiling.AIR_MARGIN``), so
-here 128² slices run as 168² (a scan with air around the body pads less).
+Volumes (4 mm voxels, smooth random activity; see :data:`VOLUMES`): ``128^3`` and ``256x256x200`` fill the field
+of view with tissue, the slowest case for the slice models, which pad each slice with 16 voxels of air beyond the
+tissue (``tiling.AIR_MARGIN``), so there 128² slices run as 168²; ``128^3 body in air`` is the typical clinical
+scan, a 36 × 24 cm body (elliptic cylinder, CT 0 HU inside and −1000 HU outside) in a 51 cm field of view, whose
+slices need no padding beyond the size multiple.
 Diffusion models run with their default samples and steps and write their variance map (they sample only for
-it) at 128³; on a CPU the large volume is skipped for them (minutes per volume) unless ``--all``; they run last. Results: ``benchmarks/results/speed_<device>.json``,
-rewritten after every model and volume.
+it) on the 128³ volumes; on a CPU the large volume is skipped for them (minutes per volume) unless ``--all``; they
+run last. Results: ``benchmarks/results/speed_<device>.json``, rewritten after every model and volume.
 
-Usage: python benchmarks/speed.py [--device cpu|cuda] [--repeats 3] [--models ID ...] [--all]
+Usage: python benchmarks/speed.py [--device cpu|cuda] [--repeats 3] [--models ID ...] [--volumes NAME ...] [--all]
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -44,17 +48,42 @@ sys.path.insert(0, str(REPOSITORY))
 from SPECTDenoiseLib.hub import read_catalogue, resolve_model  # noqa: E402
 from SPECTDenoiseLib.models.config import ModelConfig  # noqa: E402
 
-SIZES = {"128^3": (128, 128, 128), "256x256x200": (200, 256, 256)}
+VOXEL_MM = 4.0
+BODY_SEMI_AXES_MM = (120.0, 180.0)
+"""(anterior-posterior, left-right) semi-axes of the ``body in air`` volume's elliptic cylinder: a 36 × 24 cm
+trunk."""
 
 
-def make_volume(shape_zyx: tuple[int, int, int], path: Path) -> Path:
-    """Write a smooth positive random volume (4 mm voxels) to ``path``."""
+@dataclass(frozen=True)
+class Volume:
+    """A speed-test volume: its shape [z, y, x] and whether tissue is only a body in air (else it fills it)."""
+
+    shape_zyx: tuple[int, int, int]
+    body_in_air: bool = False
+
+
+VOLUMES = {"128^3": Volume((128, 128, 128)), "256x256x200": Volume((200, 256, 256)),
+           "128^3 body in air": Volume((128, 128, 128), body_in_air=True)}
+
+
+def body_mask(shape_zyx: tuple[int, int, int]) -> np.ndarray:
+    """The ``body in air`` elliptic cylinder (:data:`BODY_SEMI_AXES_MM`) centred in every slice, [z, y, x] bool."""
+    y, x = np.ogrid[:shape_zyx[1], :shape_zyx[2]]
+    semi_y, semi_x = (axis / VOXEL_MM for axis in BODY_SEMI_AXES_MM)
+    ellipse = ((y - (shape_zyx[1] - 1) / 2) / semi_y) ** 2 + ((x - (shape_zyx[2] - 1) / 2) / semi_x) ** 2 <= 1
+    return np.broadcast_to(ellipse, shape_zyx)
+
+
+def make_volume(volume: Volume, path: Path, ct_path: Path) -> None:
+    """Write ``volume``'s smooth positive random SPECT to ``path`` and its CT (0 HU tissue, −1000 HU air) to
+    ``ct_path``, 4 mm voxels."""
     rng = np.random.default_rng(0)
-    array = gaussian_filter(rng.gamma(2.0, 1.0, shape_zyx).astype(np.float32), 2.0) * 100
-    image = sitk.GetImageFromArray(array.astype(np.float32))
-    image.SetSpacing((4.0, 4.0, 4.0))
-    sitk.WriteImage(image, str(path))
-    return path
+    array = gaussian_filter(rng.gamma(2.0, 1.0, volume.shape_zyx).astype(np.float32), 2.0) * 100
+    tissue = body_mask(volume.shape_zyx) if volume.body_in_air else np.ones(volume.shape_zyx, bool)
+    for values, target in ((np.where(tissue, array, 0), path), (np.where(tissue, 0, -1000), ct_path)):
+        image = sitk.GetImageFromArray(values.astype(np.float32))
+        image.SetSpacing((VOXEL_MM,) * 3)
+        sitk.WriteImage(image, str(target))
 
 
 def time_denoise(model: str, volume: Path, device: str, ct: Path | None, variance: bool = False) -> dict:
@@ -100,9 +129,11 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--models", nargs="*", help="catalogue ids or folders (default: every shipped model)")
+    parser.add_argument("--volumes", nargs="*", choices=list(VOLUMES), help="volumes to run (default: all)")
     parser.add_argument("--all", action="store_true", help="also run diffusion models on the large volume")
     args = parser.parse_args()
     models = args.models or [entry["id"] for entry in read_catalogue()["models"] if "path" in entry]
+    volumes = args.volumes or list(VOLUMES)
     configs = {model: ModelConfig.load(resolve_model(model) / "config.json") for model in models}
     threads = max(1, os.cpu_count() or 1)
     out = REPOSITORY / "benchmarks" / "results" / f"speed_{args.device}.json"
@@ -110,19 +141,19 @@ def main() -> None:
               "cpu_cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
               "device": args.device, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "command": "python benchmarks/speed.py " + " ".join(sys.argv[1:]),
-              "results": earlier_rows(out, models, platform.platform(), args.device)}
-    plan = [(size, model) for diffusion in (False, True) for size in SIZES for model in models
+              "results": earlier_rows(out, models, volumes, platform.platform(), args.device)}
+    plan = [(size, model) for diffusion in (False, True) for size in volumes for model in models
             if (configs[model].kind == "diffusion") == diffusion]  # slow diffusion runs last
     with tempfile.TemporaryDirectory() as folder:
         for size_name, model in plan:
-            volume = Path(folder) / f"spect_{size_name}.nrrd"
-            ct = Path(folder) / f"ct_{size_name}.nrrd"
+            stem = size_name.replace(" ", "_")
+            volume, ct = Path(folder) / f"spect_{stem}.nrrd", Path(folder) / f"ct_{stem}.nrrd"
             if not volume.exists():
-                make_volume(SIZES[size_name], volume)
-                sitk.WriteImage(sitk.ReadImage(str(volume)) * 0, str(ct))  # water everywhere: 0 HU
+                make_volume(VOLUMES[size_name], volume, ct)
             config = configs[model]
             row = {"model": model, "size": size_name, "threads": threads, "date": record["date"]}
-            if config.kind == "diffusion" and size_name != "128^3" and args.device == "cpu" and not args.all:
+            if (config.kind == "diffusion" and VOLUMES[size_name].shape_zyx != (128, 128, 128)
+                    and args.device == "cpu" and not args.all):
                 record["results"].append({**row, "skipped": "diffusion on CPU"})
                 continue
             diffusion = config.kind == "diffusion"
@@ -134,16 +165,17 @@ def main() -> None:
             out.write_text(json.dumps(record, indent=1) + "\n")  # after every row: a partial run is usable
     print(f"wrote {out}")
 
-def earlier_rows(path: Path, models: list[str], machine: str, device: str) -> list[dict]:
-    """The rows of ``path`` (a previous run on the same ``machine`` and ``device``) for models not in ``models``,
-    each dated (rows of files older than per-row dates get the file's date)."""
+def earlier_rows(path: Path, models: list[str], volumes: list[str], machine: str, device: str) -> list[dict]:
+    """The rows of ``path`` (a previous run on the same ``machine`` and ``device``) that this run does not repeat
+    (their model not in ``models`` or their volume not in ``volumes``), each dated (rows of files older than
+    per-row dates get the file's date)."""
     if not path.exists():
         return []
     earlier = json.loads(path.read_text())
     if earlier.get("machine") != machine or earlier.get("device") != device:
         return []
     return [{**row, "date": row.get("date", earlier["date"])} for row in earlier["results"]
-            if row["model"] not in models]
+            if row["model"] not in models or row["size"] not in volumes]
 
 
 if __name__ == "__main__":

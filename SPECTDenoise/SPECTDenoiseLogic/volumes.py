@@ -67,6 +67,11 @@ def read_node(
     return image_to_node(image, node)
 
 
+def squared_meaning(meaning: str) -> str:
+    """How a unit reads squared: "mm" → "mm²", a compound unit in parentheses: "Bq/ml" → "(Bq/ml)²"."""
+    return f"({meaning})²" if any(mark in meaning for mark in "/·* ") else f"{meaning}²"
+
+
 def copy_voxel_units(source: slicer.vtkMRMLScalarVolumeNode, target: slicer.vtkMRMLScalarVolumeNode,
                      squared: bool = False) -> None:
     """Tag ``target`` with the voxel quantity and units of ``source`` (units squared for a variance)."""
@@ -78,6 +83,6 @@ def copy_voxel_units(source: slicer.vtkMRMLScalarVolumeNode, target: slicer.vtkM
     if squared:
         squared_units = slicer.vtkCodedEntry()
         squared_units.SetValueSchemeMeaning(f"({units.GetCodeValue()})2", units.GetCodingSchemeDesignator() or "UCUM",
-                                            f"{units.GetCodeMeaning()}²")
+                                            squared_meaning(units.GetCodeMeaning()))
         units = squared_units
     target.SetVoxelValueUnits(units)
