@@ -11,6 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
+import report  # noqa: E402
 from probes import air_margin_padding, body_box, hot_spot, mean_shifts, run_probes  # noqa: E402
 
 SPACING = (4.0, 4.0, 4.0)
@@ -118,3 +119,13 @@ def test_a_denoiser_blind_to_the_ends_of_a_cut_body_is_not_blamed_for_them():
     shifts = run_probes(lambda spect, _ct: uniform_filter(spect, 3, mode="nearest"), image, ct, body, regions,
                         SPACING, air_margin=4)
     assert abs(shifts["air margin 4 voxels"]["end"]) < 1e-3
+
+
+def test_the_probe_table_names_the_case_and_region_of_a_change_above_one_percent():
+    records = [{"case": {"name": "mouse-1"}, "probes": {"m": {"hot spot": {"tumour": -10.0, "lesion": 0.2},
+                                                              "units": {"tumour": 0.0, "lesion": 0.0}}}},
+               {"case": {"name": "iec-2"}, "probes": {"m": {"hot spot": {"sphere": 3.0},
+                                                            "units": {"sphere": 0.5}}}}]
+    header, _, row = report.probe_table(records)
+    assert header == "| model | hot spot | units |"
+    assert row == "| m | 10.0 % (3; mouse-1 tumour) | 0.5 % (3) |"

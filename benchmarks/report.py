@@ -520,20 +520,32 @@ def probes_version_note(records: list[dict]) -> str:
                    if oldest < PROBES_VERSION else "")
 
 
+WHERE_ABOVE_PCT = 1.0
+"""A probe cell whose largest |change| exceeds this names the case and region it comes from."""
+
+
 def probe_table(records: list[dict]) -> list[str]:
+    """One row per model, one column per probe: the largest |change| of a hot lesion's mean over the records
+    (n lesions), with the case and region it comes from when above :data:`WHERE_ABOVE_PCT`."""
     shifts = defaultdict(lambda: defaultdict(list))
     for record in records:
         for model, probes in record.get("probes", {}).items():
             for probe, by_region in probes.items():
-                shifts[model][probe] += list(by_region.values())
+                shifts[model][probe] += [(abs(v), record["case"]["name"], region) for region, v in by_region.items()]
     if not shifts:
         return []
+
+    def cell(changes: list[tuple[float, str, str]]) -> str:
+        if not changes:
+            return "–"
+        worst, case, region = max(changes)
+        where = f"; {case} {region}" if worst > WHERE_ABOVE_PCT else ""
+        return f"{worst:.1f} % ({len(changes)}{where})"
+
     probes = list(dict.fromkeys(p for by_probe in shifts.values() for p in by_probe))
     lines = ["| model | " + " | ".join(probes) + " |", "|---|" + "---|" * len(probes)]
     for model, by_probe in shifts.items():
-        lines.append(f"| {model} | " + " | ".join(
-            f"{max(abs(v) for v in by_probe[p]):.1f} % ({len(by_probe[p])})" if by_probe[p] else "–"
-            for p in probes) + " |")
+        lines.append(f"| {model} | " + " | ".join(cell(by_probe[p]) for p in probes) + " |")
     return lines
 
 
@@ -813,7 +825,8 @@ def section(mode: str, title: str, records: list[dict], images: Path = IMAGES) -
                       "one FWHM clear of every lesion, placed in the body farthest from the lesions), subtracted "
                       "again from the output, so the cell is the model's change net of the blob's. Air margin: 16 "
                       "voxels of air (−1000 HU) on each side where the scan shows air. Cropped: to the body's "
-                      "bounding box + 1 voxel. " + probes_version_note(inside), ""]
+                      "bounding box + 1 voxel. A change above 1 % names its case and region. "
+                      + probes_version_note(inside), ""]
             lines += probes
         lines += uncertainty_lines(inside, mode, images)
         lines += ["", "### Classical filter tuning", "",
@@ -886,7 +899,11 @@ def speed_lines() -> list[str]:
                   "run (other work running slows the wall time; a load above the core count means the runs shared "
                   "the machine, so rerun on an idle one for the figures a user sees); threads = the "
                   "`OMP_NUM_THREADS` the CLI gives its worker; measured = the run the row comes from (rows of "
-                  "models left out of a later run's `--models` are kept).", "",
+                  "models or volumes left out of a later run's `--models`/`--volumes` are kept). Volumes at 4 mm "
+                  "with smooth random activity: `128^3` and `256x256x200` are tissue to their edges (the slice "
+                  "models' slowest case: each slice gets 16 voxels of air beyond the tissue, so 128² runs as "
+                  "168²); `128^3 body in air` is a 36 × 24 cm trunk in a 51 cm field of view, the typical scan.",
+                  "",
                   "| model | volume | wall s (median) | CPU s (median) | threads | peak MiB | load during runs | "
                   "repeats | measured |", "|---|---|---|---|---|---|---|---|---|"]
         for row in speed["results"]:

@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -140,7 +141,7 @@ def main() -> None:
     record = {"machine": platform.platform(), "processor": platform.processor() or platform.machine(),
               "cpu_cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
               "device": args.device, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-              "command": "python benchmarks/speed.py " + " ".join(sys.argv[1:]),
+              "command": shlex.join(["python", "benchmarks/speed.py", *sys.argv[1:]]),
               "results": earlier_rows(out, models, volumes, platform.platform(), args.device)}
     plan = [(size, model) for diffusion in (False, True) for size in volumes for model in models
             if (configs[model].kind == "diffusion") == diffusion]  # slow diffusion runs last
