@@ -63,9 +63,8 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager:
 def sampling_autocast(device: torch.device) -> contextlib.AbstractContextManager:
     """Mixed precision for a diffusion model's sampled refinements: as :func:`autocast` on GPUs, and bfloat16 on a
     CPU with native bfloat16 instructions (AVX512-BF16 or AMX; float32 elsewhere, where emulated bfloat16 would be
-    slower). On a 2-core AVX512-BF16 CPU the refiner's forward pass ran 1.5–1.8 × faster this way and sampling a
-    128³ volume 1.3 × faster, the refiner's output moving 0.7 % (mean relative), far below the spread between
-    samples; the returned image never goes through it."""
+    slower). The returned image never goes through it; the variance scale re-fitted on validation cases under
+    bfloat16 moved by a factor 1.011 (``benchmarks/results/calibration_check_spect-diffusion-refine.json``)."""
     if device.type == "cpu" and native_cpu_bfloat16():
         return torch.autocast("cpu", dtype=torch.bfloat16)
     return autocast(device)
@@ -81,8 +80,7 @@ def native_cpu_bfloat16() -> bool:
 
 def channels_last(batch: torch.Tensor) -> torch.Tensor:
     """``batch`` in channels-last memory order when it is a batch of 2D images [B, C, H, W] (oneDNN's and cuDNN's
-    faster convolution layout: the refiner and the 2.5D U-Net ran 15–24 % faster on a CPU, same values to float
-    rounding); other batches unchanged."""
+    faster convolution layout; same values to float rounding); other batches unchanged."""
     return batch.contiguous(memory_format=torch.channels_last) if batch.dim() == 4 else batch
 
 
