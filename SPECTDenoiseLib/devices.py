@@ -63,8 +63,9 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager:
 def sampling_autocast(device: torch.device) -> contextlib.AbstractContextManager:
     """Mixed precision for a diffusion model's sampled refinements: as :func:`autocast` on GPUs, and bfloat16 on a
     CPU with native bfloat16 instructions (AVX512-BF16 or AMX; float32 elsewhere, where emulated bfloat16 would be
-    slower). The returned image never goes through it; the variance scale re-fitted on validation cases under
-    bfloat16 moved by a factor 1.011 (``benchmarks/results/calibration_check_spect-diffusion-refine.json``)."""
+    slower). The returned image never goes through it. A model's variance scale is fitted with the precision this
+    chooses on the fitting machine (``benchmarks/calibrate_variance.py``); for the first shipped refiner, fits in
+    float32 and in bfloat16 differed by 1.1 %."""
     if device.type == "cpu" and native_cpu_bfloat16():
         return torch.autocast("cpu", dtype=torch.bfloat16)
     return autocast(device)
