@@ -23,7 +23,6 @@ from model_fixtures import make_package  # noqa: E402
 from stats import VoxelEnsemble  # noqa: E402
 
 from SPECTDenoiseLib.hub import read_catalogue  # noqa: E402
-
 from SPECTDenoiseLib.simulate import ScanProtocol  # noqa: E402
 
 TINY_CASE = Case("iec-tiny", "iec", 9000013, "Tc99m-LEHR", 12.0,

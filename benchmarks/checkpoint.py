@@ -15,9 +15,9 @@ import json
 from pathlib import Path
 
 import numpy as np
+from stats import VoxelEnsemble
 
 from SPECTDenoiseLib.io import atomic_output
-from stats import VoxelEnsemble
 
 CHECKPOINT_FOLDER = ".partial"
 """Sub-folder of the results folder that holds the checkpoints (git-ignored; removed case by case when done)."""
@@ -37,9 +37,8 @@ def save_checkpoint(path: Path, identity: dict, state: dict, ensembles: dict[tup
         arrays[f"ensemble{index}_name"] = np.array(json.dumps([method, key, count]))
         arrays[f"ensemble{index}_mean"], arrays[f"ensemble{index}_squares"] = mean, squares
     path.parent.mkdir(exist_ok=True)
-    with atomic_output(path) as temporary:
-        with open(temporary, "wb") as stream:  # a file object: np.savez would append .npz to a bare name
-            np.savez(stream, **arrays)
+    with atomic_output(path) as temporary, open(temporary, "wb") as stream:  # np.savez adds .npz to a bare name
+        np.savez(stream, **arrays)
 
 
 def load_checkpoint(path: Path, identity: dict) -> tuple[dict, dict[tuple[str, str], VoxelEnsemble]] | None:

@@ -84,7 +84,6 @@ sys.path.insert(0, str(REPOSITORY))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from baselines import SLOW, run_baselines  # noqa: E402
-from checkpoint import checkpoint_path, discard_checkpoint, load_checkpoint, save_checkpoint  # noqa: E402
 from cases import (  # noqa: E402
     BENCHMARK_RUN_SEED,
     VALIDATION_RUN_SEED,
@@ -97,6 +96,7 @@ from cases import (  # noqa: E402
     ood_cases,
     relative_cost,
 )
+from checkpoint import checkpoint_path, discard_checkpoint, load_checkpoint, save_checkpoint  # noqa: E402
 from methods import ModelUnderTest, load_models, variance_scale  # noqa: E402
 from probes import PROBES_VERSION, mean_shifts, run_probes  # noqa: E402
 from stats import VoxelEnsemble, region_values, spatial_cov, uncertainty_agreement  # noqa: E402
