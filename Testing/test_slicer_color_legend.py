@@ -63,7 +63,7 @@ def _variance(scale: float = 1.0) -> np.ndarray:
     return scale * np.arange(np.prod(SHAPE), dtype=np.float32).reshape(SHAPE)
 
 
-@pytest.mark.parametrize(("units", "shown"), [(None, "image units²"), ("Bq/ml", "(Bq/ml)²")])
+@pytest.mark.parametrize(("units", "shown"), [(None, "(image units)²"), ("Bq/ml", "(Bq/ml)²")])
 def test_a_variance_output_gets_one_legend_titled_variance_in_squared_units_over_its_window(
         scene, tmp_path, units, shown):
     made = _apply(scene, _input_node(scene, units), tmp_path / "run",

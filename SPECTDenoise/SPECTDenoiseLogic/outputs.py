@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import slicer
 
-from .volumes import copy_voxel_units
+from .volumes import copy_voxel_units, squared_meaning
 
 KINDS = ("denoised", "difference", "variance")
 DIVERGING_COLOR_IDS = ("vtkMRMLColorTableNodeFileDivergingBlueRed.txt",)
@@ -76,7 +76,7 @@ def legend_title(output: slicer.vtkMRMLScalarVolumeNode, kind: str) -> str:
     units = output.GetVoxelValueUnits()  # finish_output tagged it: the input's units, squared for the variance
     if units is not None:
         return LEGEND_TITLES[kind].format(units=units.GetCodeMeaning())
-    return LEGEND_TITLES[kind].format(units="image units²" if kind == "variance" else "image units")
+    return LEGEND_TITLES[kind].format(units=squared_meaning("image units") if kind == "variance" else "image units")
 
 
 def show_color_legend(output: slicer.vtkMRMLScalarVolumeNode, title: str | None) -> None:
