@@ -17,6 +17,7 @@ from collections.abc import Callable
 import numpy as np
 import SimpleITK as sitk
 import torch
+from scipy import ndimage
 
 from .devices import autocast, batch_size, channels_last, choose_device, sampling_autocast, voxels_per_pass
 from .errors import InputError, ModelError
@@ -53,8 +54,8 @@ class DenoiseResult:
     denoised : the denoised SPECT in the input's units (for diffusion models their deterministic estimate).
     difference : denoised − input, same units.
     variance : for diffusion models, the mean squared spread of the sampled refinements around the denoised
-        image (the image returned, after the uptake guard) times the model's ``variance_scale`` (its
-        calibration), in squared input units; else None.
+        image (the image returned, after the uptake guard), pooled over the model's ``variance_pooling_voxels``
+        and times its ``variance_scale`` (its calibration), in squared input units; else None.
     """
 
     denoised: sitk.Image
@@ -129,7 +130,8 @@ def denoise(
         raise ModelError(f"Model '{model.name}' produced NaN or infinite values, so it is broken (its weights or "
                          "settings such as residual_scale); nothing was written.")
     mean = _guarded(volumes[0], estimate, tuple(reversed(spect.GetSpacing())), report) if uptake_guard else estimate
-    variance = None if moments is None else spread_around(moments, mean - estimate, config.diffusion["variance_scale"])
+    variance = None if moments is None else spread_around(moments, mean - estimate, config.diffusion["variance_scale"],
+                                                          config.diffusion_setting("variance_pooling_voxels"))
     denoised = np.maximum(_in_input_units(mean, scale, "denoised image"), 0.0)
     return DenoiseResult(
         denoised=array_to_image(denoised, spect),
@@ -245,16 +247,22 @@ class _Tracker:
         self.report(min(self.done / self.total, 1.0), stage, message)
 
 
-def spread_around(moments: np.ndarray, shift: np.ndarray, variance_scale: float) -> np.ndarray:
+def spread_around(moments: np.ndarray, shift: np.ndarray, variance_scale: float,
+                  pooling_voxels: float = 0.0) -> np.ndarray:
     """The calibrated mean squared distance of the samples from the image returned: ``variance_scale`` ×
     mean over samples of (r − shift)², from ``moments`` [2, z, y, x] = (mean r, mean r²) of the sampled residuals
     r around the estimate and ``shift`` = returned image − estimate (the uptake guard's change; normalised units).
 
     The samples stand for where the truth may lie; the image returned is the guarded one, so its expected squared
-    error is their spread around *it*: mean r² − 2 · shift · mean r + shift² (never negative, up to rounding)."""
+    error is their spread around *it*: mean r² − 2 · shift · mean r + shift² (never negative, up to rounding).
+    With ``pooling_voxels`` > 0 that spread is averaged over a Gaussian neighbourhood of that σ (in voxels, edges
+    repeated): a handful of samples estimates each voxel's spread with a large error of its own, neighbours' true
+    spreads are alike, so the pooled map is the better estimate (the model's ``variance_pooling_voxels``)."""
     first, second = moments
-    spread = second - 2 * shift * first + shift * shift
-    return np.float32(variance_scale) * np.maximum(spread, 0.0, dtype=np.float32)
+    spread = np.maximum(second - 2 * shift * first + shift * shift, 0.0, dtype=np.float32)
+    if pooling_voxels > 0:
+        spread = ndimage.gaussian_filter(spread, pooling_voxels, mode="nearest")
+    return np.float32(variance_scale) * spread
 
 
 def _run(network, config, volumes, device, samples, steps, seed, want_variance, report):

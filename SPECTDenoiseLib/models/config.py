@@ -21,6 +21,9 @@ SAMPLING_MODES = ("slices", "patches")
 NORMALISATIONS = ("robust_median", "body_mean", "percentile99")
 KINDS = ("deterministic", "diffusion")
 DIFFUSION_KEYS = ("train_timesteps", "schedule", "default_steps", "default_samples", "variance_scale")
+OPTIONAL_DIFFUSION_KEYS = {"variance_pooling_voxels": 0.0}
+"""Diffusion settings a config may leave out, with the value used then (packages written before they existed)."""
+MAX_POOLING_VOXELS = 8.0
 SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 """Beta schedules (diffusers' ``beta_schedule`` names); every one is rescaled to zero terminal SNR."""
 MAX_PATCH_SIDE = 256
@@ -32,8 +35,9 @@ MAX_LIST_ITEMS = 64  # count fractions, tracers
 VARIANCE_MEANING = (
     "The variance map (diffusion models only) is, per voxel, the model's estimate of the squared error of the "
     "denoised image, in the image's units squared; its square root is σ, the error's standard deviation in image "
-    "units. It is the mean squared spread of sampled refinements around the denoised image, times the model's "
-    "variance_scale fitted on simulated validation scans: were it exactly calibrated, 68 % of voxels would lie "
+    "units. It is the mean squared spread of sampled refinements around the denoised image (averaged over "
+    "neighbouring voxels where the model's variance_pooling_voxels says so), times the model's variance_scale "
+    "fitted on simulated validation scans: were it exactly calibrated, 68 % of voxels would lie "
     "within 1 σ of the noise-free image and 95 % within 2 σ. It tells how large the error is on average and "
     "follows brightness; unless the model card's measurement says otherwise, it is not a map of where the model "
     "is wrong, nor a lesion detector: check lesions against the input and the difference map."
@@ -66,7 +70,10 @@ class ModelConfig:
     diffusion : for diffusion models, ``{"train_timesteps": int, "schedule": str, "default_steps": int,
         "default_samples": int, "variance_scale": float}``: the schedule is one of :data:`SCHEDULES`, and the
         samples' mean squared spread around the image returned is multiplied by ``variance_scale`` (a
-        calibration fitted on validation cases; 1.0 = uncalibrated).
+        calibration fitted on validation cases; 1.0 = uncalibrated); optional ``"variance_pooling_voxels"``
+        (default 0: none) is the σ, in voxels, of the Gaussian neighbourhood over which that spread is pooled
+        before scaling — a few samples estimate each voxel's spread with a large error of their own (8 samples:
+        about ± 50 %), and pooling over neighbours, whose errors are alike, cuts it (``inference.spread_around``).
     voxel_mm_range : the voxel sizes (mm) the model was trained on, [min, max].
     count_fractions : the count fractions (low / full) the model was trained on.
     tracers : isotopes / tracers trained on, e.g. ``["Tc-99m", "I-123", "Lu-177"]``.
@@ -158,8 +165,10 @@ class ModelConfig:
         _expect(all(_is_number(f) and 0 < f <= 1 for f in self.count_fractions), "'count_fractions' must be in (0, 1]")
         if self.kind == "diffusion":
             d = self.diffusion or {}
-            _expect(isinstance(d, Mapping) and set(d) == set(DIFFUSION_KEYS),
-                    f"diffusion models need 'diffusion' with exactly the keys {', '.join(DIFFUSION_KEYS)}")
+            allowed = {*DIFFUSION_KEYS, *OPTIONAL_DIFFUSION_KEYS}
+            _expect(isinstance(d, Mapping) and set(DIFFUSION_KEYS) <= set(d) <= allowed,
+                    f"diffusion models need 'diffusion' with the keys {', '.join(DIFFUSION_KEYS)} (and optionally "
+                    f"{', '.join(OPTIONAL_DIFFUSION_KEYS)}), no others")
             _expect(all(_is_int(d[k]) for k in ("train_timesteps", "default_steps", "default_samples"))
                     and 1 <= d["train_timesteps"] <= MAX_TRAIN_TIMESTEPS
                     and 1 <= d["default_steps"] <= d["train_timesteps"]
@@ -169,8 +178,16 @@ class ModelConfig:
             _expect(d["schedule"] in SCHEDULES, f"the diffusion 'schedule' must be one of {list(SCHEDULES)}")
             _expect(_is_number(d["variance_scale"]) and 0 < d["variance_scale"] <= MAX_VARIANCE_SCALE,
                     f"the diffusion 'variance_scale' must be a number above 0 and at most {MAX_VARIANCE_SCALE:g}")
+            pooling = self.diffusion_setting("variance_pooling_voxels")
+            _expect(_is_number(pooling) and 0 <= pooling <= MAX_POOLING_VOXELS,
+                    f"the diffusion 'variance_pooling_voxels' must be a number from 0 to {MAX_POOLING_VOXELS:g}")
         else:
             _expect(self.diffusion is None, "'diffusion' settings are only allowed for kind 'diffusion'")
+
+    def diffusion_setting(self, key: str) -> Any:
+        """The diffusion setting ``key``; for one the config leaves out, its :data:`OPTIONAL_DIFFUSION_KEYS`
+        default."""
+        return (self.diffusion or {}).get(key, OPTIONAL_DIFFUSION_KEYS.get(key))
 
     def save(self, path: str | Path) -> None:
         """Write the config as pretty JSON to ``path``."""

@@ -95,11 +95,15 @@ def variance_lines(config: ModelConfig, name: str, results: Path | None = None) 
     if config.kind != "diffusion":
         return []
     d = config.diffusion
+    pooling = config.diffusion_setting("variance_pooling_voxels")
     outputs = (f"- Outputs: the denoised image is the frozen U-Net's estimate after the uptake guard; the variance "
                f"map is the mean squared spread around that image of sampled refinements of the estimate (DDIM with "
                f"v-prediction, zero terminal SNR and trailing steps, "
                f"{d['schedule']} betas, {d['train_timesteps']} training steps; by default {d['default_samples']} "
-               f"samples × {d['default_steps']} steps) × {d['variance_scale']:g}"
+               f"samples × {d['default_steps']} steps)"
+               + (f", averaged over a Gaussian neighbourhood of σ = {pooling:g} voxel{'s' if pooling != 1 else ''},"
+                  if pooling else "")
+               + f" × {d['variance_scale']:g}"
                + (" (uncalibrated)" if d["variance_scale"] == 1 else " (calibrated on validation cases)"))
     return [outputs, f"- Variance: {VARIANCE_MEANING}",
             *(_variance_measured(results, name) if results is not None else [])]
