@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
@@ -19,6 +20,8 @@ from calibrate_variance import (  # noqa: E402
     collect,
     config_with_scale,
     fit_variance_scale,
+    outside_body,
+    outside_summary,
     writable_folder,
     write_scale,
 )
@@ -120,3 +123,18 @@ def test_collect_pools_the_body_voxels_of_every_draw_of_a_real_diffusion_model(t
     assert variance.shape == error.shape == (sum(e["voxels"] for e in entries),)
     assert (variance >= 0).all() and np.isfinite(error).all() and variance.max() > 0
     assert 0 <= entries[0]["coverage_2sigma_pct"] <= 100
+
+
+def test_the_air_around_the_body_is_measured_apart_and_summarised_after_the_fit():
+    """A body in the middle of a volume: in the air, error 0.1 and variance 0.04 (σ 0.2): σ over-states the error
+    twice there, and four times after a fitted factor of 4 (σ doubles)."""
+    body = np.zeros((20, 20, 20), bool)
+    body[5:15, 5:15, 5:15] = True
+    error, variance = np.where(body, 1.0, 0.1), np.where(body, 1.0, 0.04)
+    air = outside_body(variance, error, body, body_mean=10.0)
+    further = ndimage.distance_transform_cdt(~body, metric="taxicab") > 3  # 3 voxels (6-connected) are neither
+    assert air["voxels"] == further.sum()
+    assert air["rms_error_pct"] == pytest.approx(1.0) and air["rms_sigma_pct"] == pytest.approx(2.0)
+    summary = outside_summary([{"outside_body": air}, {"outside_body": {"voxels": 0}}], factor=4.0)
+    assert summary["draws"] == 1 and summary["sigma_over_error_range"] == [4.0, 4.0]
+    assert outside_body(variance, error, np.ones_like(body), 10.0) == {"voxels": 0}

@@ -15,6 +15,9 @@ over the body voxels (CT > −500 HU). Two scales c (the variance used is c × t
 its coverage lies in 60–75 % (1 σ) and 90–98 % (2 σ), else the coverage fit (the MSE fit when over 5 % of the
 voxels have zero variance and an error, so that no scale reaches 95 %) with a note that no single scale meets
 both targets (the variance map's shape, not only its scale, is off). Both fits and their coverages are reported.
+Each draw also records the RMS error and RMS σ in the air around the body (voxels more than 3 from it, which the
+fit leaves out), and the result their ranges after the fit: how far the map over-states the error where the truth
+is zero.
 The coverage fit comes first because 2 σ is the range a reader takes from the map ("the truth lies within ± 2 σ");
 the MSE fit is the fallback when the errors' tails make the coverage fit too wide for the 1 σ target.
 
@@ -49,6 +52,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))
@@ -68,6 +72,7 @@ from SPECTDenoiseLib.models.config import ModelConfig  # noqa: E402
 TWO_SIGMA_TARGET = 0.95
 ONE_SIGMA_RANGE, TWO_SIGMA_RANGE = (60.0, 75.0), (90.0, 98.0)
 CROP_MARGIN = 4
+AIR_MARGIN = 3
 
 
 def scaled_coverages(variance: np.ndarray, error: np.ndarray, scale: float) -> dict[str, float]:
@@ -121,6 +126,17 @@ def validation_cases(count: int, max_cost: float) -> list[Case]:
     return cases[:count]
 
 
+def outside_body(variance: np.ndarray, error: np.ndarray, body: np.ndarray, body_mean: float) -> dict:
+    """RMS error and RMS σ (uncalibrated: the model's current scale) in the air around the body — voxels more
+    than :data:`AIR_MARGIN` voxels from it, which the fit leaves out — in % of ``body_mean`` ([z, y, x] arrays)."""
+    air = ~ndimage.binary_dilation(body, iterations=AIR_MARGIN)
+    if not air.any():
+        return {"voxels": 0}
+    return {"voxels": int(air.sum()),
+            "rms_error_pct": float(100 * np.sqrt(np.mean(error[air].astype(np.float64) ** 2)) / body_mean),
+            "rms_sigma_pct": float(100 * np.sqrt(np.mean(variance[air].astype(np.float64))) / body_mean)}
+
+
 def collect(model, cases: list[Case], draws: int, fraction: float, crop: bool) -> tuple[np.ndarray, np.ndarray,
                                                                                       list[dict]]:
     """(variance, error) of ``model`` over the body voxels of every case × draw, and one entry per draw (case,
@@ -142,10 +158,27 @@ def collect(model, cases: list[Case], draws: int, fraction: float, crop: bool) -
             errors.append(denoised[body] - noise_free[body])
             agreement = uncertainty_agreement(variance, denoised, noise_free, body)
             entries.append({"case": case.name, "draw": draw, "shape": list(body.shape), "voxels": int(body.sum()),
-                            "seconds": seconds, **{k: v for k, v in agreement.items() if k != "reliability"}})
+                            "seconds": seconds, **{k: v for k, v in agreement.items() if k != "reliability"},
+                            "outside_body": outside_body(variance, denoised - noise_free, body,
+                                                         float(noise_free[body].mean()))})
             print(f"  {case.name} draw {draw}: {seconds:.0f} s, 2 sigma coverage "
                   f"{agreement['coverage_2sigma_pct']:.1f} %", flush=True)
     return np.concatenate(variances), np.concatenate(errors), entries
+
+
+def outside_summary(entries: list[dict], factor: float) -> dict:
+    """Over the draws of ``entries`` with air around the body: the range of the RMS error and of the RMS σ after
+    the fitted ``factor`` (in % of the body mean), and of σ ÷ error — how far the map, fitted in the body,
+    over-states the error in the air, where the truth is zero."""
+    measured = [e["outside_body"] for e in entries if e["outside_body"]["voxels"]]
+    if not measured:
+        return {"draws": 0}
+    error = [m["rms_error_pct"] for m in measured]
+    sigma = [m["rms_sigma_pct"] * np.sqrt(factor) for m in measured]
+    ratio = [s / max(e, 1e-12) for s, e in zip(sigma, error)]
+    return {"draws": len(measured), "margin_voxels": AIR_MARGIN,
+            **{f"{name}_range": [round(float(min(v)), 4), round(float(max(v)), 4)]
+               for name, v in (("rms_error_pct", error), ("rms_sigma_pct", sigma), ("sigma_over_error", ratio))}}
 
 
 def writable_folder(spec: str, folder: Path) -> Path:
@@ -235,6 +268,7 @@ def run(args: argparse.Namespace) -> None:
         "cases": [{"name": c.name, "seed": c.seed, "noise_seeds": [[c.seed, d] for d in range(args.draws)],
                    "sampling_seeds": list(range(args.draws))} for c in cases],
         "per_draw": entries,
+        "outside_body_after_fit": outside_summary(entries, fit["scale"]),
         "timing": {"wall_s": round(time.perf_counter() - started, 1),
                    "cpu_s": round(cpu.ru_utime + cpu.ru_stime - cpu_started.ru_utime - cpu_started.ru_stime, 1),
                    "threads": args.threads, "cpu_cores": os.cpu_count(),
