@@ -34,13 +34,15 @@ MAX_VARIANCE_SCALE = 1e6
 MAX_LIST_ITEMS = 64  # count fractions, tracers
 VARIANCE_MEANING = (
     "The variance map (diffusion models only) is, per voxel, the model's estimate of the squared error of the "
-    "denoised image, in the image's units squared; its square root is σ, the error's standard deviation in image "
-    "units. It is the mean squared spread of sampled refinements around the denoised image (averaged over "
-    "neighbouring voxels where the model's variance_pooling_voxels says so), times the model's variance_scale "
-    "fitted on simulated validation scans: were it exactly calibrated, 68 % of voxels would lie "
-    "within 1 σ of the noise-free image and 95 % within 2 σ. It tells how large the error is on average and "
-    "follows brightness; unless the model card's measurement says otherwise, it is not a map of where the model "
-    "is wrong, nor a lesion detector: check lesions against the input and the difference map."
+    "denoised image, in the image's units squared; its square root is σ, the error's standard deviation in "
+    "image units. It is the mean squared spread of sampled refinements around the denoised image (averaged "
+    "over neighbouring voxels where the model's variance_pooling_voxels says so), times the model's "
+    "variance_scale fitted on simulated validation scans: were it exactly calibrated, 68 % of voxels would lie "
+    "within 1 σ of the noise-free image and 95 % within 2 σ, inside the body, where it is fitted; in the air "
+    "around the body, where the activity is zero, it may over-state the error several-fold. It tells how large "
+    "the error is on average and follows brightness; unless the model card's measurement says otherwise, it is "
+    "not a map of where the model is wrong, nor a lesion detector: check lesions against the input and the "
+    "difference map."
 )
 """What a diffusion model's variance output means and how far to trust it: the one text the CLI, the model
 cards and the Slicer panel show (their measured coverage is in each model card)."""
