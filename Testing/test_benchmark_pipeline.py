@@ -284,6 +284,16 @@ def test_another_uptake_guard_reruns_the_guarded_models_and_keeps_the_bare_netwo
     assert {"tiny-unet25d (bare)", "input", "full-count", "gaussian", "bm4d"} <= kept
 
 
+def test_another_variance_pooling_reruns_only_the_diffusion_model(record, models):
+    config = quality.run_config("quick", TINY_MODE, models, probes=True)
+    assert config["variance_pooling"] == {"tiny-diffusion": 0.0}
+    kept = set(quality.kept_rows(earlier_run(record, config, variance_pooling={"tiny-diffusion": 1.0}),
+                                 config)["methods"])
+    assert kept == set(record["methods"]) - {"tiny-diffusion"}
+    plain = {name: tested for name, tested in models.items() if tested.model.config.kind != "diffusion"}
+    assert "variance_pooling" not in quality.run_config("quick", TINY_MODE, plain, probes=True)
+
+
 def test_nothing_is_kept_when_the_draws_differ_and_named_methods_are_always_rerun(record, models):
     config = quality.run_config("quick", TINY_MODE, models, probes=True)
     assert quality.kept_rows(earlier_run(record, config, draws=config["draws"] + 1), config)["methods"] == {}

@@ -323,13 +323,17 @@ def run_case(case: Case, mode: Mode, models: dict, config: dict, probes: bool, k
 
 def run_config(mode_name: str, mode: Mode, models: dict[str, ModelUnderTest], probes: bool) -> dict:
     """The configuration stored in every record of a run (as JSON gives it back): record version, mode, model
-    fingerprints, the uptake guard's constants, diffusion variance scales, whether probes run and their version."""
+    fingerprints, the uptake guard's constants, diffusion variance scales (and, in runs with a diffusion model,
+    their variance pooling), whether probes run and their version."""
     config = {"mode": mode_name, "record_version": RECORD_VERSION, **dataclasses.asdict(mode),
               "models": {name: tested_fingerprint(tested) for name, tested in models.items()},
               "uptake_guard": guard_settings(),
               "variance_scales": {name: variance_scale(tested.model) for name, tested in models.items()
                                   if tested.model.config.kind == "diffusion"},
               "probes": probes, "probes_version": PROBES_VERSION if probes else None}
+    if config["variance_scales"]:  # only runs with a diffusion model: the others' identities stay as they were
+        config["variance_pooling"] = {name: tested.model.config.diffusion_setting("variance_pooling_voxels")
+                                      for name, tested in models.items() if tested.model.config.kind == "diffusion"}
     return json.loads(json.dumps(config))
 
 
@@ -338,7 +342,7 @@ def done_earlier(path: Path, config: dict) -> bool:
     return path.exists() and json.loads(path.read_text()).get("config") == config
 
 
-MODEL_SETTINGS = ("models", "uptake_guard", "variance_scales")
+MODEL_SETTINGS = ("models", "uptake_guard", "variance_scales", "variance_pooling")
 """Configuration keys that concern only the models: when nothing else differs, an earlier record's other rows
 hold."""
 PROBE_SETTINGS = ("probes_version",)
@@ -356,7 +360,7 @@ def kept_rows(earlier: dict, config: dict, rerun: set[str] = frozenset()) -> dic
     Nothing is kept unless the configurations agree on everything but :data:`MODEL_SETTINGS` and
     :data:`PROBE_SETTINGS`. Then the input, the full count and the classical filters are kept, and every model
     of ``config`` whose fingerprint is the earlier one's, whose uptake guard constants (unless it runs bare) and
-    diffusion variance scale are too, and whose rows the record holds; their probes only when the probe settings
+    diffusion variance scale and pooling are too, and whose rows the record holds; their probes only when the probe settings
     agree too. Methods named in ``rerun`` are never kept. Returns {"methods", "probes", "standard_count"} for
     :func:`run_case`.
     """
@@ -371,7 +375,8 @@ def kept_rows(earlier: dict, config: dict, rerun: set[str] = frozenset()) -> dic
         fingerprint = models[name]
         return (old_models.get(name) == fingerprint
                 and (fingerprint.endswith(" bare") or old.get("uptake_guard") == config.get("uptake_guard"))
-                and old.get("variance_scales", {}).get(name) == config.get("variance_scales", {}).get(name))
+                and all(old.get(key, {}).get(name) == config.get(key, {}).get(name)
+                        for key in ("variance_scales", "variance_pooling")))
 
     names = {name for name in earlier.get("methods", {}) if name not in old_models}
     names |= {name for name in models if unchanged(name)}
