@@ -413,3 +413,21 @@ def test_a_checkpoint_made_under_another_configuration_is_not_resumed(record, mo
     assert load_checkpoint(checkpoint, {"config": {"mode": "other"}}) is None
     state, ensembles = load_checkpoint(checkpoint, {"config": {"mode": "test"}})
     assert state == {"draws_done": 1} and ensembles[("input", "0.1")].count == 1
+
+
+def test_a_case_run_with_a_scan_cache_fills_it_and_a_rerun_from_it_gives_the_same_rows(record, models, tmp_path):
+    """The same case with every model's rows kept: only input, full count and filters run, first simulating into
+    the cache, then reading from it; both give the rows of the uncached run."""
+    config = quality.run_config("quick", TINY_MODE, models, probes=False)
+    kept = {**quality.nothing_kept(), "methods": {name: record["methods"][name] for name in models}}
+    cache = tmp_path / quality.CACHE_FOLDER
+    runs = [quality.run_case(TINY_CASE, TINY_MODE, models, config, probes=False, kept=kept, cache_folder=cache)
+            for _ in range(2)]
+    assert sorted(path.name for path in next(cache.iterdir()).iterdir()) == [
+        "draw-0.npz", "draw-1.npz", "draw-2.npz", "draw-3.npz", "noise_free.npz"]  # draw 3: BM4D's noise spectrum
+    for run in runs:
+        for method in ("input", "full-count", "gaussian"):
+            assert run["methods"][method] == record["methods"][method]
+        bm4d = [d["vs_noise_free"]["nrmse"] for d in run["methods"]["bm4d"]["0.1"]["draws"]]
+        expected = [d["vs_noise_free"]["nrmse"] for d in record["methods"]["bm4d"]["0.1"]["draws"]]
+        assert bm4d == pytest.approx(expected, rel=1e-6)  # BM4D's own arithmetic varies in the last digits

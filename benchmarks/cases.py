@@ -34,6 +34,7 @@ from SPECTDenoiseLib.phantoms import Phantom, make_phantom
 from SPECTDenoiseLib.simulate import ScanProtocol, ScanSimulator
 from SPECTDenoiseLib.train.data import lesion_labels
 
+from draw_cache import DrawCache
 from stats import interior, region_kind
 
 TRAINING_SEEDS = {"train_a": (1 * SEED_STRIDE, 1 * SEED_STRIDE + 54),
@@ -187,36 +188,57 @@ def background_region(phantom: Phantom) -> tuple[str, np.ndarray]:
 
 class CaseScans:
     """Noise-free reconstruction and repeated noise draws of one case (a draw: {fraction: image}, 1.0 included);
-    ``extra`` asks for one more draw (index ``draws``) for noise spectra."""
+    ``extra`` asks for one more draw (index ``draws``) for noise spectra. With a ``cache`` (``draw_cache``),
+    images simulated before are read from it and new ones written to it; the simulator is set up only when an
+    image is missing."""
 
     def __init__(self, case: Case, phantom: Phantom, fractions: tuple[float, ...], draws: int,
-                 extra: bool = False) -> None:
-        self.case, self.fractions, self.draws = case, tuple(fractions), int(draws)
-        if case.simulator == "pytomography":
+                 extra: bool = False, cache: DrawCache | None = None) -> None:
+        self.case, self.phantom, self.fractions, self.draws = case, phantom, tuple(fractions), int(draws)
+        self.cache, self._images, self._scanner = cache, None, None
+        total = self.draws + int(extra)
+        cached = cache.load_noise_free() if cache is not None else None
+        if cached is not None and (case.simulator != "pytomography"
+                                   or all(cache.load_draw(d) is not None for d in range(total))):
+            self.noise_free, self.settings = cached
+            return
+        if case.simulator == "pytomography":  # simulates every draw at once
             from independent_simulator import simulate_independent
 
             protocol = case.protocol
-            result = simulate_independent(phantom, self.fractions, self.draws + int(extra), case.seed,
-                                          iterations=protocol.iterations, subsets=protocol.subsets,
-                                          angles=protocol.angles)
-            self.noise_free = result["noise_free"]
-            self.settings = result["settings"]
+            result = simulate_independent(phantom, self.fractions, total, case.seed, iterations=protocol.iterations,
+                                          subsets=protocol.subsets, angles=protocol.angles)
+            self.noise_free, self.settings = result["noise_free"], result["settings"]
             self._images = [{1.0: full, **{f: result["low"][f][d] for f in self.fractions}}
                             for d, full in enumerate(result["full"])]
-            self._scanner = None
+            if cache is not None:
+                for index, images in enumerate(self._images):
+                    cache.save_draw(index, images)
         else:
-            self._scanner = ScanSimulator(phantom.activity, phantom.spacing_mm, phantom.mu_map, case.collimator,
-                                          case.protocol)
-            self.noise_free = self._scanner.noise_free()
-            self.settings = self._scanner.settings()
+            self.noise_free, self.settings = self.scanner.noise_free(), self.scanner.settings()
+        if cache is not None:
+            cache.save_noise_free(self.noise_free, self.settings)
+
+    @property
+    def scanner(self) -> ScanSimulator:
+        """The case's simulator (our projector), set up on first use."""
+        if self._scanner is None:
+            phantom = self.phantom
+            self._scanner = ScanSimulator(phantom.activity, phantom.spacing_mm, phantom.mu_map, self.case.collimator,
+                                          self.case.protocol)
+        return self._scanner
 
     def draw(self, index: int) -> dict[float, np.ndarray]:
         """Noise draw ``index`` (0 … draws − 1; index ``draws`` is the extra draw for noise spectra)."""
-        if self._scanner is None:
+        if self._images is not None:
             return self._images[index]
+        if self.cache is not None and (cached := self.cache.load_draw(index)) is not None:
+            return cached
         rng = np.random.default_rng([self.case.seed, index])
-        full = self._scanner.acquire(rng, 1.0)
-        images = {1.0: self._scanner.reconstruct(full)}
+        full = self.scanner.acquire(rng, 1.0)
+        images = {1.0: self.scanner.reconstruct(full)}
         for fraction in self.fractions:
-            images[fraction] = self._scanner.reconstruct(self._scanner.thin(full, fraction, rng))
+            images[fraction] = self.scanner.reconstruct(self.scanner.thin(full, fraction, rng))
+        if self.cache is not None:
+            self.cache.save_draw(index, images)
         return images

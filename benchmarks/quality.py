@@ -45,6 +45,8 @@ Modes (the count of cases × draws for each table is written next to every numbe
 Each case's result is written as soon as it is done (``benchmarks/results/<mode>/<case>.json``, atomically); a
 rerun skips cases whose file holds the same configuration, so a killed run resumes and partial runs are usable;
 within a case, each finished draw is checkpointed (``checkpoint.py``) and a killed case resumes after its last one.
+Simulated scans are cached on disk (``draw_cache.py``, ``<results>/.draws``, git-ignored), so a run that only
+re-runs models reads them instead of simulating again.
 The configuration includes :data:`RECORD_VERSION`, raised whenever a record gains a field, so files written
 before that are run again. When only models changed (new weights, another uptake guard, a model added or
 dropped), a rerun keeps the rows of everything that did not change — input, full count, classical filters,
@@ -97,6 +99,7 @@ from cases import (  # noqa: E402
     relative_cost,
 )
 from checkpoint import checkpoint_path, discard_checkpoint, load_checkpoint, save_checkpoint  # noqa: E402
+from draw_cache import CACHE_FOLDER, DrawCache  # noqa: E402
 from methods import ModelUnderTest, load_models, variance_scale  # noqa: E402
 from probes import PROBES_VERSION, mean_shifts, run_probes  # noqa: E402
 from stats import VoxelEnsemble, region_values, spatial_cov, uncertainty_agreement  # noqa: E402
@@ -185,7 +188,7 @@ def draw_entry(output: np.ndarray, noise_free: np.ndarray, full: np.ndarray | No
 
 
 def run_case(case: Case, mode: Mode, models: dict, config: dict, probes: bool, kept: dict | None = None,
-             checkpoint: Path | None = None) -> dict:
+             checkpoint: Path | None = None, cache_folder: Path | None = None) -> dict:
     """Simulate one case, run every method on every draw; return the case's result record.
 
     ``kept`` (from :func:`kept_rows`) holds rows of an earlier run of this case that still hold: those methods
@@ -195,7 +198,8 @@ def run_case(case: Case, mode: Mode, models: dict, config: dict, probes: bool, k
 
     With a ``checkpoint`` path, what the finished draws gathered is saved there after each draw, and a checkpoint
     left there by a killed run of the same case under the same identity is resumed after its last draw
-    (``checkpoint.py``); the caller removes it once the record is written.
+    (``checkpoint.py``); the caller removes it once the record is written. With a ``cache_folder``, simulated
+    scans are read from and written to a ``draw_cache.DrawCache`` there.
     """
     kept = kept or nothing_kept()
     started, load_before = time.perf_counter(), os.getloadavg()
@@ -209,7 +213,8 @@ def run_case(case: Case, mode: Mode, models: dict, config: dict, probes: bool, k
     draws = mode.ood_draws if case.ood else mode.draws
     slow = tuple(name for name in mode.baselines if name in SLOW)
     extra_draw = bool(slow and mode.slow_draws)
-    scans = CaseScans(case, phantom, fractions, draws, extra_draw)
+    cache = DrawCache(cache_folder, case.record(), fractions) if cache_folder is not None else None
+    scans = CaseScans(case, phantom, fractions, draws, extra_draw, cache)
     noise_free = scans.noise_free
     for name, values in region_values(noise_free, regions).items():
         info[name]["noise_free"] = values
@@ -490,7 +495,7 @@ def run_and_write(case: Case, mode: Mode, specs: list[str] | None, config: dict,
     print(f"{case.name}: {case.ood or 'in distribution'}", flush=True)
     checkpoint = checkpoint_path(path.parent, case.name)
     record = run_case(case, mode, load_models(specs, default_only=mode.default_only), config, probes, kept,
-                      checkpoint)
+                      checkpoint, path.parent / CACHE_FOLDER)
     with atomic_output(path) as temporary:
         temporary.write_text(json.dumps(record, indent=1) + "\n")
     discard_checkpoint(checkpoint)
