@@ -206,8 +206,9 @@ class CaseScans:
             from independent_simulator import simulate_independent
 
             protocol = case.protocol
-            result = simulate_independent(phantom, self.fractions, total, case.seed, iterations=protocol.iterations,
-                                          subsets=protocol.subsets, angles=protocol.angles)
+            result = simulate_independent(phantom, self.fractions, total, case.seed,
+                                          iterations=protocol.iterations, subsets=protocol.subsets,
+                                          angles=protocol.angles)
             self.noise_free, self.settings = result["noise_free"], result["settings"]
             self._images = [{1.0: full, **{f: result["low"][f][d] for f in self.fractions}}
                             for d, full in enumerate(result["full"])]
@@ -224,8 +225,8 @@ class CaseScans:
         """The case's simulator (our projector), set up on first use."""
         if self._scanner is None:
             phantom = self.phantom
-            self._scanner = ScanSimulator(phantom.activity, phantom.spacing_mm, phantom.mu_map, self.case.collimator,
-                                          self.case.protocol)
+            self._scanner = ScanSimulator(phantom.activity, phantom.spacing_mm, phantom.mu_map,
+                                          self.case.collimator, self.case.protocol)
         return self._scanner
 
     def draw(self, index: int) -> dict[float, np.ndarray]:
