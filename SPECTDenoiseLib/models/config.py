@@ -75,7 +75,8 @@ class ModelConfig:
         calibration fitted on validation cases; 1.0 = uncalibrated); optional ``"variance_pooling_voxels"``
         (default 0: none) is the σ, in voxels, of the Gaussian neighbourhood over which that spread is pooled
         before scaling — a few samples estimate each voxel's spread with a large error of their own (8 samples:
-        about ± 50 %), and pooling over neighbours, whose errors are alike, cuts it (``inference.spread_around``).
+        about ± 50 %), and pooling over neighbours, whose true spreads are alike, cuts it
+        (``inference.spread_around``).
     voxel_mm_range : the voxel sizes (mm) the model was trained on, [min, max].
     count_fractions : the count fractions (low / full) the model was trained on.
     tracers : isotopes / tracers trained on, e.g. ``["Tc-99m", "I-123", "Lu-177"]``.
