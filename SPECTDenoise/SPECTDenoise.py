@@ -189,13 +189,17 @@ class SPECTDenoiseLogic(ScriptedLoadableModuleLogic):
 
 
 def dicomTags(volume: vtkMRMLScalarVolumeNode) -> dict | None:
-    """DICOM tags of the series ``volume`` was loaded from (None when it did not come from the DICOM database)."""
+    """DICOM tags of the series ``volume`` was loaded from (None when it did not come from the DICOM database, or
+    its file is no longer there: a saved scene keeps the attribute, and ctkDICOMDatabase.fileForInstance answers
+    "" for an instance the database lacks)."""
     uids = (volume.GetAttribute("DICOM.instanceUIDs") or "").split()
-    if not uids or slicer.dicomDatabase is None:
+    database = getattr(slicer, "dicomDatabase", None)  # set by the DICOM module (DICOM.py, initializeDICOMDatabase)
+    path = database.fileForInstance(uids[0]) if uids and database is not None else ""
+    if not path or not Path(path).is_file():
         return None
     from SPECTDenoiseLib.dicom import read_dicom_tags
 
-    return read_dicom_tags(slicer.dicomDatabase.fileForInstance(uids[0]))
+    return read_dicom_tags(path)
 
 
 def slicerPackaging():

@@ -508,3 +508,55 @@ def test_the_shipped_diffusion_models_card_line_gives_its_measured_coverage(appl
     assert measured and measured[0] in widget.ui.modelSummaryLabel.text.splitlines()
     widget.onModelSelected(combo.findData("spect-unet25d"))
     assert "Variance measured" not in widget.ui.modelSummaryLabel.text
+
+
+class DICOMDatabase:
+    """Stand-in for Slicer's ``ctkDICOMDatabase`` (the C++ class is not in slicer-core): ``fileForInstance`` answers
+    the file stored for a SOP instance UID and, as ctkDICOMDatabase.cpp does, an empty string for one it lacks."""
+
+    def __init__(self, files: dict[str, str]) -> None:
+        self.files = files
+
+    def fileForInstance(self, uid: str) -> str:
+        return self.files.get(uid, "")
+
+
+@pytest.mark.parametrize("stored", [{}, {"1.2.3": "/no/such/folder/IM0001.dcm"}],
+                         ids=["instance-not-in-database", "file-gone"])
+def test_a_dicom_volume_whose_files_are_gone_is_compared_without_its_tags(application, scene, stored):
+    """A volume keeps its DICOM.instanceUIDs attribute in a saved scene or after its series left the database; the
+    table is still computed, and the status line asks for the SUV values instead of naming a folder."""
+    _, make_widget = application
+    spect = _spect_node(scene)
+    spect.SetAttribute("DICOM.instanceUIDs", "1.2.3 1.2.4")
+    slicer.dicomDatabase = DICOMDatabase(stored)
+    widget = make_widget()
+    roi = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "box")
+    roi.SetCenterWorld(30.0, 30.0, 12.0)
+    roi.SetSizeWorld(20.0, 20.0, 10.0)
+    widget._parameterNode.regionNode = roi
+    widget.onCompare()
+    assert widget.ui.statusLabel.text.startswith("SUV columns are empty"), widget.ui.statusLabel.text
+    assert widget._parameterNode.comparisonTable.GetNumberOfRows() == 1
+
+
+def test_the_suv_of_a_dicom_volume_comes_from_the_file_the_database_names(application, scene, make_image, tmp_path):
+    from SPECTDenoiseLib.dicom import write_dicom_series
+
+    _, make_widget = application
+    tags = {"PatientWeight": 75.0, "Units": "BQML", "DecayCorrection": "START", "SeriesDate": "20240517",
+            "SeriesTime": "103000", "RadiopharmaceuticalInformationSequence": [
+                {"RadiopharmaceuticalStartTime": "090000", "RadionuclideTotalDose": 370e6,
+                 "RadionuclideHalfLife": 21624.12}]}
+    files = write_dicom_series(make_image(integer=True), tmp_path / "series", "NM", tags=tags)
+    spect = _spect_node(scene)
+    spect.SetAttribute("DICOM.instanceUIDs", "1.2.3")
+    slicer.dicomDatabase = DICOMDatabase({"1.2.3": str(files[0])})
+    widget = make_widget()
+    roi = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "box")
+    roi.SetCenterWorld(30.0, 30.0, 12.0)
+    roi.SetSizeWorld(20.0, 20.0, 10.0)
+    widget._parameterNode.regionNode = roi
+    widget.onCompare()
+    assert widget.ui.statusLabel.text == "Comparison table updated."
+    assert np.isfinite(widget.logic.rows[0].suv_mean)
