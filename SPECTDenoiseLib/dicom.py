@@ -4,7 +4,10 @@ Geometry is computed here from the DICOM attributes with pydicom, not left to a 
 ordered along the slice normal (row direction × column direction), the origin is the position of the first
 slice, spacing is (PixelSpacing column, PixelSpacing row, distance between slice positions) and the direction
 columns are (row direction, column direction, normal), all in LPS millimetres as DICOM stores them. Voxel values
-are the stored values mapped through RescaleSlope/RescaleIntercept of each slice or frame.
+are the stored values mapped through RescaleSlope/RescaleIntercept of each slice or frame, or for NM through
+its Real World Value Mapping in Bq/ml or counts (:func:`value_mapping`). NM position and orientation come from
+the Detector Information Sequence, else the top level; a multi-frame NM file must hold one volume (one energy
+window, detector, phase, time slot, ...), its frames put in Slice Vector order.
 Arrays are indexed [z, y, x] (frame or slice, row, column).
 """
 
@@ -25,6 +28,7 @@ import numpy as np
 import pydicom
 import SimpleITK as sitk
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.pixels import get_decoder
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import DSfloat
 
@@ -46,6 +50,17 @@ RADIOPHARMACEUTICAL_KEYWORDS = (
     "Radiopharmaceutical", "RadiopharmaceuticalStartTime", "RadiopharmaceuticalStartDateTime",
     "RadionuclideTotalDose", "RadionuclideHalfLife", "RadionuclidePositronFraction",
 )
+# NM Multi-frame Module (DICOM PS3.3 C.8.4.8): these vectors label each frame with its energy window, detector,
+# phase, rotation, R-R interval, time slot, view or time slice; a reconstructed volume has one value in each, and
+# its Slice Vector gives each frame's slice number.
+FRAME_VECTORS = {
+    "EnergyWindowVector": "energy windows", "DetectorVector": "detectors", "PhaseVector": "phases",
+    "RotationVector": "rotations", "RRIntervalVector": "R-R intervals", "TimeSlotVector": "gated time slots",
+    "AngularViewVector": "angular views", "TimeSliceVector": "time slices",
+}
+# Real World Value Mapping units (UCUM code values) that name what the Units attribute (0054,1001) calls BQML and
+# CNTS; an NM mapping in other units (e.g. SUV in g/ml) is not applied.
+REAL_WORLD_UNITS = {"Bq/ml": "BQML", "{counts}": "CNTS"}
 SLICE_SPACING_TOLERANCE = 0.01  # relative variation of slice distances tolerated in one series
 SPACING_RANGE_MM = (1e-4, 1e4)  # a voxel spacing outside 0.1 µm .. 10 m is a broken value, not a scanner's
 
@@ -146,26 +161,81 @@ def _rescale(dataset: Dataset, where: Path) -> tuple[float, float]:
     return (_number(dataset, "RescaleSlope", where, 1.0) or 1.0), _number(dataset, "RescaleIntercept", where, 0.0)
 
 
+def value_mapping(dataset: Dataset, where: Path) -> tuple[float, float]:
+    """``(slope, intercept)`` mapping the stored values of ``dataset`` (read from ``where``) to the values read:
+    an NM file's Real World Value Mapping (see :func:`_real_world`) when it has a usable one, else
+    RescaleSlope/RescaleIntercept."""
+    mapping = _real_world(dataset, where)
+    return mapping[:2] if mapping is not None else _rescale(dataset, where)
+
+
+def _real_world(dataset: Dataset, where: Path) -> tuple[float, float, str] | None:
+    """The linear Real World Value Mapping of an NM file in Bq/ml (preferred) or {counts}, as (slope, intercept,
+    BQML or CNTS); None for other modalities, other units (an SUV in g/ml) or none.
+
+    The NM IOD has no Modality LUT (PS3.3 A.5.3), so NM vendors state the scale of the stored values in the Real
+    World Value Mapping Sequence (PS3.3 C.7.6.16.2.11) instead: Hermes maps 16-bit values to {counts} there
+    (STIR issue #1123), Siemens xSPECT Quant to Bq/ml. PET's rescale is defined by its IOD (Units), so a PET
+    mapping (Philips writes SUV there) is not used. Two mappings to one unit that disagree are an InputError.
+    """
+    if dataset.get("Modality") != "NM":
+        return None
+    mappings: dict[str, tuple[float, float]] = {}
+    for item in dataset.get("RealWorldValueMappingSequence") or []:
+        code = _first_item(item, "MeasurementUnitsCodeSequence")
+        unit = REAL_WORLD_UNITS.get(str(code.get("CodeValue", "")).strip() if code is not None else "")
+        if unit is not None and item.get("RealWorldValueSlope") is not None:
+            found = (_number(item, "RealWorldValueSlope", where, 1.0), _number(item, "RealWorldValueIntercept", where, 0.0))
+            if mappings.get(unit, found) != found:
+                raise InputError(f"DICOM file '{where}' maps its values to {unit} in two different ways (Real World "
+                                 "Value Mapping Sequence); which one holds is unknown.")
+            mappings[unit] = found
+    unit = next((u for u in ("BQML", "CNTS") if u in mappings), None)
+    return None if unit is None else (*mappings[unit], unit)
+
+
 def _first_item(dataset: Dataset, sequence: str) -> Dataset | None:
     """The first item of the sequence ``sequence`` of ``dataset``; None when it is absent or empty."""
     return dataset[sequence][0] if sequence in dataset and len(dataset[sequence].value) else None
 
 
 def _pixels(path: Path) -> np.ndarray:
-    dataset = pydicom.dcmread(path)
+    return decode_pixels(pydicom.dcmread(path), path)
+
+
+def decode_pixels(dataset: Dataset, where: Path) -> np.ndarray:
+    """The stored pixel values of ``dataset`` read from ``where``; InputError when there are none, they do not
+    match the image attributes, or no installed decoder reads the file's compressed transfer syntax."""
     if not any(keyword in dataset for keyword in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
-        raise InputError(f"DICOM file '{path}' has no pixel data (it may hold only a report or a header).")
-    syntax = getattr(dataset.file_meta, "TransferSyntaxUID", None)
+        raise InputError(f"DICOM file '{where}' has no pixel data (it may hold only a report or a header).")
+    syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
     try:
         return np.asarray(dataset.pixel_array)
     except (NotImplementedError, RuntimeError, ValueError, AttributeError, TypeError) as error:
-        if syntax in pydicom.uid.UncompressedTransferSyntaxes:
-            raise InputError(f"DICOM file '{path}' has pixel data that do not match its Rows, Columns, BitsAllocated "
-                             f"and NumberOfFrames ({error}); the file is damaged.") from None
-        raise InputError(  # no decoder for this transfer syntax
-            f"DICOM file '{path}' uses transfer syntax {getattr(syntax, 'name', syntax)} that cannot be decoded here "
-            f"({error}); decompress it (e.g. with dcmdjpeg) or install pylibjpeg."
+        if syntax is None or syntax in pydicom.uid.UncompressedTransferSyntaxes or _decodable(syntax):
+            reason = " ".join(str(error).split())[:200]
+            raise InputError(f"DICOM file '{where}' has pixel data that do not match its Rows, Columns, BitsAllocated "
+                             f"and NumberOfFrames, or cannot be decompressed ({reason}); the file is damaged.") from None
+        raise InputError(
+            f"DICOM file '{where}' is compressed as {getattr(syntax, 'name', syntax)}, for which no decoder is "
+            f"installed; install {_decoder_packages(syntax)} (pip), or decompress it first (e.g. gdcmconv --raw)."
         ) from None
+
+
+def _decodable(syntax: str) -> bool:
+    try:
+        return bool(get_decoder(syntax).is_available)
+    except (NotImplementedError, ValueError):
+        return False
+
+
+def _decoder_packages(syntax: str) -> str:
+    """The packages pydicom names for decoding ``syntax`` (``pylibjpeg>=2.0 and pyjpegls`` or ``gdcm``)."""
+    try:
+        needs = [entry.split(" - requires ", 1)[-1].removeprefix("numpy and ") for entry in get_decoder(syntax).missing_dependencies]
+    except (NotImplementedError, ValueError):
+        needs = []
+    return " or ".join(needs) or "a decoder for it"
 
 
 def _image(array: np.ndarray, origin: np.ndarray, spacing: np.ndarray, direction: np.ndarray) -> sitk.Image:
@@ -186,6 +256,26 @@ def _orientation(orientation: Any, where: Path) -> np.ndarray:
     return np.stack([row, column, normal], axis=1)
 
 
+def _plane(dataset: Dataset, keyword: str) -> Any:
+    """ImagePositionPatient or ImageOrientationPatient of a file: from the first Detector Information Sequence
+    item, where the NM Detector Module puts them for RECON TOMO (PS3.3 C.8.4.11), else from the top level, where
+    PET, CT and some NM exporters put them."""
+    detector = _first_item(dataset, "DetectorInformationSequence")
+    value = detector.get(keyword) if detector is not None else None
+    return dataset.get(keyword) if value is None or value == "" else value
+
+
+def _check_reconstructed(dataset: Dataset, where: Path) -> None:
+    """InputError unless ``dataset`` is a volume slice: NM needs RECON TOMO or RECON GATED TOMO in ImageType
+    (PS3.3 C.8.4.9.1.1); STATIC, DYNAMIC, GATED, WHOLE BODY, TOMO and GATED TOMO are acquisitions."""
+    image_type = [str(v).upper() for v in _items(dataset.get("ImageType") or [])]
+    if dataset.get("Modality") == "NM" and not any("RECON" in v for v in image_type):
+        raise InputError(
+            f"DICOM file '{where}' holds NM {' '.join(image_type[2:3]) or 'planar'} frames (projections or planar "
+            "images), not a reconstructed tomographic volume; reconstruct it first."
+        )
+
+
 def _slice_spacing(positions: np.ndarray, normal: np.ndarray, where: Path) -> float:
     distances = np.diff(positions @ normal)
     if np.any(distances <= 0):
@@ -200,8 +290,10 @@ def _slice_spacing(positions: np.ndarray, normal: np.ndarray, where: Path) -> fl
 
 def _read_single_frames(files: list[_SeriesFile], where: Path) -> sitk.Image:
     first = files[0].header
-    direction = _orientation(first.get("ImageOrientationPatient"), files[0].path)
-    positions = np.stack([_floats(f.header.get("ImagePositionPatient"), 3, "ImagePositionPatient", f.path) for f in files])
+    _check_reconstructed(first, files[0].path)
+    direction = _orientation(_plane(first, "ImageOrientationPatient"), files[0].path)
+    positions = np.stack([_floats(_plane(f.header, "ImagePositionPatient"), 3, "ImagePositionPatient", f.path)
+                          for f in files])
     order = np.argsort(positions @ direction[:, 2])
     files, positions = [files[i] for i in order], positions[order]
     if len(files) < 2:
@@ -210,7 +302,7 @@ def _read_single_frames(files: list[_SeriesFile], where: Path) -> sitk.Image:
     pixel_spacing = _floats(first.get("PixelSpacing"), 2, "PixelSpacing", files[0].path, spacing=True)
     slices = []
     for item in files:
-        slope, intercept = _rescale(item.header, item.path)
+        slope, intercept = value_mapping(item.header, item.path)
         slices.append(_pixels(item.path).astype(np.float64) * slope + intercept)
     if len({s.shape for s in slices}) != 1:
         raise InputError(f"DICOM series '{where}' mixes slices of different sizes; it is not one volume.")
@@ -237,26 +329,58 @@ def _read_multi_frame(path: Path) -> sitk.Image:
                          "frames; colour or damaged images cannot be read as a volume.")
     if "PerFrameFunctionalGroupsSequence" in dataset:
         return _read_enhanced(dataset, pixels, path)
-    image_type = [str(v).upper() for v in dataset.get("ImageType", [])]
-    if dataset.get("Modality") == "NM" and not any("RECON" in v for v in image_type):
-        raise InputError(
-            f"DICOM file '{path}' holds NM {' '.join(image_type[2:3]) or 'planar'} frames (projections or planar "
-            "images), not a reconstructed tomographic volume; reconstruct it first."
-        )
-    detector = _first_item(dataset, "DetectorInformationSequence") or dataset
-    direction = _orientation(detector.get("ImageOrientationPatient"), path)
-    origin = _floats(detector.get("ImagePositionPatient"), 3, "ImagePositionPatient", path)
+    _check_reconstructed(dataset, path)
+    pixels = pixels[_slice_order(dataset, frames, path)]
+    direction = _orientation(_plane(dataset, "ImageOrientationPatient"), path)
+    origin = _floats(_plane(dataset, "ImagePositionPatient"), 3, "ImagePositionPatient", path)
     step = _number(dataset, "SpacingBetweenSlices", path, 0.0) or _number(dataset, "SliceThickness", path, 0.0)
     if step == 0:
         raise InputError(f"DICOM file '{path}' has neither SpacingBetweenSlices nor SliceThickness; slice spacing is unknown.")
     if not _spacings_sound(np.array([abs(step)])):
         raise InputError(f"DICOM file '{path}' has a slice spacing of {step:.3g} mm; it is broken.")
-    if step < 0:
-        direction[:, 2] *= -1
+    if step < 0:  # NM Reconstruction Module (PS3.3 C.8.4.15): negative spacing stacks the slices in front of the
+        direction[:, 2] *= -1  # first, against row × column (GE writes it; dcm2niix issue #885, OHIF issue #4352)
     pixel_spacing = _floats(dataset.get("PixelSpacing"), 2, "PixelSpacing", path, spacing=True)
-    slope, intercept = _rescale(dataset, path)
+    slope, intercept = value_mapping(dataset, path)
     spacing = np.array([pixel_spacing[1], pixel_spacing[0], abs(step)])
     return _image(pixels * slope + intercept, origin, spacing, direction)
+
+
+def _frame_vector(dataset: Dataset, keyword: str, frames: int, where: Path) -> list[int] | None:
+    """The values of the frame vector ``keyword`` (one per frame), None when absent; InputError when its length
+    is not the number of frames."""
+    value = dataset.get(keyword)
+    if value is None or value == "":
+        return None
+    labels = [int(v) for v in _items(value)]
+    if len(labels) != frames:
+        raise InputError(f"DICOM file '{where}' has a {keyword} of {len(labels)} values for {frames} frames; "
+                         "its frames cannot be told apart.")
+    return labels
+
+
+def _slice_order(dataset: Dataset, frames: int, where: Path) -> np.ndarray:
+    """Frame indices of a multi-frame NM reconstruction in slice order (Slice Vector, else as stored).
+
+    InputError when the file holds more than one volume: several energy windows, detectors, phases, gated time
+    slots, ... (a frame vector with several values) or more frames than NumberOfSlices.
+    """
+    for keyword, what in FRAME_VECTORS.items():
+        labels = _frame_vector(dataset, keyword, frames, where)
+        if labels is not None and len(set(labels)) > 1:
+            raise InputError(f"DICOM file '{where}' holds {len(set(labels))} {what} ({keyword}) in one NM "
+                             "reconstruction; only a single volume can be read, so export one as a series of its own.")
+    slices = _number(dataset, "NumberOfSlices", where, float(frames))
+    if slices != frames:
+        raise InputError(f"DICOM file '{where}' holds {frames} frames but NumberOfSlices {slices:g}: several volumes "
+                         "(gated time slots or energy windows?) in one file; only a single volume can be read.")
+    order = _frame_vector(dataset, "SliceVector", frames, where)
+    if order is None:
+        return np.arange(frames)
+    if sorted(order) != list(range(1, frames + 1)):
+        raise InputError(f"DICOM file '{where}' has a SliceVector that does not number its {frames} frames 1 to "
+                         f"{frames}; the slice order is unknown.")
+    return np.argsort(order)
 
 
 def _read_enhanced(dataset: Dataset, pixels: np.ndarray, path: Path) -> sitk.Image:
@@ -360,7 +484,8 @@ def _plain(value: Any) -> Any:
 def read_dicom_tags(path: str | os.PathLike, series_uid: str | None = None) -> dict[str, Any]:
     """Return the tags SUV and ``info`` need from a DICOM file or a one-series folder, as plain Python values.
 
-    Keys are DICOM keywords (``Modality``, ``Units``, ``PatientWeight`` [kg], ``SeriesDate``/``SeriesTime``,
+    Keys are DICOM keywords (``Modality``, ``Units`` (for NM, the units of the Real World Value Mapping the
+    volume is read with, when there is one), ``PatientWeight`` [kg], ``SeriesDate``/``SeriesTime``,
     ``AcquisitionDate``/``AcquisitionTime``/``AcquisitionDateTime``, ``DecayCorrection``, ``CorrectedImage``,
     ...) plus the radiopharmaceutical fields (``RadionuclideTotalDose`` [Bq], ``RadionuclideHalfLife`` [s],
     ``RadiopharmaceuticalStartTime``/``RadiopharmaceuticalStartDateTime``, ``Radiopharmaceutical``,
@@ -371,8 +496,12 @@ def read_dicom_tags(path: str | os.PathLike, series_uid: str | None = None) -> d
     if not path.exists():
         raise InputError(f"Input '{path}' does not exist.")
     with _reading(path):
-        header = _select_series(path, series_uid)[0].header
+        first = _select_series(path, series_uid)[0]
+        header = first.header
         tags = {k: _plain(header.get(k)) for k in TAG_KEYWORDS if header.get(k) not in (None, "")}
+        mapping = _real_world(header, first.path)
+        if mapping is not None:  # the values read are in the mapping's units, whatever Units says
+            tags["Units"] = mapping[2]
         info = _first_item(header, "RadiopharmaceuticalInformationSequence")
         if info is not None:
             tags.update({k: _plain(info.get(k)) for k in RADIOPHARMACEUTICAL_KEYWORDS if info.get(k) not in (None, "")})

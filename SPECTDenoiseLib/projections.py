@@ -99,7 +99,9 @@ def read_nm_projections(path: str | os.PathLike, energy_window: int | None = Non
     """Read the projections of a DICOM NM TOMO (acquisition) file.
 
     Frames are windows × detectors × rotations × views, labelled by Energy Window / Detector / Rotation /
-    Angular View Vector (Frame Increment Pointer names those present; a missing vector means one value).
+    Angular View Vector (Frame Increment Pointer names those present; a missing vector means one value); the
+    frames of one view in several time slots or R-R intervals (GATED TOMO) are summed into the ungated view.
+    Counts are the stored values mapped as :func:`SPECTDenoiseLib.dicom.value_mapping` maps them.
     ``energy_window`` is the 1-based window to use; None takes the only window and refuses to guess between
     several (scanners put the photopeak first, so 1 is usually the right choice). See the module docstring for
     the angle convention. Orbit radius: the mean Radial Position of the detectors (or rotations); without one,
@@ -112,6 +114,8 @@ def read_nm_projections(path: str | os.PathLike, energy_window: int | None = Non
         or unknown energy window.
     """
     import pydicom
+
+    from .dicom import decode_pixels, value_mapping
 
     path = Path(path)
     try:
@@ -133,11 +137,11 @@ def read_nm_projections(path: str | os.PathLike, energy_window: int | None = Non
     rotations = dataset.get("RotationInformationSequence")
     if not rotations:
         raise InputError(f"Input '{path}' has no Rotation Information Sequence, so the projection angles are unknown.")
-    pixels = np.asarray(dataset.pixel_array, dtype=np.float64)
+    pixels = np.asarray(decode_pixels(dataset, path), dtype=np.float64)
     if pixels.ndim == 2:
         pixels = pixels[None]
     frames = pixels.shape[0]
-    slope, intercept = float(dataset.get("RescaleSlope", 1) or 1), float(dataset.get("RescaleIntercept", 0) or 0)
+    slope, intercept = value_mapping(dataset, path)
     pixels = pixels * slope + intercept
 
     windows = _vector(dataset, "EnergyWindowVector", frames)
@@ -191,13 +195,18 @@ def read_nm_projections(path: str | os.PathLike, energy_window: int | None = Non
     orbit_assumed = not radii
     orbit = 0.5 * columns * column_mm if orbit_assumed else float(np.mean(radii))
 
-    dicom_angles = angles[keep]
+    # GATED TOMO: one view's frames in several time slots or R-R intervals add up to the ungated view
+    views_of = np.stack([detectors, rotation_of, views], axis=1)[keep]
+    _, first, view_of = np.unique(views_of, axis=0, return_index=True, return_inverse=True)
+    counts = np.zeros((first.size, *pixels.shape[1:]))
+    np.add.at(counts, view_of.ravel(), pixels[keep])
+    dicom_angles = angles[keep][first]
     ours = (-dicom_angles) % 360.0
     order = np.argsort(ours, kind="stable")
     position = _item(detector_items, 0)
     position = None if position is None else position.get("ImagePositionPatient")
     return NMProjections(
-        counts=pixels[keep][order].astype(np.float32), angles_deg=ours[order], dicom_angles_deg=dicom_angles[order],
+        counts=counts[order].astype(np.float32), angles_deg=ours[order], dicom_angles_deg=dicom_angles[order],
         pixel_spacing_mm=(row_mm, column_mm), orbit_radius_mm=orbit,
         detectors=len(set(detectors[keep].tolist())),
         energy_window=_window_label(_item(window_items, energy_window - 1)),
