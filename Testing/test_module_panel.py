@@ -560,3 +560,21 @@ def test_the_suv_of_a_dicom_volume_comes_from_the_file_the_database_names(applic
     widget.onCompare()
     assert widget.ui.statusLabel.text == "Comparison table updated."
     assert np.isfinite(widget.logic.rows[0].suv_mean)
+
+
+def test_an_output_deleted_during_the_run_is_made_again_and_the_panel_stays_usable(application, scene, tmp_path):
+    """The user picks an existing node for the denoised output, then deletes it (Data module) while the worker runs:
+    the result goes to a new node named after the input, and the run ends (it must not stay in 'importing')."""
+    module, make_widget = application
+    _spect_node(scene)
+    widget = make_widget()
+    chosen = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "my output")
+    parameters = widget._parameterNode
+    parameters.model, parameters.device = str(make_package(tmp_path / "unet", "unet2d")), "cpu"
+    parameters.makeVariance, parameters.denoisedVolume = False, chosen
+    widget.onApply()
+    scene.RemoveNode(chosen)
+    _pump(widget, _idle)
+    assert widget.logic.runner.state is module.State.DONE, widget.ui.statusLabel.text
+    assert parameters.denoisedVolume.GetName() == "SPECT denoised" and parameters.denoisedVolume.GetScene() is scene
+    assert widget.ui.applyButton.text == "Apply" and widget.ui.applyButton.enabled

@@ -165,6 +165,31 @@ def test_start_while_running_is_refused_and_a_new_run_may_follow_a_failure(scene
     runner.wait(5)
 
 
+
+class _ImportBreaks:
+    """A job of one quick step whose import adds a node, then raises as Slicer's ``arrayFromVolume`` does for a
+    node it cannot read (RuntimeError, R:util.py)."""
+
+    def write_inputs(self, folder: Path) -> list:
+        from SPECTDenoiseLogic.runner import Step
+
+        return [Step(["-c", "pass"], "Quick step…")]
+
+    def import_outputs(self, scene, folder: Path):
+        scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "half imported")
+        raise RuntimeError("Unsupported volume type")
+
+
+def test_an_import_that_breaks_unexpectedly_fails_the_run_and_adds_nothing(scene):
+    """Any error while importing ends the run as failed (not stuck in 'importing', where Cancel does nothing and
+    Apply never comes back) and removes what the import had added."""
+    runner = BackgroundRunner(scene, sys.executable)
+    nodes = scene.GetNumberOfNodes()
+    runner.start(_ImportBreaks())
+    events = runner.wait(30)
+    assert runner.state is State.FAILED and "Unsupported volume type" in events[-1].message
+    assert scene.GetNumberOfNodes() == nodes and runner.folder is None
+
 def _full_count_node(scene, shape=(24, 32, 32)):
     """A full-count phantom: a hot sphere (400) in a warm cylinder (40), air outside; 4 mm voxels."""
     z, y, x = np.indices(shape)

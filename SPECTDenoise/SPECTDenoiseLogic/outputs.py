@@ -36,8 +36,9 @@ def get_or_create_output(
     scene: slicer.vtkMRMLScene, input_node: slicer.vtkMRMLScalarVolumeNode, kind: str,
     node: slicer.vtkMRMLScalarVolumeNode | None = None,
 ) -> slicer.vtkMRMLScalarVolumeNode:
-    """Return ``node`` or a new scalar volume node named after the input, under the input's parent transform."""
-    if node is None:
+    """Return ``node`` or, when it is None or has left ``scene`` (deleted while the run went on), a new scalar volume
+    node named after the input; either under the input's parent transform."""
+    if node is None or node.GetScene() is not scene:
         node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", output_name(input_node.GetName(), kind))
     node.SetAndObserveTransformNodeID(input_node.GetTransformNodeID())
     return node

@@ -194,12 +194,13 @@ class BackgroundRunner:
         return events
 
     def _import(self) -> list[RunEvent]:
-        """Let the job import its outputs; when that fails, remove every node it added, so a run adds all or nothing."""
+        """Let the job import its outputs; when that fails, remove every node it added, so a run adds all or nothing.
+        Any error fails the run: one left in 'importing' could be neither cancelled nor followed by another."""
         self._set(State.IMPORTING)
         before = {node.GetID() for node in self.scene.GetNodes()}
         try:
             self.outputs, note = self.job.import_outputs(self.scene, self._folder)
-        except (SPECTDenoiseError, OSError) as error:
+        except Exception as error:  # noqa: BLE001 - also slicer.util's RuntimeError and MRML surprises
             for node in [node for node in self.scene.GetNodes() if node.GetID() not in before]:
                 if node.GetScene() is not None:  # a display node goes with its volume
                     self.scene.RemoveNode(node)
