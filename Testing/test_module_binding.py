@@ -87,3 +87,18 @@ def test_connect_gui_writes_values_to_the_widgets_and_reads_them_back(module):
     ui.stepsSpinBox.valueChanged.emit(12)
     assert parameters.steps == 12
     parameters.disconnectGui(tag)
+
+
+def test_volume_selectors_offer_plain_scalar_volumes_only_as_slicers_template_does():
+    """``showChildNodeTypes`` is true by default, so a vtkMRMLScalarVolumeNode selector also lists labelmaps and
+    vector, DWI and tensor volumes (their classes derive from it); Slicer's scripted-module template turns it off
+    (Utilities/Templates/Modules/Scripted/Resources/UI/TemplateKey.ui). A labelmap picked as an output had its voxels
+    overwritten before its labelmap display node refused the scalar display; an RGB volume reached the worker as
+    three channels. The GUI connector sets only ``nodeTypes`` (guiConnectors.py, qMRMLNodeComboBoxToNodeConnector)."""
+    selectors = [element for element in ET.parse(UI_FILE).iter("widget")
+                 if element.get("class") == "qMRMLNodeComboBox"
+                 and element.find("property[@name='nodeTypes']/stringlist/string").text == "vtkMRMLScalarVolumeNode"]
+    assert len(selectors) == 6
+    for element in selectors:
+        shown = element.find("property[@name='showChildNodeTypes']/bool")
+        assert shown is not None and shown.text == "false", element.get("name")
