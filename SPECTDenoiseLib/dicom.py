@@ -169,6 +169,13 @@ def value_mapping(dataset: Dataset, where: Path) -> tuple[float, float]:
     return mapping[:2] if mapping is not None else _rescale(dataset, where)
 
 
+def value_units(dataset: Dataset, where: str | os.PathLike = "the DICOM input") -> str | None:
+    """The units of the values read from ``dataset`` (read from ``where``): its NM Real World Value Mapping's
+    (BQML or CNTS, see :func:`_real_world`), else its Units attribute; None when neither states them."""
+    mapping = _real_world(dataset, Path(where))
+    return mapping[2] if mapping is not None else (str(dataset.get("Units") or "") or None)
+
+
 def _real_world(dataset: Dataset, where: Path) -> tuple[float, float, str] | None:
     """The linear Real World Value Mapping of an NM file in Bq/ml (preferred) or {counts}, as (slope, intercept,
     BQML or CNTS); None for other modalities, other units (an SUV in g/ml) or none.
@@ -499,9 +506,9 @@ def read_dicom_tags(path: str | os.PathLike, series_uid: str | None = None) -> d
         first = _select_series(path, series_uid)[0]
         header = first.header
         tags = {k: _plain(header.get(k)) for k in TAG_KEYWORDS if header.get(k) not in (None, "")}
-        mapping = _real_world(header, first.path)
-        if mapping is not None:  # the values read are in the mapping's units, whatever Units says
-            tags["Units"] = mapping[2]
+        units = value_units(header, first.path)
+        if units is not None:
+            tags["Units"] = units
         info = _first_item(header, "RadiopharmaceuticalInformationSequence")
         if info is not None:
             tags.update({k: _plain(info.get(k)) for k in RADIOPHARMACEUTICAL_KEYWORDS if info.get(k) not in (None, "")})

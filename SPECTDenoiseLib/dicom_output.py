@@ -39,7 +39,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from . import __version__
-from .dicom import _select_series, quantise, set_pixels
+from .dicom import _items, _plane, _select_series, quantise, set_pixels, value_units
 from .errors import OutputError
 from .io import VOLUME_SUFFIXES, _current_umask, is_dicom_file, partial_folder, remove_volume, write_volume
 
@@ -162,7 +162,7 @@ def _templates(source: Path, image: sitk.Image) -> list[Dataset]:
         ordered = [header]
     else:
         normal = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)[:, 2]
-        positions = [np.asarray([float(v) for v in f.header.ImagePositionPatient]) for f in files]
+        positions = [np.asarray([float(v) for v in _plane(f.header, "ImagePositionPatient")]) for f in files]
         order = np.argsort([position @ normal for position in positions])
         ordered = [files[i].header for i in order]
         matches = len(files) == size[2] and np.allclose(positions[order[0]], image.GetOrigin(), atol=1e-3)
@@ -175,7 +175,7 @@ def _templates(source: Path, image: sitk.Image) -> list[Dataset]:
 def _series_attributes(template: Dataset, kind: str, model: str) -> dict:
     """Attributes shared by every file of the new series."""
     number = int(template.get("SeriesNumber") or 0)
-    units = str(template.get("Units", "") or "")
+    units = value_units(template) or ""
     label = Path(model).name if Path(model).is_dir() else model  # a local model folder: its name, not its path
     description = f"{kind} ({label})" if kind != "variance" or not units else f"variance ({label}; {units}^2)"
     now = datetime.datetime.now()
@@ -219,6 +219,8 @@ def _derived(header: Dataset, values: np.ndarray, series: dict) -> Dataset:
     dataset.ReferencedSeriesSequence = [referenced]
     stored, slope = quantise(values)
     set_pixels(dataset, stored, slope)
+    if "SliceVector" in dataset:  # the reader put the frames in slice order
+        dataset.SliceVector = list(range(1, len(_items(dataset.SliceVector)) + 1))
     dataset.SOPInstanceUID = generate_uid()
     dataset.file_meta = FileMetaDataset()
     dataset.file_meta.MediaStorageSOPClassUID = dataset.SOPClassUID

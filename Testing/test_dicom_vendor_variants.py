@@ -15,8 +15,9 @@ from pydicom.pixels import get_decoder
 from pydicom.uid import ExplicitVRLittleEndian, JPEGLSLossless, RLELossless, generate_uid
 
 from SPECTDenoiseLib.dicom import read_dicom_tags
+from SPECTDenoiseLib.dicom_output import write_derived_series
 from SPECTDenoiseLib.errors import InputError
-from SPECTDenoiseLib.io import image_to_array, read_volume
+from SPECTDenoiseLib.io import image_to_array, read_volume, same_geometry
 from SPECTDenoiseLib.projections import read_nm_projections
 
 SLICES, ROWS, COLUMNS = 6, 5, 4
@@ -205,10 +206,7 @@ def test_spect_exported_as_pt_reads_with_per_slice_rescale(tmp_path):
 
 def test_single_frame_nm_slices_take_their_plane_from_the_detector_item(tmp_path):
     # one NM RECON TOMO file per slice, as some workstations export: each slice's position in its detector item
-    for index in range(SLICES):
-        ds = nm_recon(stored_values()[index:index + 1], NumberOfSlices=1, SliceVector=[1])
-        ds.DetectorInformationSequence[0].ImagePositionPatient = [ORIGIN[0], ORIGIN[1], ORIGIN[2] + 4.42 * index]
-        save(ds, tmp_path / "nm" / f"{SLICES - index}.dcm")
+    single_frame_nm_series(tmp_path / "nm")
     image = read_volume(tmp_path / "nm")
     np.testing.assert_array_equal(image_to_array(image), stored_values())
     np.testing.assert_allclose(voxel_centre(image, (0, 0, SLICES - 1)), np.add(ORIGIN, (0, 0, 4.42 * (SLICES - 1))))
@@ -279,3 +277,33 @@ def test_compressed_projections_without_a_decoder_are_one_sentence(tmp_path):
     ds = jpeg_ls(pydicom.dcmread(tmp_path / "gated.dcm"))
     with pytest.raises(InputError, match="no decoder is installed"):
         read_nm_projections(save(ds, tmp_path / "jls.dcm"))
+
+
+def single_frame_nm_series(folder: Path) -> None:
+    """One NM RECON TOMO file per slice, each slice's position in its detector item."""
+    for index in range(SLICES):
+        ds = nm_recon(stored_values()[index:index + 1], NumberOfSlices=1, SliceVector=[1])
+        ds.DetectorInformationSequence[0].ImagePositionPatient = [ORIGIN[0], ORIGIN[1], ORIGIN[2] + 4.42 * index]
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        save(ds, folder / f"{SLICES - index}.dcm")
+
+
+VARIANT_INPUTS = {
+    "xSPECT Bq/ml mapping": lambda folder: save(nm_recon(
+        RealWorldValueMappingSequence=[mapping("Bq/ml", 0.37)]), folder / "nm.dcm"),
+    "reversed SliceVector": lambda folder: save(nm_recon(
+        stored_values()[::-1].copy(), SliceVector=list(range(SLICES, 0, -1))), folder / "nm.dcm"),
+    "single-frame NM slices": single_frame_nm_series,
+}
+
+
+@pytest.mark.parametrize("variant", VARIANT_INPUTS)
+def test_derived_dicom_series_of_a_variant_reads_back_as_written(tmp_path, variant):
+    VARIANT_INPUTS[variant](tmp_path / "input")
+    image = read_volume(tmp_path / "input")
+    write_derived_series(image, tmp_path / "output", tmp_path / "input", kind="denoised", model="test-model")
+    back = read_volume(tmp_path / "output")
+    assert same_geometry(back, image, tolerance=1e-4)
+    values = image_to_array(image)
+    np.testing.assert_allclose(image_to_array(back), values, atol=values.max() / 65535)  # half a 16-bit step
+    assert read_dicom_tags(tmp_path / "output").get("Units") == read_dicom_tags(tmp_path / "input").get("Units")
