@@ -205,6 +205,32 @@ def test_roi_table_reports_known_sphere_values_suv_and_percent_vs_reference(scen
     assert by_volume["reference"].mean_vs_reference_percent == pytest.approx(0.0)
 
 
+
+def test_a_volume_moved_by_another_transform_is_not_measured_as_if_it_were_in_place(scene):
+    """A full-count scan registered in Slicer sits under a transform: on its own grid it equals the low-count one,
+    but in the world it lies elsewhere. Measuring both through the same voxel masks would compare different places
+    (the regions are taken on the first volume's world grid), so it is refused in one sentence; under the same
+    transform as the first volume it is measured."""
+    import vtk
+
+    phantom, _ = _sphere_phantom()
+    low = _axis_aligned_node(scene, phantom * 0.8, "low")
+    reference = _axis_aligned_node(scene, phantom, "full")
+    moved = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "registration")
+    shift = vtk.vtkMatrix4x4()
+    shift.SetElement(0, 3, 20.0)
+    moved.SetMatrixTransformToParent(shift)
+    reference.SetAndObserveTransformNodeID(moved.GetID())
+    box = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "sphere core")
+    box.SetCenterWorld(32.0, 32.0, 32.0)
+    box.SetSizeWorld(12.0, 12.0, 12.0)
+    with pytest.raises(InputError, match="'full' .*transform"):
+        comparison.compare_volume_nodes({"low-count": low, "reference": reference}, box, reference="reference")
+    low.SetAndObserveTransformNodeID(moved.GetID())
+    box.SetCenterWorld(52.0, 32.0, 32.0)
+    rows = comparison.compare_volume_nodes({"low-count": low, "reference": reference}, box, reference="reference")
+    assert rows[0].mean_vs_reference_percent == pytest.approx(-20.0)
+
 def test_roi_table_fills_a_table_node_and_exports_csv(scene, tmp_path):
     phantom, sphere = _sphere_phantom()
     node = _axis_aligned_node(scene, phantom, "full")

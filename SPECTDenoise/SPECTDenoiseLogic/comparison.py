@@ -23,7 +23,7 @@ from SPECTDenoiseLib.io import atomic_output, image_to_array, same_geometry
 from SPECTDenoiseLib.metrics import region_statistics
 from SPECTDenoiseLib.suv import SUVParameters, suv_factor, suv_parameters_from_dicom
 
-from .roi import Region, regions_from_node
+from .roi import Region, ijk_to_world, regions_from_node
 from .volumes import node_to_image
 
 # (column title, unit label) in table order; the first two columns are text.
@@ -132,16 +132,22 @@ def compare_volume_nodes(
     """Measure the regions of a markups ROI or segmentation in volume nodes that share one voxel grid.
 
     ``volumes`` maps a label ("low-count", "denoised", "reference") to a node; the regions are taken on the
-    first volume's grid. Raises InputError when a volume has another grid (resample it first).
+    first volume's grid in the world. Raises InputError when a volume has another grid (resample it first) or is
+    placed elsewhere in the world by its parent transforms (a registration: harden it and resample).
     """
     if not volumes:
         raise InputError("Choose at least one volume to measure.")
     images = {label: node_to_image(node) for label, node in volumes.items()}
     first_label, first = next(iter(images.items()))
+    first_to_world = ijk_to_world(volumes[first_label])
     for label, image in images.items():
+        name, first_name = volumes[label].GetName(), volumes[first_label].GetName()
         if not same_geometry(image, first):
-            raise InputError(f"Volume '{volumes[label].GetName()}' is not on the voxel grid of "
-                             f"'{volumes[first_label].GetName()}'; resample it onto that volume first.")
+            raise InputError(f"Volume '{name}' is not on the voxel grid of '{first_name}'; resample it onto that "
+                             "volume first.")
+        if not np.allclose(ijk_to_world(volumes[label]), first_to_world, atol=1e-4):
+            raise InputError(f"Volume '{name}' is placed elsewhere than '{first_name}' by its transform; harden the "
+                             "transform and resample it onto that volume first.")
     regions = regions_from_node(region_node, volumes[first_label])
     spacing_zyx = tuple(reversed(first.GetSpacing()))
     arrays = {label: image_to_array(image) for label, image in images.items()}

@@ -24,20 +24,26 @@ class Region:
     mask: np.ndarray
 
 
-def voxel_centres_world(volume: slicer.vtkMRMLScalarVolumeNode) -> np.ndarray:
-    """Return the world (RAS, mm) position of every voxel centre of ``volume`` as an array [z, y, x, 3].
-
-    A linear parent transform of the volume is applied; a non-linear one raises InputError.
-    """
+def ijk_to_world(volume: slicer.vtkMRMLScalarVolumeNode) -> np.ndarray:
+    """Return the 4×4 matrix from the voxel indices (i, j, k) of ``volume`` to world RAS (mm), its linear parent
+    transforms applied; a non-linear one raises InputError."""
     if volume.GetParentTransformNode() is not None and not volume.GetParentTransformNode().IsTransformToWorldLinear():
         raise InputError(f"Volume '{volume.GetName()}' is under a non-linear transform; harden it first.")
     ijk_to_ras = vtk.vtkMatrix4x4()
     volume.GetIJKToRASMatrix(ijk_to_ras)
     to_world = vtk.vtkMatrix4x4()
     slicer.vtkMRMLTransformNode.GetMatrixTransformBetweenNodes(volume.GetParentTransformNode(), None, to_world)
-    matrix = np.array([[to_world.GetElement(r, c) for c in range(4)] for r in range(4)]) @ np.array(
+    return np.array([[to_world.GetElement(r, c) for c in range(4)] for r in range(4)]) @ np.array(
         [[ijk_to_ras.GetElement(r, c) for c in range(4)] for r in range(4)]
     )
+
+
+def voxel_centres_world(volume: slicer.vtkMRMLScalarVolumeNode) -> np.ndarray:
+    """Return the world (RAS, mm) position of every voxel centre of ``volume`` as an array [z, y, x, 3].
+
+    A linear parent transform of the volume is applied; a non-linear one raises InputError.
+    """
+    matrix = ijk_to_world(volume)
     i, j, k = volume.GetImageData().GetDimensions()
     kk, jj, ii = np.meshgrid(np.arange(k), np.arange(j), np.arange(i), indexing="ij")
     ijk = np.stack([ii, jj, kk], axis=-1).astype(np.float64)
