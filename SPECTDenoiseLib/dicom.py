@@ -92,7 +92,9 @@ def _scan(path: Path) -> dict[str, list[_SeriesFile]]:
 def _select_series(path: Path, series_uid: str | None) -> list[_SeriesFile]:
     series = _scan(path)
     if not series:
-        raise InputError(f"'{path}' holds no readable DICOM image files.")
+        below = " (sub-folders are not searched: give the folder of one series)" if path.is_dir() and any(
+            entry.is_dir() for entry in path.iterdir()) else ""
+        raise InputError(f"'{path}' holds no readable DICOM image files{below}.")
     if series_uid is not None:
         if series_uid not in series:
             raise InputError(f"'{path}' holds no DICOM series with SeriesInstanceUID {series_uid}.")
@@ -103,7 +105,7 @@ def _select_series(path: Path, series_uid: str | None) -> list[_SeriesFile]:
             f"'{files[0].header.get('SeriesDescription', '')}', {len(files)} files)"
             for uid, files in series.items()
         )
-        raise InputError(f"'{path}' holds {len(series)} DICOM series; keep one series per folder or choose one: {listing}.")
+        raise InputError(f"'{path}' holds {len(series)} DICOM series; only one can be read, so keep one series per folder: {listing}.")
     return next(iter(series.values()))
 
 
@@ -278,15 +280,16 @@ def _check_reconstructed(dataset: Dataset, where: Path) -> None:
     image_type = [str(v).upper() for v in _items(dataset.get("ImageType") or [])]
     if dataset.get("Modality") == "NM" and not any("RECON" in v for v in image_type):
         raise InputError(
-            f"DICOM file '{where}' holds NM {' '.join(image_type[2:3]) or 'planar'} frames (projections or planar "
-            "images), not a reconstructed tomographic volume; reconstruct it first."
+            f"DICOM file '{where}' is NM of ImageType {_shown(image_type or '')}, without RECON TOMO: projections "
+            "or planar images, not a reconstructed tomographic volume; reconstruct it first."
         )
 
 
 def _slice_spacing(positions: np.ndarray, normal: np.ndarray, where: Path) -> float:
     distances = np.diff(positions @ normal)
     if np.any(distances <= 0):
-        raise InputError(f"DICOM series '{where}' has two slices at the same position; it is not one volume.")
+        raise InputError(f"DICOM series '{where}' has two slices at the same position (dynamic or gated frames, "
+                         "or two acquisitions in one series?); only a single volume can be read.")
     spacing = float(np.mean(distances))
     if np.max(np.abs(distances - spacing)) > SLICE_SPACING_TOLERANCE * spacing:
         raise InputError(f"DICOM series '{where}' has unevenly spaced slices (missing slices?); it cannot be read as one volume.")
@@ -340,7 +343,12 @@ def _read_multi_frame(path: Path) -> sitk.Image:
     pixels = pixels[_slice_order(dataset, frames, path)]
     direction = _orientation(_plane(dataset, "ImageOrientationPatient"), path)
     origin = _floats(_plane(dataset, "ImagePositionPatient"), 3, "ImagePositionPatient", path)
-    step = _number(dataset, "SpacingBetweenSlices", path, 0.0) or _number(dataset, "SliceThickness", path, 0.0)
+    step = _number(dataset, "SpacingBetweenSlices", path, 0.0)
+    if step == 0:  # a thickness has no sign: only SpacingBetweenSlices says which way the slices run
+        step = _number(dataset, "SliceThickness", path, 0.0)
+        if step < 0:
+            raise InputError(f"DICOM file '{path}' has a negative SliceThickness ({step:g}) and no "
+                             "SpacingBetweenSlices; the direction in which its slices run is unknown.")
     if step == 0:
         raise InputError(f"DICOM file '{path}' has neither SpacingBetweenSlices nor SliceThickness; slice spacing is unknown.")
     if not _spacings_sound(np.array([abs(step)])):
@@ -438,7 +446,8 @@ def read_dicom_series(path: str | os.PathLike, series_uid: str | None = None) ->
         if _frame_count(files[0].header, files[0].path) > 1:
             if len(files) > 1:
                 raise InputError(
-                    f"DICOM series in '{path}' has {len(files)} multi-frame files (gated or dynamic data?); "
+                    f"DICOM series in '{path}' has {len(files)} multi-frame files (energy windows, gated or dynamic "
+                    "data?); "
                     "only one volume per series can be read."
                 )
             return _read_multi_frame(files[0].path)

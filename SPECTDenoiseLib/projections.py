@@ -115,7 +115,7 @@ def read_nm_projections(path: str | os.PathLike, energy_window: int | None = Non
     """
     import pydicom
 
-    from .dicom import decode_pixels, value_mapping
+    from .dicom import _floats, decode_pixels, value_mapping
 
     path = Path(path)
     try:
@@ -187,10 +187,7 @@ def read_nm_projections(path: str | os.PathLike, energy_window: int | None = Non
         if radii:
             break
 
-    spacing = dataset.get("PixelSpacing")
-    if spacing is None:
-        raise InputError(f"Input '{path}' has no Pixel Spacing, so the projection geometry is unknown.")
-    row_mm, column_mm = (float(v) for v in spacing)
+    row_mm, column_mm = _floats(dataset.get("PixelSpacing"), 2, "PixelSpacing", path, spacing=True)
     columns = pixels.shape[2]
     orbit_assumed = not radii
     orbit = 0.5 * columns * column_mm if orbit_assumed else float(np.mean(radii))

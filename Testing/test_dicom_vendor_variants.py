@@ -307,3 +307,54 @@ def test_derived_dicom_series_of_a_variant_reads_back_as_written(tmp_path, varia
     values = image_to_array(image)
     np.testing.assert_allclose(image_to_array(back), values, atol=values.max() / 65535)  # half a 16-bit step
     assert read_dicom_tags(tmp_path / "output").get("Units") == read_dicom_tags(tmp_path / "input").get("Units")
+
+
+def test_negative_slice_thickness_without_spacing_is_refused(tmp_path):
+    ds = nm_recon(SliceThickness=-4.42)
+    del ds.SpacingBetweenSlices
+    with pytest.raises(InputError, match="negative SliceThickness"):
+        read_volume(save(ds, tmp_path / "nm.dcm"))
+
+
+def test_slice_thickness_stands_in_for_a_missing_spacing(tmp_path):
+    ds = nm_recon(spacing=3.3)
+    del ds.SpacingBetweenSlices
+    assert read_volume(save(ds, tmp_path / "nm.dcm")).GetSpacing()[2] == pytest.approx(3.3)
+
+
+def test_nm_without_a_reconstruction_image_type_names_its_image_type(tmp_path):
+    ds = nm_recon(ImageType=["DERIVED", "SECONDARY"])
+    with pytest.raises(InputError, match=r"ImageType DERIVED\\SECONDARY, without RECON TOMO"):
+        read_volume(save(ds, tmp_path / "nm.dcm"))
+
+
+def test_folder_of_series_folders_says_sub_folders_are_not_searched(tmp_path):
+    save(nm_recon(), tmp_path / "study" / "series1" / "nm.dcm")
+    with pytest.raises(InputError, match="sub-folders are not searched"):
+        read_volume(tmp_path / "study")
+
+
+def test_two_energy_window_series_in_one_folder_are_listed(tmp_path):
+    for window, uid in (("EM", "1.2.3.4.5.1"), ("SC", "1.2.3.4.5.2")):
+        save(nm_recon(SeriesInstanceUID=uid, SeriesDescription=f"SPECT {window}"), tmp_path / f"{window}.dcm")
+    with pytest.raises(InputError, match="2 DICOM series; only one can be read.*SPECT EM.*SPECT SC"):
+        read_volume(tmp_path)
+
+
+def test_dynamic_pt_frames_at_one_position_are_refused(tmp_path):
+    pt_slices(tmp_path / "frame1", [1.0] * SLICES)
+    pt_slices(tmp_path / "frame2", [1.0] * SLICES)
+    for path in (tmp_path / "frame2").iterdir():
+        ds = pydicom.dcmread(path)
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        save(ds, tmp_path / "frame1" / f"2-{path.name}")
+    with pytest.raises(InputError, match="same position .dynamic or gated frames"):
+        read_volume(tmp_path / "frame1")
+
+
+def test_projections_with_a_broken_pixel_spacing_are_one_sentence(tmp_path):
+    gated_projections(tmp_path / "gated.dcm")
+    ds = pydicom.dcmread(tmp_path / "gated.dcm")
+    ds.PixelSpacing = [0.0, 4.42]
+    with pytest.raises(InputError, match="PixelSpacing"):
+        read_nm_projections(save(ds, tmp_path / "zero.dcm"))
