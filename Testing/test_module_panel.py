@@ -578,3 +578,24 @@ def test_an_output_deleted_during_the_run_is_made_again_and_the_panel_stays_usab
     assert widget.logic.runner.state is module.State.DONE, widget.ui.statusLabel.text
     assert parameters.denoisedVolume.GetName() == "SPECT denoised" and parameters.denoisedVolume.GetScene() is scene
     assert widget.ui.applyButton.text == "Apply" and widget.ui.applyButton.enabled
+
+
+def test_a_ct_registered_by_a_transform_is_refused_in_one_sentence_before_anything_runs(application, scene):
+    """The background commands get the CT without its Slicer transform and match it to the SPECT by position, so a
+    CT moved by a registration transform would be used where it was before registration."""
+    import vtk
+
+    module, make_widget = application
+    _spect_node(scene)
+    ct = _spect_node(scene, "CT")
+    registration = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "registration")
+    shift = vtk.vtkMatrix4x4()
+    shift.SetElement(1, 3, 15.0)
+    registration.SetMatrixTransformToParent(shift)
+    ct.SetAndObserveTransformNodeID(registration.GetID())
+    widget = make_widget()
+    widget._parameterNode.ctVolume = ct
+    for start in (widget.onApply, widget.onTeaching):
+        start()
+        assert widget.ui.statusLabel.text.startswith("'CT' is placed relative to 'SPECT' by a transform")
+        assert widget.logic.runner.state is module.State.IDLE

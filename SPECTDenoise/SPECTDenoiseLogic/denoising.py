@@ -17,7 +17,7 @@ from SPECTDenoiseLib.worker import Request
 
 from .outputs import KINDS, finish_output, get_or_create_output
 from .runner import Step
-from .volumes import read_node, write_node
+from .volumes import read_node, require_same_frame, write_node
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +70,9 @@ class DenoiseRequest:
 
     def __post_init__(self) -> None:
         """Raise ValueError for an unknown output kind, InputError for an output node that is an input or another
-        output's (Slicer's output selectors offer every scalar volume; the input would be overwritten)."""
+        output's (Slicer's output selectors offer every scalar volume; the input would be overwritten) or for a CT
+        placed by another transform than the input (:func:`~SPECTDenoiseLogic.volumes.require_same_frame`)."""
+        require_same_frame(self.input_node, self.ct_node)
         unknown = set(self.outputs) - set(KINDS)
         if unknown:
             raise ValueError(f"unknown output kinds {sorted(unknown)}")

@@ -19,7 +19,7 @@ from SPECTDenoiseLib.errors import InputError
 from .denoising import ModelOptions, worker_step
 from .outputs import finish_output, output_name
 from .runner import Step
-from .volumes import read_node, write_node
+from .volumes import read_node, require_same_frame, write_node
 
 LAYOUT_ID = 5301  # custom layout numbers start here, outside Slicer's built-in ones
 VIEW_PREFIX = "Teaching"
@@ -64,6 +64,10 @@ class LowCountRequest:
     ct_node: slicer.vtkMRMLScalarVolumeNode | None = None
     seed: int = 0
     denoise: ModelOptions | None = None
+
+    def __post_init__(self) -> None:
+        """Raise InputError for a CT placed by another transform than the full-count volume."""
+        require_same_frame(self.full_node, self.ct_node)
 
     def write_inputs(self, folder: Path) -> list[Step]:
         """Write the full-count volume (and CT) into ``folder``; one ``simulate`` step per fraction, then (with

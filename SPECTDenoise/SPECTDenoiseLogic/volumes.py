@@ -34,6 +34,23 @@ def node_to_image(node: slicer.vtkMRMLScalarVolumeNode) -> sitk.Image:
     return image
 
 
+
+def require_same_frame(node: slicer.vtkMRMLScalarVolumeNode, companion: slicer.vtkMRMLScalarVolumeNode | None) -> None:
+    """Raise InputError when ``companion`` (a CT) is placed relative to ``node`` by other parent transforms.
+
+    The background commands get both in their own frames (:func:`node_to_image` leaves transforms out) and match
+    them by physical position, which is right only when the transforms between the two frames are none.
+    """
+    if companion is None:
+        return
+    between = vtk.vtkMatrix4x4()
+    linear = slicer.vtkMRMLTransformNode.GetMatrixTransformBetweenNodes(
+        companion.GetParentTransformNode(), node.GetParentTransformNode(), between)
+    identity = np.array([[between.GetElement(r, c) for c in range(4)] for r in range(4)])
+    if not linear or not np.allclose(identity, np.eye(4), atol=1e-6):
+        raise InputError(f"'{companion.GetName()}' is placed relative to '{node.GetName()}' by a transform; harden "
+                         "the transforms (or put both under the same one) first.")
+
 def image_to_node(image: sitk.Image, node: slicer.vtkMRMLScalarVolumeNode) -> slicer.vtkMRMLScalarVolumeNode:
     """Fill ``node`` with the voxels ([z, y, x], float32) and the LPS geometry of ``image`` (set as RAS)."""
     direction = LPS_TO_RAS @ np.array(image.GetDirection()).reshape(3, 3)
