@@ -179,8 +179,9 @@ def value_units(dataset: Dataset, where: str | os.PathLike = "the DICOM input") 
 
 
 def _real_world(dataset: Dataset, where: Path) -> tuple[float, float, str] | None:
-    """The linear Real World Value Mapping of an NM file in Bq/ml (preferred) or {counts}, as (slope, intercept,
-    BQML or CNTS); None for other modalities, other units (an SUV in g/ml) or none.
+    """The linear Real World Value Mapping of an NM file in Bq/ml or {counts}, as (slope, intercept, BQML or
+    CNTS); None for other modalities, other units (an SUV in g/ml), none, or a mapping to counts in a file whose
+    RescaleSlope/Intercept already give Bq/ml (Units BQML): Bq/ml is preferred either way.
 
     The NM IOD has no Modality LUT (PS3.3 A.5.3), so NM vendors state the scale of the stored values in the Real
     World Value Mapping Sequence (PS3.3 C.7.6.16.2.11) instead: Hermes maps 16-bit values to {counts} there
@@ -193,14 +194,19 @@ def _real_world(dataset: Dataset, where: Path) -> tuple[float, float, str] | Non
     for item in dataset.get("RealWorldValueMappingSequence") or []:
         code = _first_item(item, "MeasurementUnitsCodeSequence")
         unit = REAL_WORLD_UNITS.get(str(code.get("CodeValue", "")).strip() if code is not None else "")
-        if unit is not None and item.get("RealWorldValueSlope") is not None:
+        if unit is not None and item.get("RealWorldValueSlope") is None:
+            raise InputError(f"DICOM file '{where}' maps its values to {unit} through a lookup table (Real World "
+                             "Value Mapping Sequence), which is not supported; export it with a linear scale.")
+        if unit is not None:
             found = (_number(item, "RealWorldValueSlope", where, 1.0), _number(item, "RealWorldValueIntercept", where, 0.0))
             if mappings.get(unit, found) != found:
                 raise InputError(f"DICOM file '{where}' maps its values to {unit} in two different ways (Real World "
                                  "Value Mapping Sequence); which one holds is unknown.")
             mappings[unit] = found
     unit = next((u for u in ("BQML", "CNTS") if u in mappings), None)
-    return None if unit is None else (*mappings[unit], unit)
+    if unit is None or (unit == "CNTS" and str(dataset.get("Units", "")).upper() == "BQML"):
+        return None
+    return (*mappings[unit], unit)
 
 
 def _first_item(dataset: Dataset, sequence: str) -> Dataset | None:
@@ -307,7 +313,8 @@ def _read_single_frames(files: list[_SeriesFile], where: Path) -> sitk.Image:
     order = np.argsort(positions @ direction[:, 2])
     files, positions = [files[i] for i in order], positions[order]
     if len(files) < 2:
-        raise InputError(f"DICOM series '{where}' has a single 2D slice; a 3D volume is needed.")
+        raise InputError(f"DICOM series '{where}' has a single 2D slice; a 3D volume is needed (give the folder "
+                         "holding all slices of the series).")
     spacing_z = _slice_spacing(positions, direction[:, 2], where)
     pixel_spacing = _floats(first.get("PixelSpacing"), 2, "PixelSpacing", files[0].path, spacing=True)
     slices = []

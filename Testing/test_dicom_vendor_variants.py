@@ -163,10 +163,25 @@ def test_xspect_quant_bq_per_ml_mapping_scales_the_values_and_names_the_units(tm
 
 
 def test_hermes_counts_mapping_scales_the_values(tmp_path):
-    ds = nm_recon(RealWorldValueMappingSequence=[mapping("{counts}", 0.01)], Units="BQML")
+    ds = nm_recon(RealWorldValueMappingSequence=[mapping("{counts}", 0.01)])
     path = save(ds, tmp_path / "hermes.dcm")
     np.testing.assert_allclose(image_to_array(read_volume(path)), stored_values() * 0.01, rtol=1e-6)
     assert read_dicom_tags(path)["Units"] == "CNTS"
+
+
+def test_rescale_to_bq_per_ml_is_preferred_to_a_counts_mapping(tmp_path):
+    ds = nm_recon(RealWorldValueMappingSequence=[mapping("{counts}", 1.0)], RescaleSlope=0.25, Units="BQML")
+    path = save(ds, tmp_path / "nm.dcm")
+    np.testing.assert_allclose(image_to_array(read_volume(path)), stored_values() * 0.25, rtol=1e-6)
+    assert read_dicom_tags(path)["Units"] == "BQML"
+
+
+def test_lookup_table_mapping_to_bq_per_ml_is_refused(tmp_path):
+    item = mapping("Bq/ml", 1.0)
+    del item.RealWorldValueSlope, item.RealWorldValueIntercept
+    item.RealWorldValueLastValueMapped, item.RealWorldValueLUTData = 255, [0.5] * 256
+    with pytest.raises(InputError, match="lookup table"):
+        read_volume(save(nm_recon(RealWorldValueMappingSequence=[item]), tmp_path / "nm.dcm"))
 
 
 def test_mapping_to_other_units_is_not_applied(tmp_path):
@@ -307,6 +322,12 @@ def test_derived_dicom_series_of_a_variant_reads_back_as_written(tmp_path, varia
     values = image_to_array(image)
     np.testing.assert_allclose(image_to_array(back), values, atol=values.max() / 65535)  # half a 16-bit step
     assert read_dicom_tags(tmp_path / "output").get("Units") == read_dicom_tags(tmp_path / "input").get("Units")
+
+
+def test_one_slice_of_a_pt_series_asks_for_its_folder(tmp_path):
+    pt_slices(tmp_path / "pt", [1.0] * SLICES)
+    with pytest.raises(InputError, match="give the folder"):
+        read_volume(tmp_path / "pt" / "slice0.dcm")
 
 
 def test_negative_slice_thickness_without_spacing_is_refused(tmp_path):
