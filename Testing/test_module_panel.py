@@ -465,13 +465,9 @@ def test_an_output_that_is_an_input_is_refused_in_one_sentence_and_the_input_kep
 def test_closing_the_scene_empties_the_comparison_view_and_disables_export(application, scene):
     """The table view holds no scene (see test_slicer_ui.py), so the panel lets go of the closed scene's table."""
     _, make_widget = application
-    spect = _spect_node(scene)
+    _spect_node(scene)
     widget = make_widget()
-    roi = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "box")
-    roi.SetCenterWorld(*[float(c) for c in np.array(spect.GetOrigin()) + [30.0, 30.0, 12.0]])
-    roi.SetSizeWorld(20.0, 20.0, 10.0)
-    widget._parameterNode.regionNode = roi
-    widget.onCompare()
+    _compare_in_box(widget, scene)
     assert widget.ui.comparisonTableView.tableNode is not None and widget.ui.exportCsvButton.enabled
     scene.Clear(0)
     assert widget.ui.comparisonTableView.tableNode is None and not widget.ui.exportCsvButton.enabled
@@ -510,6 +506,14 @@ def test_the_shipped_diffusion_models_card_line_gives_its_measured_coverage(appl
     assert "Variance measured" not in widget.ui.modelSummaryLabel.text
 
 
+def _compare_in_box(widget, scene) -> None:
+    """Put a 20 × 20 × 10 mm markups ROI over the body of :func:`_spect_node` and press Compute table."""
+    roi = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "box")
+    roi.SetCenterWorld(30.0, 30.0, 12.0)
+    roi.SetSizeWorld(20.0, 20.0, 10.0)
+    widget._parameterNode.regionNode = roi
+    widget.onCompare()
+
 class DICOMDatabase:
     """Stand-in for Slicer's ``ctkDICOMDatabase`` (the C++ class is not in slicer-core): ``fileForInstance`` answers
     the file stored for a SOP instance UID and, as ctkDICOMDatabase.cpp does, an empty string for one it lacks."""
@@ -531,11 +535,7 @@ def test_a_dicom_volume_whose_files_are_gone_is_compared_without_its_tags(applic
     spect.SetAttribute("DICOM.instanceUIDs", "1.2.3 1.2.4")
     slicer.dicomDatabase = DICOMDatabase(stored)
     widget = make_widget()
-    roi = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "box")
-    roi.SetCenterWorld(30.0, 30.0, 12.0)
-    roi.SetSizeWorld(20.0, 20.0, 10.0)
-    widget._parameterNode.regionNode = roi
-    widget.onCompare()
+    _compare_in_box(widget, scene)
     assert widget.ui.statusLabel.text.startswith("SUV columns are empty"), widget.ui.statusLabel.text
     assert widget._parameterNode.comparisonTable.GetNumberOfRows() == 1
 
@@ -553,11 +553,7 @@ def test_the_suv_of_a_dicom_volume_comes_from_the_file_the_database_names(applic
     spect.SetAttribute("DICOM.instanceUIDs", "1.2.3")
     slicer.dicomDatabase = DICOMDatabase({"1.2.3": str(files[0])})
     widget = make_widget()
-    roi = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "box")
-    roi.SetCenterWorld(30.0, 30.0, 12.0)
-    roi.SetSizeWorld(20.0, 20.0, 10.0)
-    widget._parameterNode.regionNode = roi
-    widget.onCompare()
+    _compare_in_box(widget, scene)
     assert widget.ui.statusLabel.text == "Comparison table updated."
     assert np.isfinite(widget.logic.rows[0].suv_mean)
 
