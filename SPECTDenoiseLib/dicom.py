@@ -17,6 +17,7 @@ import contextlib
 import datetime
 import math
 import os
+import struct
 import traceback
 import warnings
 from collections.abc import Iterator, Sequence
@@ -29,7 +30,7 @@ import pydicom
 import SimpleITK as sitk
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.pixels import get_decoder
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import DSfloat
 
 from .errors import InputError, OutputError
@@ -72,15 +73,18 @@ class _SeriesFile:
 
 
 def _scan(path: Path) -> dict[str, list[_SeriesFile]]:
-    """Group the DICOM files at ``path`` (a file or a folder, not recursive) by SeriesInstanceUID."""
-    candidates = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.is_file())
+    """Group the DICOM files at ``path`` (a file or a folder, not recursive) by SeriesInstanceUID. In a folder,
+    files with the DICOM preamble or a .dcm suffix count; a file given by name is read also without the
+    preamble (older exporters write the data set alone)."""
+    named = path.is_file()
+    candidates = [path] if named else sorted(p for p in path.iterdir() if p.is_file())
     series: dict[str, list[_SeriesFile]] = {}
     for candidate in candidates:
-        if not is_dicom_file(candidate) and candidate.suffix.lower() != ".dcm":
+        if not named and not is_dicom_file(candidate) and candidate.suffix.lower() != ".dcm":
             continue
         try:
-            header = pydicom.dcmread(candidate, stop_before_pixels=True)
-        except (pydicom.errors.InvalidDicomError, OSError, ValueError, EOFError):
+            header = pydicom.dcmread(candidate, stop_before_pixels=True, force=named)
+        except (pydicom.errors.InvalidDicomError, OSError, ValueError, EOFError, struct.error):
             continue
         if "Rows" not in header:
             continue
@@ -215,7 +219,12 @@ def _first_item(dataset: Dataset, sequence: str) -> Dataset | None:
 
 
 def _pixels(path: Path) -> np.ndarray:
-    return decode_pixels(pydicom.dcmread(path), path)
+    dataset = pydicom.dcmread(path, force=True)  # a file _scan has accepted
+    if "TransferSyntaxUID" not in dataset.file_meta:  # a data set without File Meta is uncompressed, encoded as read
+        implicit, little = dataset.original_encoding
+        dataset.file_meta.TransferSyntaxUID = (ImplicitVRLittleEndian if implicit else
+                                               ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
+    return decode_pixels(dataset, path)
 
 
 def decode_pixels(dataset: Dataset, where: Path) -> np.ndarray:
@@ -337,8 +346,8 @@ def _frame_item(dataset: Dataset, frame: int, sequence: str) -> Dataset | None:
     return None
 
 
-def _read_multi_frame(path: Path) -> sitk.Image:
-    dataset = pydicom.dcmread(path, stop_before_pixels=True)
+def _read_multi_frame(file: _SeriesFile) -> sitk.Image:
+    path, dataset = file.path, file.header
     frames = _frame_count(dataset, path)
     pixels = _pixels(path).astype(np.float64)
     if pixels.shape[:1] != (frames,) or pixels.ndim != 3:
@@ -457,7 +466,7 @@ def read_dicom_series(path: str | os.PathLike, series_uid: str | None = None) ->
                     "data?); "
                     "only one volume per series can be read."
                 )
-            return _read_multi_frame(files[0].path)
+            return _read_multi_frame(files[0])
         return _read_single_frames(files, path)
 
 

@@ -71,18 +71,23 @@ def read_volume(path: str | os.PathLike) -> sitk.Image:
         raise InputError(f"Input '{path}' does not exist.")
     if path.stat().st_size == 0 and path.is_file():
         raise InputError(f"Input '{path}' is an empty file.")
-    if path.is_dir() or _suffix(path) == ".dcm" or is_dicom_file(path):
-        from .dicom import read_dicom_series
-
-        image = read_dicom_series(path)
-        check_voxel_count(image, f"Input '{path}'")
-    else:
-        reader = sitk.ImageFileReader()
+    dicom = path.is_dir() or _suffix(path) == ".dcm" or is_dicom_file(path)
+    reader = sitk.ImageFileReader()
+    if not dicom:
         reader.SetFileName(str(path))
         try:
             reader.ReadImageInformation()
         except RuntimeError as error:
             raise InputError(f"Input '{path}' is not an image file that can be read ({_first_line(error)}).") from None
+        # a DICOM file without the "DICM" preamble (IM0001, ...), which GDCM knows by its SOP Class UID: NM
+        # geometry, value mapping and the one-volume checks are ours (a NRRD may carry DICOM keys: its suffix says)
+        dicom = _suffix(path) not in VOLUME_SUFFIXES and reader.HasMetaDataKey("0008|0016")
+    if dicom:
+        from .dicom import read_dicom_series
+
+        image = read_dicom_series(path)
+        check_voxel_count(image, f"Input '{path}'")
+    else:
         _check_size(reader.GetSize(), reader.GetNumberOfComponents(), f"Input '{path}'")  # before decoding
         try:
             image = reader.Execute()

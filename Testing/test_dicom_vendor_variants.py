@@ -12,7 +12,14 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.pixels import get_decoder
-from pydicom.uid import ExplicitVRLittleEndian, JPEGLSLossless, RLELossless, generate_uid
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEGLSLossless,
+    RLELossless,
+    generate_uid,
+)
 
 from SPECTDenoiseLib.dicom import read_dicom_tags
 from SPECTDenoiseLib.dicom_output import write_derived_series
@@ -379,3 +386,28 @@ def test_projections_with_a_broken_pixel_spacing_are_one_sentence(tmp_path):
     ds.PixelSpacing = [0.0, 4.42]
     with pytest.raises(InputError, match="PixelSpacing"):
         read_nm_projections(save(ds, tmp_path / "zero.dcm"))
+
+
+def test_file_without_the_preamble_is_read_by_our_reader(tmp_path):
+    # older exporters write the data set alone (no "DICM" preamble) under names like IM0001: GDCM would read this
+    # xSPECT file without its Bq/ml mapping, and a gated one as one tall volume
+    ds = nm_recon(RealWorldValueMappingSequence=[mapping("Bq/ml", 0.37)])
+    del ds.file_meta
+    pydicom.dcmwrite(tmp_path / "IM0001", ds, implicit_vr=True, little_endian=True, enforce_file_format=False)
+    assert (tmp_path / "IM0001").read_bytes()[128:132] != b"DICM"
+    np.testing.assert_allclose(image_to_array(read_volume(tmp_path / "IM0001")), stored_values() * 0.37, rtol=1e-6)
+    gated = nm_recon(stored_values(2 * SLICES), TimeSlotVector=[1] * SLICES + [2] * SLICES,
+                     SliceVector=list(range(1, SLICES + 1)) * 2)
+    del gated.file_meta
+    pydicom.dcmwrite(tmp_path / "IM0002", gated, implicit_vr=True, little_endian=True, enforce_file_format=False)
+    with pytest.raises(InputError, match="2 gated time slots"):
+        read_volume(tmp_path / "IM0002")
+
+
+@pytest.mark.parametrize("syntax", [ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian])
+def test_other_uncompressed_transfer_syntaxes_read_alike(tmp_path, syntax):
+    ds = nm_recon(spacing=-4.42)
+    ds.file_meta.TransferSyntaxUID = syntax
+    image = read_volume(save(ds, tmp_path / "nm.dcm"))
+    np.testing.assert_array_equal(image_to_array(image), stored_values())
+    assert image.GetDirection()[8] == -1.0
