@@ -34,7 +34,7 @@ from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRL
 from pydicom.valuerep import DSfloat
 
 from .errors import InputError, OutputError
-from .io import is_dicom_file
+from .io import VOLUME_SUFFIXES, is_dicom_file
 
 SOP_CLASSES = {
     "NM": "1.2.840.10008.5.1.4.1.1.20",
@@ -544,8 +544,12 @@ def read_dicom_tags(path: str | os.PathLike, series_uid: str | None = None) -> d
 
 
 def dicom_tags_or_empty(path: str | os.PathLike) -> dict[str, Any]:
-    """:func:`read_dicom_tags` of a DICOM file or folder; an empty dict for other formats (NIfTI, NRRD, ...)."""
+    """:func:`read_dicom_tags` of a DICOM file or folder (a file without the preamble too, as
+    :func:`~SPECTDenoiseLib.io.read_volume` reads it); an empty dict for other formats (NIfTI, NRRD, ...)."""
     path = Path(path)
+    if path.is_file() and not is_dicom_file(path) and not path.name.lower().endswith(VOLUME_SUFFIXES):
+        with _reading(path):
+            return read_dicom_tags(path) if _scan(path) else {}
     return read_dicom_tags(path) if path.is_dir() or is_dicom_file(path) else {}
 
 

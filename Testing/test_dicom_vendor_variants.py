@@ -21,7 +21,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from SPECTDenoiseLib.dicom import read_dicom_tags
+from SPECTDenoiseLib.dicom import dicom_tags_or_empty, read_dicom_tags
 from SPECTDenoiseLib.dicom_output import write_derived_series
 from SPECTDenoiseLib.errors import InputError
 from SPECTDenoiseLib.io import image_to_array, read_volume, same_geometry
@@ -396,6 +396,7 @@ def test_file_without_the_preamble_is_read_by_our_reader(tmp_path):
     pydicom.dcmwrite(tmp_path / "IM0001", ds, implicit_vr=True, little_endian=True, enforce_file_format=False)
     assert (tmp_path / "IM0001").read_bytes()[128:132] != b"DICM"
     np.testing.assert_allclose(image_to_array(read_volume(tmp_path / "IM0001")), stored_values() * 0.37, rtol=1e-6)
+    assert dicom_tags_or_empty(tmp_path / "IM0001")["Units"] == "BQML"
     gated = nm_recon(stored_values(2 * SLICES), TimeSlotVector=[1] * SLICES + [2] * SLICES,
                      SliceVector=list(range(1, SLICES + 1)) * 2)
     del gated.file_meta
