@@ -325,7 +325,7 @@ CASES = [
     Case("config-huge-default-samples", _hostile("samples", "diffusion", **_diffusion(default_samples=10**9)),
          ModelError.exit_code, "'default_samples' 1..256"),
     Case("config-unknown-diffusion-key", _hostile("key", "diffusion", **_diffusion(eta=0.5)), ModelError.exit_code,
-         "exactly the keys"),
+         "(and optionally variance_pooling_voxels), no others"),
     Case("weights-int32", _hostile("int32", weights=_as_int32), ModelError.exit_code, "is I32, the network needs F32"),
     Case("weights-header-length-huge", _long_header, ModelError.exit_code, "no valid header length"),
     Case("hub-config-huge-channels", lambda s: s.denoise(s.spect, model="org/hostile"), ModelError.exit_code,
