@@ -87,7 +87,7 @@ def test_the_shipped_diffusion_card_is_what_the_generator_writes_from_the_curren
         shutil.copy(SHIPPED / name, copy / name)
     refresh_card(copy, BENCHMARK_RESULTS)
     assert (copy / "README.md").read_text(encoding="utf-8") == (SHIPPED / "README.md").read_text(encoding="utf-8")
-    assert hub.variance_measured(SHIPPED)[0].startswith("Variance measured (quick benchmark")
+    assert any(line.startswith("Variance measured (quick benchmark") for line in hub.variance_measured(SHIPPED))
 
 
 def test_a_card_without_measured_lines_has_none(tmp_path):

@@ -208,27 +208,54 @@ def write_scale(folder: Path, scale: float) -> None:
         temporary.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_validation_arguments(parser: argparse.ArgumentParser, cases: int) -> None:
+    """The model and validation-run options shared by the scripts that run a diffusion model on validation
+    cases (this one and ``variance_pooling.py``)."""
     parser.add_argument("model", help="catalogue id, model folder or NAME=FOLDER of a diffusion model")
-    parser.add_argument("--cases", type=int, default=2, help="validation cases (default 2)")
+    parser.add_argument("--cases", type=int, default=cases, help=f"validation cases (default {cases})")
     parser.add_argument("--draws", type=int, default=2, help="noise draws per case (default 2)")
     parser.add_argument("--fraction", type=float, default=0.1, help="count fraction (default 0.1)")
     parser.add_argument("--max-cost", type=float, default=1.5,
                         help="largest case cost in plain 4 mm IEC reconstructions (default 1.5, as --quick)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+
+
+def run_or_exit(program: str, run_function, args: argparse.Namespace) -> None:
+    """``run_function(args)``; a SPECTDenoise error becomes one line on stderr and its exit code."""
+    try:
+        run_function(args)
+    except SPECTDenoiseError as error:
+        print(f"{program}: error: {error}", file=sys.stderr)
+        sys.exit(error.exit_code)
+
+
+class RunTiming:
+    """Wall and CPU time of this process from its creation, with the threads and the load around it."""
+
+    def __init__(self, threads: int) -> None:
+        self.threads, self.started, self.load_before = threads, time.perf_counter(), os.getloadavg()
+        self.cpu_started = resource.getrusage(resource.RUSAGE_SELF)
+
+    def finish(self) -> dict:
+        """The record's ``timing``: wall_s, cpu_s, threads, cpu_cores, load_before, load_after."""
+        cpu, start = resource.getrusage(resource.RUSAGE_SELF), self.cpu_started
+        return {"wall_s": round(time.perf_counter() - self.started, 1),
+                "cpu_s": round(cpu.ru_utime + cpu.ru_stime - start.ru_utime - start.ru_stime, 1),
+                "threads": self.threads, "cpu_cores": os.cpu_count(),
+                "load_before": [round(x, 2) for x in self.load_before],
+                "load_after": [round(x, 2) for x in os.getloadavg()]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_validation_arguments(parser, cases=2)
     parser.add_argument("--crop", action="store_true",
                         help=f"crop each case to the body's bounding box + {CROP_MARGIN} voxels (cheaper)")
     parser.add_argument("--method", choices=("auto", "coverage", "mse"), default="auto")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--output", help="result JSON (default benchmarks/results/calibration_<model>.json, "
                                          "without --write calibration_check_<model>.json)")
     parser.add_argument("--write", action="store_true", help="store the scale in the model's config.json")
-    args = parser.parse_args()
-    try:
-        run(args)
-    except SPECTDenoiseError as error:
-        print(f"calibrate_variance: error: {error}", file=sys.stderr)
-        sys.exit(error.exit_code)
+    run_or_exit("calibrate_variance", run, parser.parse_args())
 
 
 def run(args: argparse.Namespace) -> None:
@@ -248,15 +275,13 @@ def run(args: argparse.Namespace) -> None:
     if args.write:  # refuse before the long run, not after it
         config_with_scale(writable_folder(spec, folder), variance_scale(model))
     cases = validation_cases(args.cases, args.max_cost)
-    started, load_before = time.perf_counter(), os.getloadavg()
-    cpu_started = resource.getrusage(resource.RUSAGE_SELF)
+    timing = RunTiming(args.threads)
     print(f"{name}: {len(cases)} validation cases x {args.draws} draws at {fraction_key(args.fraction)} counts",
           flush=True)
     variance, error, entries = collect(model, cases, args.draws, args.fraction, args.crop)
     fit = fit_variance_scale(variance, error, args.method)
     previous = variance_scale(model)
     new_scale = float(f"{previous * fit['scale']:.4g}")
-    cpu = resource.getrusage(resource.RUSAGE_SELF)
     result = {
         "model": name, "folder": str(folder), "weights_sha256_12": model_fingerprint(model),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "command": " ".join(sys.argv),
@@ -269,11 +294,7 @@ def run(args: argparse.Namespace) -> None:
                    "sampling_seeds": list(range(args.draws))} for c in cases],
         "per_draw": entries,
         "outside_body_after_fit": outside_summary(entries, fit["scale"]),
-        "timing": {"wall_s": round(time.perf_counter() - started, 1),
-                   "cpu_s": round(cpu.ru_utime + cpu.ru_stime - cpu_started.ru_utime - cpu_started.ru_stime, 1),
-                   "threads": args.threads, "cpu_cores": os.cpu_count(),
-                   "load_before": [round(x, 2) for x in load_before],
-                   "load_after": [round(x, 2) for x in os.getloadavg()]},
+        "timing": timing.finish(),
     }
     if args.write:
         write_scale(folder, new_scale)

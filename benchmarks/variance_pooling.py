@@ -22,8 +22,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
-import resource
 import sys
 import time
 from pathlib import Path
@@ -36,13 +34,19 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from calibrate_variance import fit_variance_scale, validation_cases  # noqa: E402
+from calibrate_variance import (  # noqa: E402
+    RunTiming,
+    add_validation_arguments,
+    fit_variance_scale,
+    run_or_exit,
+    validation_cases,
+)
 from cases import CaseScans, case_phantom  # noqa: E402
 from methods import load_models, model_name, run_model  # noqa: E402
 from quality import RESULTS, model_fingerprint  # noqa: E402
 from stats import uncertainty_agreement  # noqa: E402
 
-from SPECTDenoiseLib.errors import InputError, ModelError, SPECTDenoiseError  # noqa: E402
+from SPECTDenoiseLib.errors import InputError, ModelError  # noqa: E402
 from SPECTDenoiseLib.io import atomic_output  # noqa: E402
 
 UNPOOLED = {"variance_pooling_voxels": 0.0}
@@ -76,22 +80,11 @@ def compare(draws: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]], 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("model", help="catalogue id, model folder or NAME=FOLDER of a diffusion model")
-    parser.add_argument("--cases", type=int, default=5, help="validation cases (default 5)")
-    parser.add_argument("--draws", type=int, default=2, help="noise draws per case (default 2)")
-    parser.add_argument("--fraction", type=float, default=0.1, help="count fraction (default 0.1)")
-    parser.add_argument("--max-cost", type=float, default=1.5,
-                        help="largest case cost in plain 4 mm IEC reconstructions (default 1.5)")
+    add_validation_arguments(parser, cases=5)
     parser.add_argument("--sigmas", type=float, nargs="+", default=[0.0, 0.7, 1.0, 1.5, 2.0, 3.0],
                         help="pooling σ in voxels to compare (default 0 0.7 1 1.5 2 3)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--output", help="result JSON (default benchmarks/results/variance_pooling_<model>.json)")
-    args = parser.parse_args()
-    try:
-        run(args)
-    except SPECTDenoiseError as error:
-        print(f"variance_pooling: error: {error}", file=sys.stderr)
-        sys.exit(error.exit_code)
+    run_or_exit("variance_pooling", run, parser.parse_args())
 
 
 def run(args: argparse.Namespace) -> None:
@@ -106,8 +99,7 @@ def run(args: argparse.Namespace) -> None:
         raise ModelError(f"Model '{name}' is deterministic: it gives no variance to pool.")
     model = unpooled(tested.model)
     cases = validation_cases(args.cases, args.max_cost)
-    started, load_before = time.perf_counter(), os.getloadavg()
-    cpu_started = resource.getrusage(resource.RUSAGE_SELF)
+    timing = RunTiming(args.threads)
     draws = []
     for case in cases:
         phantom = case_phantom(case)
@@ -119,7 +111,6 @@ def run(args: argparse.Namespace) -> None:
             draws.append((variance, denoised, scans.noise_free, body))
             print(f"  {case.name} draw {draw} done", flush=True)
     rows = compare(draws, args.sigmas)
-    cpu = resource.getrusage(resource.RUSAGE_SELF)
     result = {
         "model": name, "weights_sha256_12": model_fingerprint(tested.model),
         "variance_scale_in_the_maps": tested.model.config.diffusion["variance_scale"],
@@ -128,11 +119,7 @@ def run(args: argparse.Namespace) -> None:
         "cases": [{"name": c.name, "seed": c.seed, "noise_seeds": [[c.seed, d] for d in range(args.draws)],
                    "sampling_seeds": list(range(args.draws))} for c in cases],
         "sigmas": rows,
-        "timing": {"wall_s": round(time.perf_counter() - started, 1),
-                   "cpu_s": round(cpu.ru_utime + cpu.ru_stime - cpu_started.ru_utime - cpu_started.ru_stime, 1),
-                   "threads": args.threads, "cpu_cores": os.cpu_count(),
-                   "load_before": [round(x, 2) for x in load_before],
-                   "load_after": [round(x, 2) for x in os.getloadavg()]},
+        "timing": timing.finish(),
     }
     output = Path(args.output or RESULTS / f"variance_pooling_{model_name(args.model)}.json")
     with atomic_output(output) as temporary:
