@@ -199,7 +199,7 @@ class CaseScans:
         total = self.draws + int(extra)
         cached = cache.load_noise_free() if cache is not None else None
         if cached is not None and (case.simulator != "pytomography"
-                                   or all(cache.load_draw(d) is not None for d in range(total))):
+                                   or all(cache.has_draw(d) for d in range(total))):
             self.noise_free, self.settings = cached
             return
         if case.simulator == "pytomography":  # simulates every draw at once

@@ -67,6 +67,10 @@ class DrawCache:
         """Cache the noise-free reconstruction and the simulation settings."""
         self._save("noise_free", {"image": image, "settings": np.array(json.dumps(settings))})
 
+    def has_draw(self, index: int) -> bool:
+        """Whether draw ``index`` is cached (without reading it)."""
+        return self._path(f"draw-{index}").exists()
+
     def load_draw(self, index: int) -> dict[float, np.ndarray] | None:
         """Draw ``index`` as {fraction: image} (1.0 included) if cached, else None."""
         path = self._path(f"draw-{index}")
