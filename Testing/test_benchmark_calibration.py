@@ -155,5 +155,44 @@ def test_pooling_comparison_fits_each_sigma_and_pooling_helps_a_noisy_map_of_a_s
     draws = [((samples ** 2).mean(0), reference + error, reference, body)]
     rows = compare(draws, [0.0, 1.0])
     assert [r["sigma_voxels"] for r in rows] == [0.0, 1.0]
-    assert rows[0]["fitted_factor"] == pytest.approx(fit_variance_scale(draws[0][0].ravel(), error.ravel())["scale"])
+    plain_fit = fit_variance_scale(draws[0][0].ravel(), error.ravel())
+    assert rows[0]["fitted_factor"] == pytest.approx(plain_fit["scale"])
     assert rows[1]["quotient_mean"] > rows[0]["quotient_mean"]
+
+
+def test_ranking_ceiling_oracles_leave_the_ranked_draw_out_and_rank_a_spread_unrelated_to_brightness():
+    """Draws whose error spread varies independently of the intensity: the leave-one-out MSE map ranks the errors
+    far better than intensity (quotient > 1.5) and covers as an 11-draw variance estimate should; with a spread
+    proportional to the intensity, intensity ranks better than the oracle (quotient < 0.9): the image carries the
+    draw's own error, so its brightest voxels are partly those with the largest positive error. The map of draw d
+    never uses draw d."""
+    from ranking_ceiling import ceiling_per_draw, oracle_maps
+
+    rng = np.random.default_rng(5)
+    voxels, draws = 40_000, 12
+    noise_free = rng.uniform(5.0, 15.0, voxels)
+    spread = rng.lognormal(0.0, 0.8, voxels)
+    unrelated = noise_free + spread * rng.standard_normal((draws, voxels))
+    rows = ceiling_per_draw(unrelated, noise_free)
+    assert len(rows) == draws
+    assert min(r["oracle_mse"]["quotient"] for r in rows) > 1.5
+    # 2 σ of an 11-draw estimate covers as Student's t with 11 degrees of freedom: 92.9 %, not 95 %
+    assert np.mean([r["oracle_mse"]["coverage_2sigma_pct"] for r in rows]) == pytest.approx(92.9, abs=1.0)
+    proportional = noise_free + 0.2 * noise_free * rng.standard_normal((draws, voxels))
+    quotients = [r["oracle_mse"]["quotient"] for r in ceiling_per_draw(proportional, noise_free)]
+    assert np.mean(quotients) < 0.9
+    changed = unrelated.copy()
+    changed[3] += 100.0
+    assert np.array_equal(oracle_maps(changed, noise_free, 3)["oracle_mse"],
+                          oracle_maps(unrelated, noise_free, 3)["oracle_mse"])
+    assert not np.array_equal(oracle_maps(changed, noise_free, 2)["oracle_mse"],
+                              oracle_maps(unrelated, noise_free, 2)["oracle_mse"])
+
+
+def test_ranking_ceiling_refuses_fewer_than_three_draws():
+    from ranking_ceiling import ceiling_per_draw
+
+    from SPECTDenoiseLib.errors import InputError
+
+    with pytest.raises(InputError, match="at least 3"):
+        ceiling_per_draw(np.ones((2, 10)), np.ones(10))

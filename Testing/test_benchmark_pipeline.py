@@ -149,6 +149,10 @@ def test_preservation_table_names_the_worst_region_and_counts_the_regions_within
     assert report.summary("test", records)["standard_count"]["m"] == {
         "lowest_ratio": 0.44, "within_5pct_pct": 50.0, "regions": 4, "cases": 2}
     assert report.preservation_table([{**records[0], "standard_count": {}}]) == []
+    with_other = [*records, {**records[1], "case": {"name": "c", "ood": "y"},
+                             "standard_count": {"other": {"sphere_10mm": 1.0}}}]
+    assert report.preservation_table(with_other)[2].startswith("| m | 0.44 (a sphere_10mm) / 50 % (4 in 2) |")
+    assert report.summary("test", with_other)["standard_count"]["other"]["cases"] == 1
 
 
 def test_body_totals_are_the_body_sums_of_the_noise_free_full_count_input_and_every_output(record):

@@ -208,12 +208,13 @@ def write_scale(folder: Path, scale: float) -> None:
         temporary.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
-def add_validation_arguments(parser: argparse.ArgumentParser, cases: int) -> None:
-    """The model and validation-run options shared by the scripts that run a diffusion model on validation
-    cases (this one and ``variance_pooling.py``)."""
-    parser.add_argument("model", help="catalogue id, model folder or NAME=FOLDER of a diffusion model")
+def add_validation_arguments(parser: argparse.ArgumentParser, cases: int, draws: int = 2) -> None:
+    """The model and validation-run options shared by the scripts that run a model on validation cases (this
+    one, ``variance_pooling.py`` and ``ranking_ceiling.py``)."""
+    parser.add_argument("model", help="catalogue id, model folder or NAME=FOLDER (a diffusion model, except "
+                                      "for ranking_ceiling.py)")
     parser.add_argument("--cases", type=int, default=cases, help=f"validation cases (default {cases})")
-    parser.add_argument("--draws", type=int, default=2, help="noise draws per case (default 2)")
+    parser.add_argument("--draws", type=int, default=draws, help=f"noise draws per case (default {draws})")
     parser.add_argument("--fraction", type=float, default=0.1, help="count fraction (default 0.1)")
     parser.add_argument("--max-cost", type=float, default=1.5,
                         help="largest case cost in plain 4 mm IEC reconstructions (default 1.5, as --quick)")

@@ -222,9 +222,9 @@ def within_tolerance_pct(entries: list[tuple[float, str]]) -> float:
     return 100 * float(np.mean([abs(ratio - 1) <= PRESERVATION_TOLERANCE for ratio, _ in entries]))
 
 
-def preservation_cases(records: list[dict]) -> int:
-    """How many records hold standard-count runs."""
-    return len({r["case"]["name"] for r in records if r.get("standard_count")})
+def preservation_cases(records: list[dict], model: str) -> int:
+    """How many records hold standard-count runs of ``model``."""
+    return len({r["case"]["name"] for r in records if model in r.get("standard_count", {})})
 
 
 def preservation_cell(entries: list[tuple[float, str]], cases: int) -> str:
@@ -242,12 +242,11 @@ def preservation_table(records: list[dict]) -> list[str]:
     present = {label for by_label in ratios.values() for label in by_label} - {"all"}
     spheres = [f"{d} mm" for d in (10, 13, 17, 22, 28, 37) if f"{d} mm" in present]
     labels = spheres + sorted(present - set(spheres))
-    cases = preservation_cases(records)
     lines = ["| model | all hot regions: lowest ratio (where) / within ±5 % (n in cases) | "
              + " | ".join(f"{'hot sphere ' if label in spheres else ''}{label}" for label in labels) + " |",
              "|---|---|" + "---|" * len(labels)]
     for model, by_label in ratios.items():
-        cells = [preservation_cell(by_label["all"], cases)]
+        cells = [preservation_cell(by_label["all"], preservation_cases(records, model))]
         cells += [f"{min(by_label[label])[0]:.2f} / {within_tolerance_pct(by_label[label]):.0f} % "
                   f"({len(by_label[label])})" if by_label.get(label) else "–" for label in labels]
         lines.append(f"| {model} | " + " | ".join(cells) + " |")
@@ -297,7 +296,7 @@ def standard_count_target(records: list[dict], model: str) -> Target:
     entries = preservation_ratios(records).get(model, {}).get("all")
     if not entries:
         return Target(None, NOT_MEASURED)
-    return Target(min(entries)[0], preservation_cell(entries, preservation_cases(records)),
+    return Target(min(entries)[0], preservation_cell(entries, preservation_cases(records, model)),
                   met=within_tolerance_pct(entries) == 100)
 
 
@@ -531,7 +530,8 @@ def probe_table(records: list[dict]) -> list[str]:
     for record in records:
         for model, probes in record.get("probes", {}).items():
             for probe, by_region in probes.items():
-                shifts[model][probe] += [(abs(v), record["case"]["name"], region) for region, v in by_region.items()]
+                shifts[model][probe] += [(abs(v), record["case"]["name"], region)
+                                         for region, v in by_region.items()]
     if not shifts:
         return []
 
@@ -933,6 +933,11 @@ def seed_lines() -> list[str]:
             "the default model's fine-tuning, so used by neither set).", ""]
 
 
+SUMMARY_DIGITS = 6
+"""Decimals of the summary's means: more than any document prints, so that a model card rounding them once
+prints what BENCHMARKS.md prints (rounding an already rounded 0.3575 gives 0.357, the raw mean 0.358)."""
+
+
 def summary(mode: str, records: list[dict]) -> dict:
     """Headline numbers per model and count level (in-distribution cases, vs the noise-free reconstruction):
     mean NRMSE, PSNR, SSIM, fidelity ratio, with n, and for diffusion models the means of
@@ -946,18 +951,18 @@ def summary(mode: str, records: list[dict]) -> dict:
             if not draws:
                 continue
             out["methods"].setdefault(method, {})[key] = {
-                **{m: round(float(np.mean([d["vs_noise_free"][m] for d, _ in draws])), 4)
+                **{m: round(float(np.mean([d["vs_noise_free"][m] for d, _ in draws])), SUMMARY_DIGITS)
                    for m in ("nrmse", "psnr_db", "ssim")},
                 "fidelity_ratio": round(float(np.mean([fidelity_ratio(d, r) for d, r in draws])), 3),
                 "cases": len({r["case"]["name"] for _, r in draws}), "draws": len(draws)}
             calibrated = [d for d, _ in draws if "coverage_2sigma_pct" in d]
             if calibrated:
                 out["methods"][method][key]["uncertainty"] = {
-                    m: round(float(np.mean([d[m] for d in calibrated])), 3) for m in UNCERTAINTY_METRICS}
-    cases = preservation_cases(records)
+                    m: round(float(np.mean([d[m] for d in calibrated])), SUMMARY_DIGITS)
+                    for m in UNCERTAINTY_METRICS}
     out["standard_count"] = {model: {"lowest_ratio": round(min(by_label["all"])[0], 4),
                                      "within_5pct_pct": round(within_tolerance_pct(by_label["all"]), 1),
-                                     "regions": len(by_label["all"]), "cases": cases}
+                                     "regions": len(by_label["all"]), "cases": preservation_cases(records, model)}
                              for model, by_label in preservation_ratios(records).items()}
     out["targets"] = {model: {key: {"value": None if t.value is None else round(float(t.value), 4), "n": t.n,
                                     "met": t.met} for key, t in by_key.items()}

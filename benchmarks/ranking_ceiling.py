@@ -1,0 +1,140 @@
+"""How well could any variance map rank voxels by error? The ceiling of the error-ranking quotient.
+
+Issue 11 asks a diffusion model's variance to rank voxels by |error| at least 1.25 × as well as the denoised
+intensity does (``stats.uncertainty_agreement``: mean |error| in the top-decile voxels ÷ the lower half, by the map
+÷ by intensity). This script measures what the best possible map reaches on the same model's image, so that the
+quotient a model's variance gets can be read against what is attainable. A model's image is deterministic (a
+diffusion model's is its base's estimate; its samples make only the variance map), so on ``--draws`` independent
+noise draws of each validation case (run seed 8, never the benchmark's; the cases of ``calibrate_variance.py``)
+the image is computed once per draw, and for each draw d two oracle maps are built from the **other** draws
+(leave-one-out, so the map never sees the error it ranks):
+
+* ``oracle_mse``: each voxel's mean squared error against the noise-free reconstruction over the other draws —
+  the expected squared error at that voxel, bias included: what a perfect map of "how wrong is this voxel" holds,
+  knowable only in simulation;
+* ``oracle_spread``: each voxel's variance of the image over the other draws (bias left out) — what a sampler that
+  reproduced the noise exactly would report.
+
+Per draw and map: the ranking quotient against intensity and the 1 σ / 2 σ coverage of the draw's error. Both
+oracles are generous (they know the noise-free image or the true noise), so a quotient they do not reach is out of
+reach for a variance map computed from the scan alone; the leave-one-out estimate with ``draws`` − 1 draws carries
+sampling noise of its own (about ± √(2 / (draws − 1)) per voxel), which lowers its quotient a little.
+
+Output: ``benchmarks/results/ranking_ceiling_<model>.json`` with n, seeds, threads, load and time.
+
+Usage::
+
+    nice -n 10 python benchmarks/ranking_ceiling.py MODEL [--cases 3] [--draws 8]
+
+Exit codes as the CLI's (docs/ERRORS.md): 3 bad option, 4 model problem, 7 output problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPOSITORY))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from calibrate_variance import RunTiming, add_validation_arguments, run_or_exit, validation_cases  # noqa: E402
+from cases import CaseScans, case_phantom  # noqa: E402
+from methods import load_models, model_name  # noqa: E402
+from quality import RESULTS, model_fingerprint  # noqa: E402
+from stats import coverage, error_ranking_ratio  # noqa: E402
+
+from SPECTDenoiseLib.errors import InputError  # noqa: E402
+from SPECTDenoiseLib.io import atomic_output  # noqa: E402
+
+ORACLES = ("oracle_mse", "oracle_spread")
+
+
+def oracle_maps(images: np.ndarray, noise_free: np.ndarray, left_out: int) -> dict[str, np.ndarray]:
+    """The two oracle maps of the module docstring for draw ``left_out``, from ``images`` [draw, voxel] (the
+    model's image of every draw over the body voxels) and ``noise_free`` [voxel]."""
+    others = np.delete(images, left_out, axis=0).astype(np.float64)
+    return {"oracle_mse": np.mean((others - noise_free) ** 2, axis=0), "oracle_spread": np.var(others, axis=0,
+                                                                                                ddof=1)}
+
+
+def ceiling_per_draw(images: np.ndarray, noise_free: np.ndarray) -> list[dict]:
+    """Per draw of ``images`` [draw, voxel] (at least 3 draws): the error-ranking ratio by intensity and, per
+    oracle map, its ratio, its quotient (÷ the intensity's) and the coverage of the draw's error by it."""
+    if images.shape[0] < 3:
+        raise InputError("The leave-one-out oracle needs at least 3 noise draws per case.")
+    rows = []
+    for draw, image in enumerate(images):
+        error = image.astype(np.float64) - noise_free
+        by_intensity = error_ranking_ratio(image, error)
+        row = {"draw": draw, "error_ratio_intensity": round(by_intensity, 4)}
+        for name, score in oracle_maps(images, noise_free, draw).items():
+            ratio = error_ranking_ratio(score, error)
+            row[name] = {"error_ratio": round(ratio, 4), "quotient": round(ratio / by_intensity, 4),
+                         "coverage_1sigma_pct": round(coverage(score, error, 1.0), 2),
+                         "coverage_2sigma_pct": round(coverage(score, error, 2.0), 2)}
+        rows.append(row)
+    return rows
+
+
+def summary(per_case: list[dict]) -> dict:
+    """Per oracle: mean, min and max of the quotient over every case × draw, and the per-case means."""
+    result = {}
+    for name in ORACLES:
+        by_case = {c["name"]: [d[name]["quotient"] for d in c["draws"]] for c in per_case}
+        values = [q for quotients in by_case.values() for q in quotients]
+        result[name] = {"quotient_mean": round(float(np.mean(values)), 4),
+                        "quotient_range": [round(float(min(values)), 4), round(float(max(values)), 4)],
+                        "per_case_mean": {case: round(float(np.mean(q)), 4) for case, q in by_case.items()}}
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_validation_arguments(parser, cases=3, draws=8)
+    parser.add_argument("--output", help="result JSON (default benchmarks/results/ranking_ceiling_<model>.json)")
+    run_or_exit("ranking_ceiling", run, parser.parse_args())
+
+
+def run(args: argparse.Namespace) -> None:
+    """Measure the ceiling ``args`` ask for and write its result."""
+    if args.cases < 1 or args.draws < 3 or args.threads < 1 or not 0 < args.fraction <= 1:
+        raise InputError("--cases and --threads must be at least 1, --draws at least 3 and --fraction in (0, 1].")
+    torch.set_num_threads(args.threads)
+    name, tested = next(iter(load_models([args.model]).items()))
+    cases = validation_cases(args.cases, args.max_cost)
+    timing = RunTiming(args.threads)
+    per_case = []
+    for case in cases:
+        phantom = case_phantom(case)
+        scans = CaseScans(case, phantom, (args.fraction,), args.draws)
+        body = phantom.ct > -500
+        images = np.stack([tested.image(scans.draw(d)[args.fraction], phantom.ct, phantom.spacing_mm)[body]
+                           for d in range(args.draws)])
+        per_case.append({"name": case.name, "seed": case.seed, "voxels": int(body.sum()),
+                         "noise_seeds": [[case.seed, d] for d in range(args.draws)],
+                         "draws": ceiling_per_draw(images, scans.noise_free[body].astype(np.float64))})
+        print(f"  {case.name}: {args.draws} draws done", flush=True)
+    result = {
+        "model": name, "weights_sha256_12": model_fingerprint(tested.model), "uptake_guard": tested.uptake_guard,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "command": " ".join(sys.argv),
+        "n": {"cases": len(cases), "draws": args.draws}, "fraction": args.fraction,
+        "summary": summary(per_case), "cases": per_case, "timing": timing.finish(),
+    }
+    output = Path(args.output or RESULTS / f"ranking_ceiling_{model_name(args.model)}.json")
+    with atomic_output(output) as temporary:
+        temporary.write_text(json.dumps(result, indent=1) + "\n")
+    for oracle, values in result["summary"].items():
+        print(f"{oracle}: ranking quotient mean {values['quotient_mean']:.3f}, range "
+              f"{values['quotient_range'][0]:.3f}-{values['quotient_range'][1]:.3f}")
+    print(f"result {output}")
+
+
+if __name__ == "__main__":
+    main()
