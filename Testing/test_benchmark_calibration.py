@@ -175,6 +175,8 @@ def test_ranking_ceiling_oracles_leave_the_ranked_draw_out_and_rank_a_spread_unr
     unrelated = noise_free + spread * rng.standard_normal((draws, voxels))
     rows = ceiling_per_draw(unrelated, noise_free)
     assert len(rows) == draws
+    assert set(rows[0]["oracle_mse_quotient_from_k_draws"]) == {"2", "3", "5", "11"}
+    assert rows[0]["oracle_mse_quotient_from_k_draws"]["11"] == rows[0]["oracle_mse"]["quotient"]
     assert min(r["oracle_mse"]["quotient"] for r in rows) > 1.5
     # 2 σ of an 11-draw estimate covers as Student's t with 11 degrees of freedom: 92.9 %, not 95 %
     assert np.mean([r["oracle_mse"]["coverage_2sigma_pct"] for r in rows]) == pytest.approx(92.9, abs=1.0)
@@ -187,6 +189,12 @@ def test_ranking_ceiling_oracles_leave_the_ranked_draw_out_and_rank_a_spread_unr
                           oracle_maps(unrelated, noise_free, 3)["oracle_mse"])
     assert not np.array_equal(oracle_maps(changed, noise_free, 2)["oracle_mse"],
                               oracle_maps(unrelated, noise_free, 2)["oracle_mse"])
+
+
+def test_ranking_ceiling_extrapolates_linearly_in_one_over_the_draws():
+    from ranking_ceiling import extrapolated
+
+    assert extrapolated({k: 1.2 - 0.4 / k for k in (2, 3, 5, 9)}) == pytest.approx(1.2)
 
 
 def test_ranking_ceiling_refuses_fewer_than_three_draws():

@@ -1,4 +1,5 @@
-"""How well could any variance map rank voxels by error? The ceiling of the error-ranking quotient.
+"""How well does an exact map of each voxel's expected error rank voxels by error? A reference for the
+error-ranking quotient.
 
 Issue 11 asks a diffusion model's variance to rank voxels by |error| at least 1.25 × as well as the denoised
 intensity does (``stats.uncertainty_agreement``: mean |error| in the top-decile voxels ÷ the lower half, by the map
@@ -15,16 +16,20 @@ the image is computed once per draw, and for each draw d two oracle maps are bui
 * ``oracle_spread``: each voxel's variance of the image over the other draws (bias left out) — what a sampler that
   reproduced the noise exactly would report.
 
-Per draw and map: the ranking quotient against intensity and the 1 σ / 2 σ coverage of the draw's error. Both
-oracles are generous (they know the noise-free image or the true noise), so a quotient they do not reach is out of
-reach for a variance map computed from the scan alone; the leave-one-out estimate with ``draws`` − 1 draws carries
-sampling noise of its own (about ± √(2 / (draws − 1)) per voxel), which lowers its quotient a little.
+Per draw and map: the ranking quotient against intensity and the 1 σ / 2 σ coverage of the draw's error. The
+oracle MSE map is the exact expected squared error of each voxel — what a perfectly calibrated variance describes —
+so its quotient is what "how uncertain is this voxel" can reach under this metric. Intensity is a strong rival
+because the image carries the draw's own error: its brightest voxels are partly those whose error this time is
+large and positive. A map computed from the same scan can pass the oracle only by following that draw's own
+noise too. The leave-one-out map from ``draws`` − 1 draws carries sampling noise of its own (in theory
+± √(2 / (draws − 1)) per voxel), which lowers its quotient; it is therefore also built from 2, 3 and 5 other draws
+and its quotient extrapolated linearly in 1 / draws to infinitely many.
 
 Output: ``benchmarks/results/ranking_ceiling_<model>.json`` with n, seeds, threads, load and time.
 
 Usage::
 
-    nice -n 10 python benchmarks/ranking_ceiling.py MODEL [--cases 3] [--draws 8]
+    nice -n 10 python benchmarks/ranking_ceiling.py MODEL [--cases 5] [--draws 10]
 
 Exit codes as the CLI's (docs/ERRORS.md): 3 bad option, 4 model problem, 7 output problem.
 """
@@ -54,21 +59,28 @@ from SPECTDenoiseLib.errors import InputError  # noqa: E402
 from SPECTDenoiseLib.io import atomic_output  # noqa: E402
 
 ORACLES = ("oracle_mse", "oracle_spread")
+SUBSET_SIZES = (2, 3, 5)
+"""Besides all other draws, the oracle MSE map is also built from the first k of them for each k here, so that
+its quotient can be extrapolated to infinitely many draws (:func:`extrapolated`)."""
 
 
-def oracle_maps(images: np.ndarray, noise_free: np.ndarray, left_out: int) -> dict[str, np.ndarray]:
+def oracle_maps(images: np.ndarray, noise_free: np.ndarray, left_out: int,
+                others: int | None = None) -> dict[str, np.ndarray]:
     """The two oracle maps of the module docstring for draw ``left_out``, from ``images`` [draw, voxel] (the
-    model's image of every draw over the body voxels) and ``noise_free`` [voxel]."""
-    others = np.delete(images, left_out, axis=0).astype(np.float64)
-    return {"oracle_mse": np.mean((others - noise_free) ** 2, axis=0), "oracle_spread": np.var(others, axis=0,
-                                                                                                ddof=1)}
+    model's image of every draw over the body voxels) and ``noise_free`` [voxel]; from the first ``others`` of the
+    other draws (default all)."""
+    rest = np.delete(images, left_out, axis=0)[:others].astype(np.float64)
+    return {"oracle_mse": np.mean((rest - noise_free) ** 2, axis=0), "oracle_spread": np.var(rest, axis=0, ddof=1)}
 
 
 def ceiling_per_draw(images: np.ndarray, noise_free: np.ndarray) -> list[dict]:
     """Per draw of ``images`` [draw, voxel] (at least 3 draws): the error-ranking ratio by intensity and, per
-    oracle map, its ratio, its quotient (÷ the intensity's) and the coverage of the draw's error by it."""
+    oracle map, its ratio, its quotient (÷ the intensity's) and the coverage of the draw's error by it; and the
+    oracle MSE map's quotient from the first k other draws for each k of :data:`SUBSET_SIZES` below the number of
+    other draws."""
     if images.shape[0] < 3:
         raise InputError("The leave-one-out oracle needs at least 3 noise draws per case.")
+    sizes = [k for k in SUBSET_SIZES if k < images.shape[0] - 1]
     rows = []
     for draw, image in enumerate(images):
         error = image.astype(np.float64) - noise_free
@@ -79,12 +91,24 @@ def ceiling_per_draw(images: np.ndarray, noise_free: np.ndarray) -> list[dict]:
             row[name] = {"error_ratio": round(ratio, 4), "quotient": round(ratio / by_intensity, 4),
                          "coverage_1sigma_pct": round(coverage(score, error, 1.0), 2),
                          "coverage_2sigma_pct": round(coverage(score, error, 2.0), 2)}
+        row["oracle_mse_quotient_from_k_draws"] = {
+            str(k): round(error_ranking_ratio(oracle_maps(images, noise_free, draw, k)["oracle_mse"], error)
+                          / by_intensity, 4) for k in sizes}
+        row["oracle_mse_quotient_from_k_draws"][str(images.shape[0] - 1)] = row["oracle_mse"]["quotient"]
         rows.append(row)
     return rows
 
 
+def extrapolated(quotient_by_k: dict[int, float]) -> float:
+    """The quotient at infinitely many draws: the intercept of a least-squares line through (1/k, quotient)."""
+    k = np.array(sorted(quotient_by_k), dtype=float)
+    slope, intercept = np.polyfit(1 / k, [quotient_by_k[int(x)] for x in k], 1)
+    return float(intercept)
+
+
 def summary(per_case: list[dict]) -> dict:
-    """Per oracle: mean, min and max of the quotient over every case × draw, and the per-case means."""
+    """Per oracle: mean, min and max of the quotient over every case × draw, and the per-case means; for the
+    oracle MSE map also the mean quotient per number of draws it was built from and its extrapolation."""
     result = {}
     for name in ORACLES:
         by_case = {c["name"]: [d[name]["quotient"] for d in c["draws"]] for c in per_case}
@@ -92,12 +116,17 @@ def summary(per_case: list[dict]) -> dict:
         result[name] = {"quotient_mean": round(float(np.mean(values)), 4),
                         "quotient_range": [round(float(min(values)), 4), round(float(max(values)), 4)],
                         "per_case_mean": {case: round(float(np.mean(q)), 4) for case, q in by_case.items()}}
+    draws = [d["oracle_mse_quotient_from_k_draws"] for c in per_case for d in c["draws"]]
+    by_k = {int(k): float(np.mean([d[k] for d in draws])) for k in draws[0]}
+    result["oracle_mse"]["quotient_mean_from_k_draws"] = {str(k): round(q, 4) for k, q in sorted(by_k.items())}
+    if len(by_k) > 1:
+        result["oracle_mse"]["quotient_extrapolated_to_infinite_draws"] = round(extrapolated(by_k), 4)
     return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_validation_arguments(parser, cases=3, draws=8)
+    add_validation_arguments(parser, cases=5, draws=10)
     parser.add_argument("--output", help="result JSON (default benchmarks/results/ranking_ceiling_<model>.json)")
     run_or_exit("ranking_ceiling", run, parser.parse_args())
 
@@ -132,7 +161,9 @@ def run(args: argparse.Namespace) -> None:
         temporary.write_text(json.dumps(result, indent=1) + "\n")
     for oracle, values in result["summary"].items():
         print(f"{oracle}: ranking quotient mean {values['quotient_mean']:.3f}, range "
-              f"{values['quotient_range'][0]:.3f}-{values['quotient_range'][1]:.3f}")
+              f"{values['quotient_range'][0]:.3f}-{values['quotient_range'][1]:.3f}"
+              + (f", extrapolated to infinite draws {values['quotient_extrapolated_to_infinite_draws']:.3f}"
+                 if "quotient_extrapolated_to_infinite_draws" in values else ""))
     print(f"result {output}")
 
 
