@@ -435,3 +435,31 @@ def test_a_case_run_with_a_scan_cache_fills_it_and_a_rerun_from_it_gives_the_sam
         bm4d = [d["vs_noise_free"]["nrmse"] for d in run["methods"]["bm4d"]["0.1"]["draws"]]
         expected = [d["vs_noise_free"]["nrmse"] for d in record["methods"]["bm4d"]["0.1"]["draws"]]
         assert bm4d == pytest.approx(expected, rel=1e-6)  # BM4D's own arithmetic varies in the last digits
+
+
+def coverage_record(name: str, one_sigma: list[float]) -> dict:
+    """A case record whose diffusion model 'd' has draws with these 1 σ coverages (2 σ: 30 points more)."""
+    draws = [{"coverage_1sigma_pct": c, "coverage_2sigma_pct": c + 30} for c in one_sigma]
+    return {"case": {"name": name, "ood": None}, "methods": {"d": {"0.1": {"draws": draws}}}}
+
+
+def test_per_case_coverage_names_the_extreme_cases_and_counts_those_outside_the_target():
+    records = [coverage_record("a", [40.0, 46.0]), coverage_record("b", [70.0]), coverage_record("c", [97.0])]
+    line = report.per_case_coverage_line(records, "d", "0.1")
+    assert "from 43.0 % (a; 2 σ 73.0 %) to 97.0 % (c; 2 σ 127.0 %); 2 of 3 cases outside" in line
+    assert "not scan by scan" in line
+    inside = report.per_case_coverage_line(records[1:2], "d", "0.1")
+    assert "0 of 1 cases outside" in inside and "not scan by scan" not in inside
+
+
+def test_ranking_reference_cites_the_ceiling_result_and_is_absent_without_one(tmp_path):
+    assert report.ranking_reference_lines("d", tmp_path) == []
+    result = {"date": "2026-12-02 12:00 UTC", "n": {"cases": 5, "draws": 10}, "fraction": 0.1,
+              "timing": {"threads": 1, "load_before": [3.8, 2, 1], "load_after": [5.2, 4, 3]},
+              "summary": {"oracle_mse": {"quotient_mean": 0.8, "quotient_range": [0.52, 1.21],
+                                         "quotient_extrapolated_to_infinite_draws": 0.91},
+                          "oracle_spread": {"quotient_mean": 0.64, "quotient_range": [0.3, 0.99]}}}
+    (tmp_path / "ranking_ceiling_d.json").write_text(json.dumps(result))
+    text = " ".join(report.ranking_reference_lines("d", tmp_path))
+    assert "n = 5×10" in text and "other 9 draws" in text
+    assert "quotient of 0.80 (range 0.52–1.21; extrapolated to infinitely many draws 0.91)" in text
