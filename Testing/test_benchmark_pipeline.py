@@ -452,14 +452,16 @@ def test_per_case_coverage_names_the_extreme_cases_and_counts_those_outside_the_
     assert "0 of 1 cases outside" in inside and "not scan by scan" not in inside
 
 
-def test_ranking_reference_cites_the_ceiling_result_and_is_absent_without_one(tmp_path):
+def test_ranking_reference_cites_its_result_and_is_absent_without_one(tmp_path):
     assert report.ranking_reference_lines("d", tmp_path) == []
     result = {"date": "2026-12-02 12:00 UTC", "n": {"cases": 5, "draws": 10}, "fraction": 0.1,
               "timing": {"threads": 1, "load_before": [3.8, 2, 1], "load_after": [5.2, 4, 3]},
               "summary": {"oracle_mse": {"quotient_mean": 0.8, "quotient_range": [0.52, 1.21],
                                          "quotient_extrapolated_to_infinite_draws": 0.91},
-                          "oracle_spread": {"quotient_mean": 0.64, "quotient_range": [0.3, 0.99]}}}
-    (tmp_path / "ranking_ceiling_d.json").write_text(json.dumps(result))
+                          "oracle_spread": {"quotient_mean": 0.64, "quotient_range": [0.3, 0.99]},
+                          "realised_error": {"quotient_mean": 1.6, "quotient_range": [1.2, 2.0]}}}
+    (tmp_path / "ranking_reference_d.json").write_text(json.dumps(result))
     text = " ".join(report.ranking_reference_lines("d", tmp_path))
     assert "n = 5×10" in text and "other 9 draws" in text
     assert "quotient of 0.80 (range 0.52–1.21; extrapolated to infinitely many draws 0.91)" in text
+    assert "1-minute load 3.8–5.2" in text and "the most any map can reach, 1.60 (range 1.20–2.00)" in text

@@ -210,9 +210,9 @@ def write_scale(folder: Path, scale: float) -> None:
 
 def add_validation_arguments(parser: argparse.ArgumentParser, cases: int, draws: int = 2) -> None:
     """The model and validation-run options shared by the scripts that run a model on validation cases (this
-    one, ``variance_pooling.py`` and ``ranking_ceiling.py``)."""
+    one, ``variance_pooling.py`` and ``ranking_reference.py``)."""
     parser.add_argument("model", help="catalogue id, model folder or NAME=FOLDER (a diffusion model, except "
-                                      "for ranking_ceiling.py)")
+                                      "for ranking_reference.py)")
     parser.add_argument("--cases", type=int, default=cases, help=f"validation cases (default {cases})")
     parser.add_argument("--draws", type=int, default=draws, help=f"noise draws per case (default {draws})")
     parser.add_argument("--fraction", type=float, default=0.1, help="count fraction (default 0.1)")

@@ -650,27 +650,30 @@ def per_case_coverage_line(records: list[dict], method: str, key: str) -> str:
 
 
 def ranking_reference_lines(method: str, results: Path = RESULTS) -> list[str]:
-    """What an exact expected-error map reaches in the ranking (``benchmarks/ranking_ceiling.py``'s result for
-    ``method``, if there is one)."""
-    path = results / f"ranking_ceiling_{method}.json"
+    """What an exact expected-error map reaches in the ranking, and the most any map reaches
+    (``benchmarks/ranking_reference.py``'s result for ``method``, if there is one)."""
+    path = results / f"ranking_reference_{method}.json"
     if not path.exists():
         return []
-    ceiling = json.loads(path.read_text())
-    mse, spread = ceiling["summary"]["oracle_mse"], ceiling["summary"]["oracle_spread"]
+    reference = json.loads(path.read_text())
+    summary, n, timing = reference["summary"], reference["n"], reference["timing"]
+    mse, spread, bound = summary["oracle_mse"], summary["oracle_spread"], summary.get("realised_error")
     extrapolated = mse.get("quotient_extrapolated_to_infinite_draws")
-    timing = ceiling["timing"]
-    return ["", f"Reference for the ranking quotient (`benchmarks/ranking_ceiling.py {method}`, "
-            f"{ceiling['date']}; validation cases, n = {ceiling['n']['cases']}×{ceiling['n']['draws']} at "
-            f"{percent(str(ceiling['fraction']))} counts; {timing['threads']} thread, 1-minute load "
-            f"{timing['load_before'][0]:.1f}–{timing['load_after'][0]:.1f}): ranking each draw's voxels by their "
-            f"**exact expected squared error** (measured on the other {ceiling['n']['draws'] - 1} draws against "
-            f"the noise-free image, knowable only in simulation) gives a quotient of {mse['quotient_mean']:.2f} "
-            f"(range {mse['quotient_range'][0]:.2f}–{mse['quotient_range'][1]:.2f}"
+    loads = (timing["load_before"][0], timing["load_after"][0])
+    return ["", f"References for the ranking quotient (`benchmarks/ranking_reference.py {method}`, "
+            f"{reference['date']}; validation cases, n = {n['cases']}×{n['draws']} at "
+            f"{percent(str(reference['fraction']))} counts; {timing['threads']} thread, 1-minute load "
+            f"{min(loads):.1f}–{max(loads):.1f}): ranking each draw's voxels by their **exact expected "
+            f"squared error** (measured on the other {n['draws'] - 1} draws against the noise-free image, "
+            f"knowable only in simulation) gives a quotient of {mse['quotient_mean']:.2f} (range "
+            f"{mse['quotient_range'][0]:.2f}–{mse['quotient_range'][1]:.2f}"
             + (f"; extrapolated to infinitely many draws {extrapolated:.2f}" if extrapolated is not None else "")
-            + f"), by the noise spread alone {spread['quotient_mean']:.2f}. Intensity is hard to beat because the "
-            "image carries the draw's own error (its brightest voxels are partly those whose error is large and "
-            "positive this time); a variance map can pass the exact expected error only by following that "
-            "draw's own noise."]
+            + f"), by the noise spread alone {spread['quotient_mean']:.2f}"
+            + (f"; ranking by the draw's own |error|, the most any map can reach, {bound['quotient_mean']:.2f} "
+               f"(range {bound['quotient_range'][0]:.2f}–{bound['quotient_range'][1]:.2f})" if bound else "")
+            + ". Intensity is hard to beat because the image carries the draw's own error (its brightest voxels "
+            "are partly those whose error is large and positive this time); a variance map can pass the exact "
+            "expected error only by following that draw's own noise."]
 
 
 def reliability_plot(rows: dict[tuple[str, str], list[dict]], path: Path) -> None:

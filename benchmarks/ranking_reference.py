@@ -1,5 +1,5 @@
-"""How well does an exact map of each voxel's expected error rank voxels by error? A reference for the
-error-ranking quotient.
+"""References for the error-ranking quotient: how well an exact map of each voxel's expected error ranks voxels
+by error, and the most any map can reach.
 
 Issue 11 asks a diffusion model's variance to rank voxels by |error| at least 1.25 × as well as the denoised
 intensity does (``stats.uncertainty_agreement``: mean |error| in the top-decile voxels ÷ the lower half, by the map
@@ -16,7 +16,8 @@ the image is computed once per draw, and for each draw d two oracle maps are bui
 * ``oracle_spread``: each voxel's variance of the image over the other draws (bias left out) — what a sampler that
   reproduced the noise exactly would report.
 
-Per draw and map: the ranking quotient against intensity and the 1 σ / 2 σ coverage of the draw's error. The
+Per draw and map: the ranking quotient against intensity and the 1 σ / 2 σ coverage of the draw's error; and,
+as the bound no map can pass, the quotient of ranking by the draw's own |error| (``realised_error``). The
 oracle MSE map is the exact expected squared error of each voxel — what a perfectly calibrated variance describes —
 so its quotient is what "how uncertain is this voxel" can reach under this metric. Intensity is a strong rival
 because the image carries the draw's own error: its brightest voxels are partly those whose error this time is
@@ -25,11 +26,11 @@ noise too. The leave-one-out map from ``draws`` − 1 draws carries sampling noi
 ± √(2 / (draws − 1)) per voxel), which lowers its quotient; it is therefore also built from 2, 3 and 5 other draws
 and its quotient extrapolated linearly in 1 / draws to infinitely many.
 
-Output: ``benchmarks/results/ranking_ceiling_<model>.json`` with n, seeds, threads, load and time.
+Output: ``benchmarks/results/ranking_reference_<model>.json`` with n, seeds, threads, load and time.
 
 Usage::
 
-    nice -n 10 python benchmarks/ranking_ceiling.py MODEL [--cases 5] [--draws 10]
+    nice -n 10 python benchmarks/ranking_reference.py MODEL [--cases 5] [--draws 10]
 
 Exit codes as the CLI's (docs/ERRORS.md): 3 bad option, 4 model problem, 7 output problem.
 """
@@ -74,7 +75,8 @@ def oracle_maps(images: np.ndarray, noise_free: np.ndarray, left_out: int,
 
 
 def ceiling_per_draw(images: np.ndarray, noise_free: np.ndarray) -> list[dict]:
-    """Per draw of ``images`` [draw, voxel] (at least 3 draws): the error-ranking ratio by intensity and, per
+    """Per draw of ``images`` [draw, voxel] (at least 3 draws): the error-ranking ratio by intensity, the quotient
+    of ranking by the draw's own |error| (the most any map reaches) and, per
     oracle map, its ratio, its quotient (÷ the intensity's) and the coverage of the draw's error by it; and the
     oracle MSE map's quotient from the first k other draws for each k of :data:`SUBSET_SIZES` below the number of
     other draws."""
@@ -85,7 +87,8 @@ def ceiling_per_draw(images: np.ndarray, noise_free: np.ndarray) -> list[dict]:
     for draw, image in enumerate(images):
         error = image.astype(np.float64) - noise_free
         by_intensity = error_ranking_ratio(image, error)
-        row = {"draw": draw, "error_ratio_intensity": round(by_intensity, 4)}
+        row = {"draw": draw, "error_ratio_intensity": round(by_intensity, 4),
+               "realised_error_quotient": round(error_ranking_ratio(np.abs(error), error) / by_intensity, 4)}
         for name, score in oracle_maps(images, noise_free, draw).items():
             ratio = error_ranking_ratio(score, error)
             row[name] = {"error_ratio": round(ratio, 4), "quotient": round(ratio / by_intensity, 4),
@@ -108,7 +111,8 @@ def extrapolated(quotient_by_k: dict[int, float]) -> float:
 
 def summary(per_case: list[dict]) -> dict:
     """Per oracle: mean, min and max of the quotient over every case × draw, and the per-case means; for the
-    oracle MSE map also the mean quotient per number of draws it was built from and its extrapolation."""
+    oracle MSE map also the mean quotient per number of draws it was built from and its extrapolation; mean and
+    range of the realised-error bound."""
     result = {}
     for name in ORACLES:
         by_case = {c["name"]: [d[name]["quotient"] for d in c["draws"]] for c in per_case}
@@ -116,6 +120,9 @@ def summary(per_case: list[dict]) -> dict:
         result[name] = {"quotient_mean": round(float(np.mean(values)), 4),
                         "quotient_range": [round(float(min(values)), 4), round(float(max(values)), 4)],
                         "per_case_mean": {case: round(float(np.mean(q)), 4) for case, q in by_case.items()}}
+    realised = [d["realised_error_quotient"] for c in per_case for d in c["draws"]]
+    result["realised_error"] = {"quotient_mean": round(float(np.mean(realised)), 4),
+                                "quotient_range": [round(float(min(realised)), 4), round(float(max(realised)), 4)]}
     draws = [d["oracle_mse_quotient_from_k_draws"] for c in per_case for d in c["draws"]]
     by_k = {int(k): float(np.mean([d[k] for d in draws])) for k in draws[0]}
     result["oracle_mse"]["quotient_mean_from_k_draws"] = {str(k): round(q, 4) for k, q in sorted(by_k.items())}
@@ -127,8 +134,8 @@ def summary(per_case: list[dict]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_validation_arguments(parser, cases=5, draws=10)
-    parser.add_argument("--output", help="result JSON (default benchmarks/results/ranking_ceiling_<model>.json)")
-    run_or_exit("ranking_ceiling", run, parser.parse_args())
+    parser.add_argument("--output", help="result JSON (default benchmarks/results/ranking_reference_<model>.json)")
+    run_or_exit("ranking_reference", run, parser.parse_args())
 
 
 def run(args: argparse.Namespace) -> None:
@@ -156,7 +163,7 @@ def run(args: argparse.Namespace) -> None:
         "n": {"cases": len(cases), "draws": args.draws}, "fraction": args.fraction,
         "summary": summary(per_case), "cases": per_case, "timing": timing.finish(),
     }
-    output = Path(args.output or RESULTS / f"ranking_ceiling_{model_name(args.model)}.json")
+    output = Path(args.output or RESULTS / f"ranking_reference_{model_name(args.model)}.json")
     with atomic_output(output) as temporary:
         temporary.write_text(json.dumps(result, indent=1) + "\n")
     for oracle, values in result["summary"].items():
