@@ -68,7 +68,8 @@ def test_each_cell_shows_the_value_it_is_judged_on_and_its_n():
     assert bad[1] == "worst -10.0 % at 22 mm (1×2): not met"
     assert good[2] == "worst -2.0 pp at 13 mm: -12.0 % vs input -10.0 % (1×2): met"
     assert bad[2] == "worst -20.0 pp at 13 mm: -30.0 % vs input -10.0 % (1×2): not met"
-    assert good[3] == "worst 0.50× the input's distance in iec-1 (0.50 % vs 1.00 %) (2×2): met"
+    assert good[3] == ("worst 0.50× the input's distance in iec-1 (0.50 % vs 1.00 %); farthest from the "
+                       "full-count total 0.50 % in iec-1 (input 1.00 %) (2×2): met")
     assert bad[4].startswith("1.50 [") and bad[4].endswith("(1×2): not met")
     assert good[5] == "worst 1.10 in ood-x, median 1.10 (1×2): met"
     assert good[6] == "worst 0.73 in ood-x, median 0.73 (1×2): met"

@@ -354,7 +354,8 @@ def body_total_distances(entry: dict, record: dict) -> tuple[float, float] | Non
 
 
 def body_total_target(records: list[dict], model: str) -> Target:
-    """d: per case, mean over draws of the output's distance to the full-count total ≤ the input's."""
+    """d: per case, mean over draws of the output's distance to the full-count total ≤ the input's; the text
+    names the case with the worst ratio and the one farthest from the full-count total (a ratio alone hides it)."""
     cases = {r["case"]["name"]: g[0] for r in records
              if (g := per_case([r], model, TARGET_KEY, body_total_distances))}
     if not cases:
@@ -362,10 +363,12 @@ def body_total_target(records: list[dict], model: str) -> Target:
         return Target(None, NOT_RECORDED if ran else NOT_MEASURED)
     means = {case: np.mean(pairs, axis=0) for case, pairs in cases.items()}
     ratios = {case: mine / max(own, 1e-12) for case, (mine, own) in means.items()}
-    case = max(ratios, key=ratios.get)
+    case, farthest = max(ratios, key=ratios.get), max(means, key=lambda c: means[c][0])
     mine, own = means[case]
     return Target(ratios[case], f"worst {ratios[case]:.2f}× the input's distance in {case} ({mine:.2f} % vs "
-                  f"{own:.2f} %)", n_label(list(cases.values())), all(m <= o for m, o in means.values()))
+                  f"{own:.2f} %); farthest from the full-count total {means[farthest][0]:.2f} % in {farthest} "
+                  f"(input {means[farthest][1]:.2f} %)", n_label(list(cases.values())),
+                  all(m <= o for m, o in means.values()))
 
 
 def fidelity_in_distribution_target(records: list[dict], model: str) -> Target:
