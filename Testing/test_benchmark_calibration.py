@@ -166,14 +166,14 @@ def test_ranking_reference_oracles_leave_the_ranked_draw_out_and_rank_a_spread_u
     proportional to the intensity, intensity ranks better than the oracle (quotient < 0.9): the image carries the
     draw's own error, so its brightest voxels are partly those with the largest positive error. The map of draw d
     never uses draw d."""
-    from ranking_reference import ceiling_per_draw, oracle_maps
+    from ranking_reference import quotients_per_draw, oracle_maps
 
     rng = np.random.default_rng(5)
     voxels, draws = 40_000, 12
     noise_free = rng.uniform(5.0, 15.0, voxels)
     spread = rng.lognormal(0.0, 0.8, voxels)
     unrelated = noise_free + spread * rng.standard_normal((draws, voxels))
-    rows = ceiling_per_draw(unrelated, noise_free)
+    rows = quotients_per_draw(unrelated, noise_free)
     assert len(rows) == draws
     assert set(rows[0]["oracle_mse_quotient_from_k_draws"]) == {"2", "3", "5", "11"}
     assert all(r["realised_error_quotient"] >= r["oracle_mse"]["quotient"] for r in rows)
@@ -182,7 +182,7 @@ def test_ranking_reference_oracles_leave_the_ranked_draw_out_and_rank_a_spread_u
     # 2 σ of an 11-draw estimate covers as Student's t with 11 degrees of freedom: 92.9 %, not 95 %
     assert np.mean([r["oracle_mse"]["coverage_2sigma_pct"] for r in rows]) == pytest.approx(92.9, abs=1.0)
     proportional = noise_free + 0.2 * noise_free * rng.standard_normal((draws, voxels))
-    quotients = [r["oracle_mse"]["quotient"] for r in ceiling_per_draw(proportional, noise_free)]
+    quotients = [r["oracle_mse"]["quotient"] for r in quotients_per_draw(proportional, noise_free)]
     assert np.mean(quotients) < 0.9
     changed = unrelated.copy()
     changed[3] += 100.0
@@ -199,9 +199,9 @@ def test_ranking_reference_extrapolates_linearly_in_one_over_the_draws():
 
 
 def test_ranking_reference_refuses_fewer_than_three_draws():
-    from ranking_reference import ceiling_per_draw
+    from ranking_reference import quotients_per_draw
 
     from SPECTDenoiseLib.errors import InputError
 
     with pytest.raises(InputError, match="at least 3"):
-        ceiling_per_draw(np.ones((2, 10)), np.ones(10))
+        quotients_per_draw(np.ones((2, 10)), np.ones(10))

@@ -74,12 +74,11 @@ def oracle_maps(images: np.ndarray, noise_free: np.ndarray, left_out: int,
     return {"oracle_mse": np.mean((rest - noise_free) ** 2, axis=0), "oracle_spread": np.var(rest, axis=0, ddof=1)}
 
 
-def ceiling_per_draw(images: np.ndarray, noise_free: np.ndarray) -> list[dict]:
-    """Per draw of ``images`` [draw, voxel] (at least 3 draws): the error-ranking ratio by intensity, the quotient
-    of ranking by the draw's own |error| (the most any map reaches) and, per
-    oracle map, its ratio, its quotient (÷ the intensity's) and the coverage of the draw's error by it; and the
-    oracle MSE map's quotient from the first k other draws for each k of :data:`SUBSET_SIZES` below the number of
-    other draws."""
+def quotients_per_draw(images: np.ndarray, noise_free: np.ndarray) -> list[dict]:
+    """Per draw of ``images`` [draw, voxel] (at least 3 draws): the error-ranking ratio by intensity; the quotient
+    of ranking by the draw's own |error| (the most any map reaches); per oracle map its ratio, its quotient (÷ the
+    intensity's) and the coverage of the draw's error by it; and the oracle MSE map's quotient from the first k
+    other draws for each k of :data:`SUBSET_SIZES` below the number of other draws."""
     if images.shape[0] < 3:
         raise InputError("The leave-one-out oracle needs at least 3 noise draws per case.")
     sizes = [k for k in SUBSET_SIZES if k < images.shape[0] - 1]
@@ -155,7 +154,7 @@ def run(args: argparse.Namespace) -> None:
                            for d in range(args.draws)])
         per_case.append({"name": case.name, "seed": case.seed, "voxels": int(body.sum()),
                          "noise_seeds": [[case.seed, d] for d in range(args.draws)],
-                         "draws": ceiling_per_draw(images, scans.noise_free[body].astype(np.float64))})
+                         "draws": quotients_per_draw(images, scans.noise_free[body].astype(np.float64))})
         print(f"  {case.name}: {args.draws} draws done", flush=True)
     result = {
         "model": name, "weights_sha256_12": model_fingerprint(tested.model), "uptake_guard": tested.uptake_guard,
