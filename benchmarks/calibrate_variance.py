@@ -44,8 +44,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
 import sys
 import time
 from pathlib import Path
@@ -62,6 +60,7 @@ from cases import VALIDATION_RUN_SEED, Case, CaseScans, case_phantom, in_distrib
 from methods import BARE, load_models, model_name, run_model, variance_scale  # noqa: E402
 from probes import body_box  # noqa: E402
 from quality import MODES, RESULTS, fraction_key, model_fingerprint  # noqa: E402
+from run_timing import RunTiming  # noqa: E402
 from stats import coverage, uncertainty_agreement  # noqa: E402
 
 from SPECTDenoiseLib.errors import InputError, ModelError, OutputError, SPECTDenoiseError  # noqa: E402
@@ -228,23 +227,6 @@ def run_or_exit(program: str, run_function, args: argparse.Namespace) -> None:
     except SPECTDenoiseError as error:
         print(f"{program}: error: {error}", file=sys.stderr)
         sys.exit(error.exit_code)
-
-
-class RunTiming:
-    """Wall and CPU time of this process from its creation, with the threads and the load around it."""
-
-    def __init__(self, threads: int) -> None:
-        self.threads, self.started, self.load_before = threads, time.perf_counter(), os.getloadavg()
-        self.cpu_started = resource.getrusage(resource.RUSAGE_SELF)
-
-    def finish(self) -> dict:
-        """The record's ``timing``: wall_s, cpu_s, threads, cpu_cores, load_before, load_after."""
-        cpu, start = resource.getrusage(resource.RUSAGE_SELF), self.cpu_started
-        return {"wall_s": round(time.perf_counter() - self.started, 1),
-                "cpu_s": round(cpu.ru_utime + cpu.ru_stime - start.ru_utime - start.ru_stime, 1),
-                "threads": self.threads, "cpu_cores": os.cpu_count(),
-                "load_before": [round(x, 2) for x in self.load_before],
-                "load_after": [round(x, 2) for x in os.getloadavg()]}
 
 
 def main() -> None:

@@ -102,6 +102,7 @@ from checkpoint import checkpoint_path, discard_checkpoint, load_checkpoint, sav
 from draw_cache import CACHE_FOLDER, DrawCache  # noqa: E402
 from methods import ModelUnderTest, load_models, variance_scale  # noqa: E402
 from probes import PROBES_VERSION, mean_shifts, run_probes  # noqa: E402
+from run_timing import RunTiming  # noqa: E402
 from stats import VoxelEnsemble, region_values, spatial_cov, uncertainty_agreement  # noqa: E402
 
 from SPECTDenoiseLib.io import atomic_output  # noqa: E402
@@ -310,7 +311,8 @@ def run_case(case: Case, mode: Mode, models: dict, config: dict, probes: bool, k
                     lambda spect, ct, tested=tested: tested.image(spect, ct, spacing),
                     images[probe_fraction], phantom.ct, body, hot, spacing)
         if checkpoint is not None:
-            gathered = {method: rows for method, rows in record["methods"].items() if method not in kept["methods"]}
+            gathered = {method: rows for method, rows in record["methods"].items()
+                        if method not in kept["methods"]}
             save_checkpoint(checkpoint, identity,
                             {"draws_done": draw + 1, "methods": gathered, "probes": record["probes"],
                              "standard_count": record["standard_count"], "time": elapsed()}, ensembles)
@@ -338,7 +340,8 @@ def run_config(mode_name: str, mode: Mode, models: dict[str, ModelUnderTest], pr
               "probes": probes, "probes_version": PROBES_VERSION if probes else None}
     if config["variance_scales"]:  # only runs with a diffusion model: the others' identities stay as they were
         config["variance_pooling"] = {name: tested.model.config.diffusion_setting("variance_pooling_voxels")
-                                      for name, tested in models.items() if tested.model.config.kind == "diffusion"}
+                                      for name, tested in models.items()
+                                      if tested.model.config.kind == "diffusion"}
     return json.loads(json.dumps(config))
 
 
@@ -365,9 +368,9 @@ def kept_rows(earlier: dict, config: dict, rerun: set[str] = frozenset()) -> dic
     Nothing is kept unless the configurations agree on everything but :data:`MODEL_SETTINGS` and
     :data:`PROBE_SETTINGS`. Then the input, the full count and the classical filters are kept, and every model
     of ``config`` whose fingerprint is the earlier one's, whose uptake guard constants (unless it runs bare) and
-    diffusion variance scale and pooling are too, and whose rows the record holds; their probes only when the probe settings
-    agree too. Methods named in ``rerun`` are never kept. Returns {"methods", "probes", "standard_count"} for
-    :func:`run_case`.
+    diffusion variance scale and pooling are too, and whose rows the record holds; their probes only when the
+    probe settings agree too. Methods named in ``rerun`` are never kept. Returns {"methods", "probes",
+    "standard_count"} for :func:`run_case`.
     """
     old = earlier.get("config", {})
     ignored = MODEL_SETTINGS + PROBE_SETTINGS
@@ -433,7 +436,10 @@ def main() -> None:
                              "2 threads ran OSEM 20 times slower than 1 under a load of 14 on 2 cores)")
     parser.add_argument("--jobs", type=int, default=1, help="cases run in parallel processes (default 1)")
     parser.add_argument("--output-dir", help="folder of the per-case JSON files (default results/<mode>)")
+    parser.add_argument("--timing-file", help="also write this run's wall and CPU time, jobs, threads and load "
+                                              "to this JSON file (e.g. to measure a complete run from scratch)")
     args = parser.parse_args()
+    timing = RunTiming(args.threads)
     mode_name = "quick" if args.quick else "validation" if args.validation else "full"
     mode = MODES[mode_name]
     if args.draws:
@@ -474,8 +480,23 @@ def main() -> None:
             except Exception as error:  # one failed case must not lose the others; the exit code tells
                 print(f"{case.name}: FAILED ({type(error).__name__}: {error})", flush=True)
                 failed.append(case.name)
+    if args.timing_file:
+        ran = [case.name for case, _ in todo]
+        write_run_timing(Path(args.timing_file), timing, mode_name, args.jobs, models, ran,
+                         [case.name for case in cases if case.name not in ran], failed)
     if failed:
         sys.exit(f"{len(failed)} case(s) failed: {', '.join(failed)}")
+
+
+def write_run_timing(path: Path, timing: RunTiming, mode_name: str, jobs: int, models: dict, ran: list[str],
+                     kept: list[str], failed: list[str]) -> None:
+    """Write a run's timing (:class:`RunTiming`: wall, CPU of this process and its pool, threads, load) with its
+    command, mode, jobs, models and the cases it ran, kept from earlier runs or lost, to ``path`` atomically."""
+    record = {"command": " ".join(sys.argv), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+              "mode": mode_name, "jobs": jobs, "models": list(models), "cases_run": ran, "cases_kept": kept,
+              "cases_failed": failed, **timing.finish()}
+    with atomic_output(path) as temporary:
+        temporary.write_text(json.dumps(record, indent=1) + "\n")
 
 
 def independent_simulator_available(case: Case) -> bool:

@@ -50,10 +50,11 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from calibrate_variance import RunTiming, add_validation_arguments, run_or_exit, validation_cases  # noqa: E402
+from calibrate_variance import add_validation_arguments, run_or_exit, validation_cases  # noqa: E402
 from cases import CaseScans, case_phantom  # noqa: E402
 from methods import load_models, model_name  # noqa: E402
 from quality import RESULTS, model_fingerprint  # noqa: E402
+from run_timing import RunTiming  # noqa: E402
 from stats import coverage, error_ranking_ratio  # noqa: E402
 
 from SPECTDenoiseLib.errors import InputError  # noqa: E402

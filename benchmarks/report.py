@@ -784,6 +784,20 @@ def planned_cases(config: dict) -> int:
     return sum(config.get("quota", {}).values()) + (len(OOD_VARIANTS) if variants is None else len(variants))
 
 
+def from_scratch_timing(mode: str, results: Path = RESULTS) -> str:
+    """A sentence on the timed complete run of ``mode`` (``quality.py --timing-file
+    benchmarks/results/<mode>_run_timing.json`` into an empty folder), or "" when there is none."""
+    path = results / f"{mode}_run_timing.json"
+    if not path.exists():
+        return ""
+    run = json.loads(path.read_text())
+    return (f" Timed complete run (`{run['command']}`, {run['date']}; {len(run['cases_run'])} cases run, "
+            f"{len(run['cases_kept'])} kept from earlier results): **{run['wall_s'] / 60:.1f} min wall**, "
+            f"{run['cpu_s'] / 60:.1f} CPU minutes, {run['jobs']} jobs × {run['threads']} torch thread on "
+            f"{run['cpu_cores']} cores, 1-minute load {run['load_before'][0]:.1f} before and "
+            f"{run['load_after'][0]:.1f} after; models {', '.join(run['models'])}.")
+
+
 def section(mode: str, title: str, records: list[dict], images: Path = IMAGES) -> list[str]:
     """The Markdown lines of one result set (a mode's case records); its plots are written to ``images``."""
     inside, ood = in_distribution(records), out_of_distribution(records)
@@ -813,7 +827,7 @@ def section(mode: str, title: str, records: list[dict], images: Path = IMAGES) -
              f"wall time per case {min(walls):.0f}–{max(walls):.0f} s at a 1-minute load average of "
              f"{min(min(r['load_before'][0], r['load_after'][0]) for r in runs):.1f}–"
              f"{max(max(r['load_before'][0], r['load_after'][0]) for r in runs):.1f} "
-             f"on {cores} cores.", "",
+             f"on {cores} cores." + from_scratch_timing(mode), "",
              "### Cases", "",
              "In-distribution cases are drawn by the training data generator of `SPECTDenoiseLib/dataset.py` (v2, "
              "the data of the models retrained for issue 10) with the benchmark seeds; for models trained on the "

@@ -35,7 +35,6 @@ sys.path.insert(0, str(REPOSITORY))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from calibrate_variance import (  # noqa: E402
-    RunTiming,
     add_validation_arguments,
     fit_variance_scale,
     run_or_exit,
@@ -44,6 +43,7 @@ from calibrate_variance import (  # noqa: E402
 from cases import CaseScans, case_phantom  # noqa: E402
 from methods import load_models, model_name, run_model  # noqa: E402
 from quality import RESULTS, model_fingerprint  # noqa: E402
+from run_timing import RunTiming  # noqa: E402
 from stats import uncertainty_agreement  # noqa: E402
 
 from SPECTDenoiseLib.errors import InputError, ModelError  # noqa: E402
