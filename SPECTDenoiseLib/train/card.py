@@ -127,7 +127,7 @@ def _variance_measured(results: Path, name: str) -> list[str]:
                 f"{u['coverage_2sigma_pct']:.1f} % within 2 σ (68 and 95 % if exactly calibrated). It ranks voxels "
                 f"by error {ranks} the denoised brightness does (mean |error| in the top-decile variance voxels ÷ "
                 f"bottom half {u['error_ratio_variance']:.2f}, ranking by brightness "
-                f"{u['error_ratio_intensity']:.2f}: quotient {quotient:g})"
+                f"{u['error_ratio_intensity']:.2f}: quotient {quotient:.2f})"
                 + ("." if quotient > 1 else ": read it as a calibrated noise level, not as a map of where the "
                                             "model is wrong."))
     return lines
