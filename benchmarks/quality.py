@@ -32,8 +32,8 @@ Modes (the count of cases × draws for each table is written next to every numbe
 
 * ``--quick``: 2 in-distribution cases (the first IEC and torso of the benchmark sequence whose reconstruction
   costs at most 1.5 × a plain 4 mm IEC scan) × 10 draws at 10 % counts, 5 protocol variants × 3 draws, Gaussian
-  and TV, the catalogue's default model with and without its uptake guard; about 15 minutes with ``--jobs 2``
-  on 2 idle cores. A diffusion model named with ``--models`` runs on the first 2 draws of the in-distribution
+  and TV, the catalogue's default model with and without its uptake guard; within 15 minutes with ``--jobs 2``
+  on 2 cores (BENCHMARKS.md quotes the timed complete run, ``--timing-file``). A diffusion model named with ``--models`` runs on the first 2 draws of the in-distribution
   cases and the first draw of the variants, without probes (a few minutes more for a model that takes 1–2 min
   per 128³ volume); name the default model too (``--models spect-unet25d spect-unet25d:bare ID``) to keep it in
   the tables.
@@ -420,7 +420,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--quick", action="store_true",
-                       help="the development check (about 15 min on 2 idle cores with --jobs 2)")
+                       help="the development check (within 15 min on 2 cores with --jobs 2; timed in "
+                            "BENCHMARKS.md)")
     group.add_argument("--validation", action="store_true", help="validation seeds, for model selection only")
     parser.add_argument("--models", nargs="*", help="catalogue ids, model folders or NAME=FOLDER, each with "
                         "':bare' appended to run it without the uptake guard (default: the default model with "

@@ -1039,7 +1039,7 @@ def summary(mode: str, records: list[dict]) -> dict:
 def main() -> None:
     IMAGES.mkdir(parents=True, exist_ok=True)
     lines = ["# Benchmarks", "",
-             "Regenerate: `python benchmarks/quality.py --quick --jobs 2` (≈ 15 min on 2 idle cores) or "
+             "Regenerate: `python benchmarks/quality.py --quick --jobs 2` (timed in the quick section) or "
              "`nice -n 10 python benchmarks/quality.py --jobs 2` (full, hours; resumable), "
              "`python benchmarks/speed.py`, then `python benchmarks/report.py`. Add "
              "`--models ID|FOLDER|NAME=FOLDER[:bare] ...` to test other models (`:bare`: without the uptake "
