@@ -4,6 +4,7 @@ rows a partial re-run keeps."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import SimpleITK as sitk
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-from speed import VOLUMES, earlier_rows, make_volume, summarise  # noqa: E402
+from speed import VOLUMES, earlier_rows, hardware_identity, make_volume, summarise  # noqa: E402
 
 
 def run(wall: float, cpu: float, load: tuple[float, float] = (1.0, 2.0), code: int = 0) -> dict:
@@ -31,17 +32,27 @@ def test_failed_runs_are_left_out_and_all_failed_is_reported():
     assert summarise([run(1.0, 1.0, code=1)]) == {"failed": "boom"}
 
 
-def test_a_rerun_keeps_the_rows_it_does_not_repeat_of_the_same_machine_with_their_date(tmp_path):
+def test_a_rerun_keeps_the_rows_it_does_not_repeat_of_the_same_hardware_with_their_date(tmp_path):
     path = tmp_path / "speed_cpu.json"
+    hardware = {"cpu_model": "Xeon X", "cpu_cores": 2, "device": "cpu"}
     rows = [{"model": "slow", "size": "128^3"}, {"model": "fast", "size": "128^3", "date": "2026-12-02 10:00 UTC"},
             {"model": "fast", "size": "128^3 body in air", "date": "2026-12-02 11:00 UTC"}]
-    path.write_text(json.dumps({"machine": "m", "device": "cpu", "date": "2026-12-01 19:52 UTC", "results": rows}))
+    path.write_text(json.dumps({"machine": "Linux-kernel-build-1", **hardware, "date": "2026-12-01 19:52 UTC",
+                                "results": rows}))
     volumes = ["128^3"]
-    assert earlier_rows(path, ["fast"], volumes, "m", "cpu") == [{"model": "slow", "size": "128^3",
-                                                                  "date": "2026-12-01 19:52 UTC"}, rows[2]]
-    assert earlier_rows(path, ["fast"], volumes, "another machine", "cpu") == []
-    assert earlier_rows(path, ["fast"], volumes, "m", "cuda") == []
-    assert earlier_rows(tmp_path / "none.json", ["fast"], volumes, "m", "cpu") == []
+    assert earlier_rows(path, ["fast"], volumes, hardware) == [{"model": "slow", "size": "128^3",
+                                                               "date": "2026-12-01 19:52 UTC"}, rows[2]]
+    assert earlier_rows(path, ["fast"], volumes, {**hardware, "cpu_model": "Epyc Y"}) == []
+    assert earlier_rows(path, ["fast"], volumes, {**hardware, "cpu_cores": 16}) == []
+    assert earlier_rows(path, ["fast"], volumes, {**hardware, "device": "cuda"}) == []
+    assert earlier_rows(tmp_path / "none.json", ["fast"], volumes, hardware) == []
+    path.write_text(json.dumps({"machine": "m", "cpu_cores": 2, "device": "cpu", "date": "d", "results": rows}))
+    assert earlier_rows(path, ["fast"], volumes, hardware) == []  # no CPU model recorded: nothing is kept
+
+
+def test_the_hardware_identity_names_a_cpu_model_and_the_cores():
+    identity = hardware_identity("cpu")
+    assert identity["cpu_model"] and identity["cpu_cores"] == os.cpu_count() and identity["device"] == "cpu"
 
 
 def test_the_body_in_air_volume_has_tissue_only_in_its_body_and_air_in_its_ct(tmp_path):

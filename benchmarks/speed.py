@@ -8,8 +8,8 @@ time). Each model and volume is run ``--repeats`` times (default 3); the table g
 The CLI gives its worker ``OMP_NUM_THREADS`` = CPU cores ÷ jobs (one job here), recorded as ``threads``.
 
 Rows of models and volumes left out of ``--models``/``--volumes`` are kept from the previous result file of the
-same machine and device, each with the date of its run, so one model can be re-measured without re-running the
-slow ones.
+same hardware (CPU model, cores) and device, each with the date of its run, so one model can be re-measured
+without re-running the slow ones.
 
 Volumes (4 mm voxels, smooth random activity; see :data:`VOLUMES`): ``128^3`` and ``256x256x200`` fill the field
 of view with tissue, the slowest case for the slice models, which pad each slice with 16 voxels of air beyond the
@@ -47,6 +47,7 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))
 
 from SPECTDenoiseLib.hub import read_catalogue, resolve_model  # noqa: E402
+from SPECTDenoiseLib.io import atomic_output  # noqa: E402
 from SPECTDenoiseLib.models.config import ModelConfig  # noqa: E402
 
 VOXEL_MM = 4.0
@@ -140,11 +141,12 @@ def main() -> None:
     configs = {model: ModelConfig.load(resolve_model(model) / "config.json") for model in models}
     threads = max(1, os.cpu_count() or 1)
     out = REPOSITORY / "benchmarks" / "results" / f"speed_{args.device}.json"
-    record = {"machine": platform.platform(), "processor": platform.processor() or platform.machine(),
-              "cpu_cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
-              "device": args.device, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    hardware = hardware_identity(args.device)
+    record = {"machine": platform.platform(), "processor": platform.processor() or platform.machine(), **hardware,
+              "python": platform.python_version(), "torch": torch.__version__,
+              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "command": shlex.join(["python", "benchmarks/speed.py", *sys.argv[1:]]),
-              "results": earlier_rows(out, models, volumes, platform.platform(), args.device)}
+              "results": earlier_rows(out, models, volumes, hardware)}
     plan = [(size, model) for diffusion in (False, True) for size in volumes for model in models
             if (configs[model].kind == "diffusion") == diffusion]  # slow diffusion runs last
     with tempfile.TemporaryDirectory() as folder:
@@ -165,17 +167,36 @@ def main() -> None:
             record["results"].append({**row, **({"with": "variance map"} if diffusion else {}), **summarise(runs),
                                       "runs": runs})
             print({k: v for k, v in record["results"][-1].items() if k != "runs"}, flush=True)
-            out.write_text(json.dumps(record, indent=1) + "\n")  # after every row: a partial run is usable
+            with atomic_output(out) as temporary:  # after every row: a partial run is usable
+                temporary.write_text(json.dumps(record, indent=1) + "\n")
     print(f"wrote {out}")
 
-def earlier_rows(path: Path, models: list[str], volumes: list[str], machine: str, device: str) -> list[dict]:
-    """The rows of ``path`` (a previous run on the same ``machine`` and ``device``) that this run does not repeat
-    (their model not in ``models`` or their volume not in ``volumes``), each dated (rows of files older than
-    per-row dates get the file's date)."""
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, else what :mod:`platform` says)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def hardware_identity(device: str) -> dict:
+    """What makes two runs' times comparable: the CPU model, the number of cores and the device. (The platform
+    string is not: it changes with every kernel build, so a fresh VM of the same kind would look like another
+    machine.)"""
+    return {"cpu_model": cpu_model(), "cpu_cores": os.cpu_count(), "device": device}
+
+
+def earlier_rows(path: Path, models: list[str], volumes: list[str], hardware: dict) -> list[dict]:
+    """The rows of ``path`` (a previous run on the same ``hardware``: :func:`hardware_identity`) that this run does
+    not repeat (their model not in ``models`` or their volume not in ``volumes``), each dated (rows of files older
+    than per-row dates get the file's date). A file that does not record its CPU model keeps nothing."""
     if not path.exists():
         return []
     earlier = json.loads(path.read_text())
-    if earlier.get("machine") != machine or earlier.get("device") != device:
+    if any(earlier.get(key) != value for key, value in hardware.items()):
         return []
     return [{**row, "date": row.get("date", earlier["date"])} for row in earlier["results"]
             if row["model"] not in models or row["size"] not in volumes]
