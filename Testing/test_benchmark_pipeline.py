@@ -450,6 +450,8 @@ def test_per_case_coverage_names_the_extreme_cases_and_counts_those_outside_the_
     assert "not scan by scan" in line
     inside = report.per_case_coverage_line(records[1:2], "d", "0.1")
     assert "0 of 1 cases outside" in inside and "not scan by scan" not in inside
+    low = report.per_case_coverage_line([coverage_record("a", [40.0]), coverage_record("b", [50.0])], "d", "0.1")
+    assert "2 of 2 cases outside" in low and "outside the target on average over these cases too" in low
 
 
 def test_ranking_reference_cites_its_result_and_is_absent_without_one(tmp_path):
@@ -463,5 +465,5 @@ def test_ranking_reference_cites_its_result_and_is_absent_without_one(tmp_path):
     (tmp_path / "ranking_reference_d.json").write_text(json.dumps(result))
     text = " ".join(report.ranking_reference_lines("d", tmp_path))
     assert "n = 5×10" in text and "other 9 draws" in text
-    assert "quotient of 0.80 (range 0.52–1.21; extrapolated to infinitely many draws 0.91)" in text
+    assert "quotient of 0.80 (range 0.52–1.21; 0.91 extrapolated linearly" in text
     assert "1-minute load 3.8–5.2" in text and "the most any map can reach, 1.60 (range 1.20–2.00)" in text

@@ -34,19 +34,25 @@ def test_the_cpu_time_of_a_finished_process_pool_is_counted():
 
 def test_a_run_timing_file_names_the_mode_cases_and_conditions(tmp_path):
     path = tmp_path / "timing.json"
-    write_run_timing(path, RunTiming(threads=1), "quick", 2, {"m": None, "m (bare)": None}, ["a", "b"], ["c"], [])
+    models = {"m": None, "m (bare)": None}
+    write_run_timing(path, RunTiming(threads=1), "quick", 2, models, ["a", "b"], ["c"], ["d"], [])
     record = json.loads(path.read_text())
     assert record["mode"] == "quick" and record["jobs"] == 2 and record["models"] == ["m", "m (bare)"]
     assert record["cases_run"] == ["a", "b"] and record["cases_kept"] == ["c"] and record["cases_failed"] == []
+    assert record["cases_skipped"] == ["d"]
     assert {"wall_s", "cpu_s", "cpu_cores", "load_before", "load_after", "command", "date"} <= set(record)
 
 
-def test_the_report_quotes_a_modes_timed_complete_run_and_nothing_without_one(tmp_path):
+def test_the_report_quotes_a_modes_timed_run_with_what_it_left_out_and_nothing_without_one(tmp_path):
     import report
 
     assert report.from_scratch_timing("quick", tmp_path) == ""
-    write_run_timing(tmp_path / "quick_run_timing.json", RunTiming(threads=1), "quick", 2, {"m": None},
-                     ["a", "b"], [], [])
-    sentence = report.from_scratch_timing("quick", tmp_path)
-    assert "2 cases run, 0 kept from earlier results" in sentence and "2 jobs × 1 torch thread" in sentence
-    assert "min wall" in sentence and "models m." in sentence
+    path = tmp_path / "quick_run_timing.json"
+    write_run_timing(path, RunTiming(threads=1), "quick", 2, {"m": None}, ["a", "b"], [], [], [])
+    sentence = report.from_scratch_timing("quick", tmp_path, section_models=["m"])
+    assert "2 cases run)" in sentence and "2 jobs × 1 torch thread" in sentence
+    assert "min wall" in sentence and sentence.endswith("models m.")
+    write_run_timing(path, RunTiming(threads=1), "quick", 2, {"m": None}, ["a"], ["b"], ["c"], ["e"])
+    sentence = report.from_scratch_timing("quick", tmp_path, section_models=["m", "diffusion"])
+    assert "1 cases run, 1 kept, 1 skipped, 1 failed)" in sentence
+    assert sentence.endswith("models m (not timed: diffusion).")

@@ -33,9 +33,9 @@ Modes (the count of cases × draws for each table is written next to every numbe
 * ``--quick``: 2 in-distribution cases (the first IEC and torso of the benchmark sequence whose reconstruction
   costs at most 1.5 × a plain 4 mm IEC scan) × 10 draws at 10 % counts, 5 protocol variants × 3 draws, Gaussian
   and TV, the catalogue's default model with and without its uptake guard; within 15 minutes with ``--jobs 2``
-  on 2 cores (BENCHMARKS.md quotes the timed complete run, ``--timing-file``). A diffusion model named with ``--models`` runs on the first 2 draws of the in-distribution
-  cases and the first draw of the variants, without probes (a few minutes more for a model that takes 1–2 min
-  per 128³ volume); name the default model too (``--models spect-unet25d spect-unet25d:bare ID``) to keep it in
+  on 2 cores (BENCHMARKS.md quotes the timed run, ``--timing-file``). A diffusion model named with ``--models``
+  runs on the first 2 draws of the in-distribution cases and the first draw of the variants, without probes (a
+  few minutes more for a model that takes 1–2 min per 128³ volume); name the default model too (``--models spect-unet25d spect-unet25d:bare ID``) to keep it in
   the tables.
 * full (default): 8 in-distribution cases × 10 draws at 10, 14, 25 and 50 % counts, all 12 protocol variants ×
   10 draws at 10 %, all four classical filters (NLM and BM4D on the first 3 draws at 10 %), every shipped model
@@ -451,13 +451,13 @@ def main() -> None:
     config = run_config(mode_name, mode, models, not args.no_probes)
     cases = select_cases(mode, args.cases)
     print(f"{mode_name}: {len(cases)} cases, models {', '.join(models)}; results in {output_dir}", flush=True)
-    todo = []
+    todo, skipped = [], []
     for case in cases:
         path = output_dir / f"{case.name}.json"
         if done_earlier(path, config) and not args.rerun:
             print(f"{case.name}: done earlier, kept", flush=True)
         elif case.simulator == "pytomography" and not independent_simulator_available(case):
-            continue
+            skipped.append(case.name)
         else:
             earlier = json.loads(path.read_text()) if path.exists() else None
             kept = kept_rows(earlier, config, set(args.rerun)) if earlier else None
@@ -484,18 +484,19 @@ def main() -> None:
     if args.timing_file:
         ran = [case.name for case, _ in todo]
         write_run_timing(Path(args.timing_file), timing, mode_name, args.jobs, models, ran,
-                         [case.name for case in cases if case.name not in ran], failed)
+                         [c.name for c in cases if c.name not in ran and c.name not in skipped], skipped, failed)
     if failed:
         sys.exit(f"{len(failed)} case(s) failed: {', '.join(failed)}")
 
 
 def write_run_timing(path: Path, timing: RunTiming, mode_name: str, jobs: int, models: dict, ran: list[str],
-                     kept: list[str], failed: list[str]) -> None:
+                     kept: list[str], skipped: list[str], failed: list[str]) -> None:
     """Write a run's timing (:class:`RunTiming`: wall, CPU of this process and its pool, threads, load) with its
-    command, mode, jobs, models and the cases it ran, kept from earlier runs or lost, to ``path`` atomically."""
+    command, mode, jobs, models and the cases it ran, kept from earlier runs, skipped (no independent simulator)
+    or lost, to ``path`` atomically."""
     record = {"command": " ".join(sys.argv), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "mode": mode_name, "jobs": jobs, "models": list(models), "cases_run": ran, "cases_kept": kept,
-              "cases_failed": failed, **timing.finish()}
+              "cases_skipped": skipped, "cases_failed": failed, **timing.finish()}
     with atomic_output(path) as temporary:
         temporary.write_text(json.dumps(record, indent=1) + "\n")
 

@@ -1,5 +1,5 @@
-"""References for the error-ranking quotient: how well an exact map of each voxel's expected error ranks voxels
-by error, and the most any map can reach.
+"""References for the error-ranking quotient: how well a map of each voxel's expected error, estimated on other
+noise draws, ranks voxels by error, and the most any map can reach.
 
 Issue 11 asks a diffusion model's variance to rank voxels by |error| at least 1.25 × as well as the denoised
 intensity does (``stats.uncertainty_agreement``: mean |error| in the top-decile voxels ÷ the lower half, by the map
@@ -18,13 +18,14 @@ the image is computed once per draw, and for each draw d two oracle maps are bui
 
 Per draw and map: the ranking quotient against intensity and the 1 σ / 2 σ coverage of the draw's error; and,
 as the bound no map can pass, the quotient of ranking by the draw's own |error| (``realised_error``). The
-oracle MSE map is the exact expected squared error of each voxel — what a perfectly calibrated variance describes —
-so its quotient is what "how uncertain is this voxel" can reach under this metric. Intensity is a strong rival
-because the image carries the draw's own error: its brightest voxels are partly those whose error this time is
-large and positive. A map computed from the same scan can pass the oracle only by following that draw's own
-noise too. The leave-one-out map from ``draws`` − 1 draws carries sampling noise of its own (in theory
-± √(2 / (draws − 1)) per voxel), which lowers its quotient; it is therefore also built from 2, 3 and 5 other draws
-and its quotient extrapolated linearly in 1 / draws to infinitely many.
+oracle MSE map estimates each voxel's expected squared error — what a perfectly calibrated variance describes.
+Intensity is a strong rival because the image carries the draw's own error: its brightest voxels are partly those
+whose error this time is large and positive. The leave-one-out map from ``draws`` − 1 draws carries sampling noise
+of its own (in theory ± √(2 / (draws − 1)) per voxel), which lowers its quotient; it is therefore also built from
+the first 2, 3 and 5 other draws and its quotient extrapolated linearly in 1 / k (k: other draws used) to
+infinitely many — a low estimate when, as measured, the gain per draw falls off slower than 1 / k. (The metric
+compares mean |error|, so for maps that do not depend on the draw a per-voxel expected |error| would rank a little
+differently from the expected squared error.)
 
 Output: ``benchmarks/results/ranking_reference_<model>.json`` with n, seeds, threads, load and time.
 
@@ -105,7 +106,7 @@ def quotients_per_draw(images: np.ndarray, noise_free: np.ndarray) -> list[dict]
 def extrapolated(quotient_by_k: dict[int, float]) -> float:
     """The quotient at infinitely many draws: the intercept of a least-squares line through (1/k, quotient)."""
     k = np.array(sorted(quotient_by_k), dtype=float)
-    slope, intercept = np.polyfit(1 / k, [quotient_by_k[int(x)] for x in k], 1)
+    _, intercept = np.polyfit(1 / k, [quotient_by_k[int(x)] for x in k], 1)
     return float(intercept)
 
 

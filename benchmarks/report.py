@@ -645,15 +645,22 @@ def per_case_coverage_line(records: list[dict], method: str, key: str) -> str:
                     float(np.mean([d["coverage_2sigma_pct"] for d in draws]))) for name, draws in by_case.items()
              if draws}
     low, high = min(means, key=lambda n: means[n][0]), max(means, key=lambda n: means[n][0])
-    outside = sum(not ONE_SIGMA_TARGET[0] <= one <= ONE_SIGMA_TARGET[1] for one, _ in means.values())
+    def inside(one: float) -> bool:
+        return ONE_SIGMA_TARGET[0] <= one <= ONE_SIGMA_TARGET[1]
+
+    outside = sum(not inside(one) for one, _ in means.values())
+    on_average = inside(float(np.mean([one for one, _ in means.values()])))
+    verdict = ("." if not outside else " (one scale per model: within the target on average over these cases, not "
+               "scan by scan)." if on_average else " (outside the target on average over these cases too).")
     return (f"Per case ({method}, {percent(key)} counts): 1 σ coverage from {means[low][0]:.1f} % ({low}; 2 σ "
             f"{means[low][1]:.1f} %) to {means[high][0]:.1f} % ({high}; 2 σ {means[high][1]:.1f} %); {outside} of "
             f"{len(means)} cases outside the {ONE_SIGMA_TARGET[0]:.0f}–{ONE_SIGMA_TARGET[1]:.0f} % target"
-            + (" (one scale per model: calibrated over scans on average, not scan by scan)." if outside else "."))
+            + verdict)
 
 
 def ranking_reference_lines(method: str, results: Path = RESULTS) -> list[str]:
-    """What an exact expected-error map reaches in the ranking, and the most any map reaches
+    """What a map of each voxel's expected error (estimated on other draws) reaches in the ranking, and the most
+    any map reaches
     (``benchmarks/ranking_reference.py``'s result for ``method``, if there is one)."""
     path = results / f"ranking_reference_{method}.json"
     if not path.exists():
@@ -666,17 +673,17 @@ def ranking_reference_lines(method: str, results: Path = RESULTS) -> list[str]:
     return ["", f"References for the ranking quotient (`benchmarks/ranking_reference.py {method}`, "
             f"{reference['date']}; validation cases, n = {n['cases']}×{n['draws']} at "
             f"{percent(str(reference['fraction']))} counts; {timing['threads']} thread, 1-minute load "
-            f"{min(loads):.1f}–{max(loads):.1f}): ranking each draw's voxels by their **exact expected "
-            f"squared error** (measured on the other {n['draws'] - 1} draws against the noise-free image, "
-            f"knowable only in simulation) gives a quotient of {mse['quotient_mean']:.2f} (range "
+            f"{min(loads):.1f}–{max(loads):.1f}): ranking each draw's voxels by their **expected squared "
+            f"error**, estimated on the other {n['draws'] - 1} draws against the noise-free image (knowable only "
+            f"in simulation), gives a quotient of {mse['quotient_mean']:.2f} (range "
             f"{mse['quotient_range'][0]:.2f}–{mse['quotient_range'][1]:.2f}"
-            + (f"; extrapolated to infinitely many draws {extrapolated:.2f}" if extrapolated is not None else "")
+            + (f"; {extrapolated:.2f} extrapolated linearly in 1 / draws used to infinitely many, a low estimate "
+               "as the gain per draw falls off slower than 1 / draws" if extrapolated is not None else "")
             + f"), by the noise spread alone {spread['quotient_mean']:.2f}"
             + (f"; ranking by the draw's own |error|, the most any map can reach, {bound['quotient_mean']:.2f} "
                f"(range {bound['quotient_range'][0]:.2f}–{bound['quotient_range'][1]:.2f})" if bound else "")
             + ". Intensity is hard to beat because the image carries the draw's own error (its brightest voxels "
-            "are partly those whose error is large and positive this time); a variance map can pass the exact "
-            "expected error only by following that draw's own noise."]
+            "are partly those whose error is large and positive this time)."]
 
 
 def reliability_plot(rows: dict[tuple[str, str], list[dict]], path: Path) -> None:
@@ -784,18 +791,23 @@ def planned_cases(config: dict) -> int:
     return sum(config.get("quota", {}).values()) + (len(OOD_VARIANTS) if variants is None else len(variants))
 
 
-def from_scratch_timing(mode: str, results: Path = RESULTS) -> str:
-    """A sentence on the timed complete run of ``mode`` (``quality.py --timing-file
-    benchmarks/results/<mode>_run_timing.json`` into an empty folder), or "" when there is none."""
+def from_scratch_timing(mode: str, results: Path = RESULTS, section_models: list[str] = ()) -> str:
+    """A sentence on the timed run of ``mode`` (``quality.py --timing-file
+    benchmarks/results/<mode>_run_timing.json`` into an empty folder), or "" when there is none; it names the cases not run and the models of
+    ``section_models`` (those of the section's tables) that the timed run left out."""
     path = results / f"{mode}_run_timing.json"
     if not path.exists():
         return ""
     run = json.loads(path.read_text())
-    return (f" Timed complete run (`{run['command']}`, {run['date']}; {len(run['cases_run'])} cases run, "
-            f"{len(run['cases_kept'])} kept from earlier results): **{run['wall_s'] / 60:.1f} min wall**, "
+    not_run = {what: len(run.get(f"cases_{what}", [])) for what in ("kept", "skipped", "failed")}
+    left_out = [m for m in section_models if m not in run["models"]]
+    return (f" Timed run (`{run['command']}`, {run['date']}; {len(run['cases_run'])} cases run"
+            + "".join(f", {n} {what}" for what, n in not_run.items() if n)
+            + f"): **{run['wall_s'] / 60:.1f} min wall**, "
             f"{run['cpu_s'] / 60:.1f} CPU minutes, {run['jobs']} jobs × {run['threads']} torch thread on "
             f"{run['cpu_cores']} cores, 1-minute load {run['load_before'][0]:.1f} before and "
-            f"{run['load_after'][0]:.1f} after; models {', '.join(run['models'])}.")
+            f"{run['load_after'][0]:.1f} after; models {', '.join(run['models'])}"
+            + (f" (not timed: {', '.join(left_out)})." if left_out else "."))
 
 
 def section(mode: str, title: str, records: list[dict], images: Path = IMAGES) -> list[str]:
@@ -827,7 +839,7 @@ def section(mode: str, title: str, records: list[dict], images: Path = IMAGES) -
              f"wall time per case {min(walls):.0f}–{max(walls):.0f} s at a 1-minute load average of "
              f"{min(min(r['load_before'][0], r['load_after'][0]) for r in runs):.1f}–"
              f"{max(max(r['load_before'][0], r['load_after'][0]) for r in runs):.1f} "
-             f"on {cores} cores." + from_scratch_timing(mode), "",
+             f"on {cores} cores." + from_scratch_timing(mode, section_models=list(config["models"])), "",
              "### Cases", "",
              "In-distribution cases are drawn by the training data generator of `SPECTDenoiseLib/dataset.py` (v2, "
              "the data of the models retrained for issue 10) with the benchmark seeds; for models trained on the "

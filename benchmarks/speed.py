@@ -183,10 +183,13 @@ def cpu_model() -> str:
 
 
 def hardware_identity(device: str) -> dict:
-    """What makes two runs' times comparable: the CPU model, the number of cores and the device. (The platform
-    string is not: it changes with every kernel build, so a fresh VM of the same kind would look like another
-    machine.)"""
-    return {"cpu_model": cpu_model(), "cpu_cores": os.cpu_count(), "device": device}
+    """What makes two runs' times comparable: the CPU model, the number of cores, the device and, on a GPU, its
+    model. (The platform string is not: it changes with every kernel build, so a fresh VM of the same kind would
+    look like another machine. A VM may name its CPU only generically, e.g. "Intel(R) Xeon(R) Processor".)"""
+    identity = {"cpu_model": cpu_model(), "cpu_cores": os.cpu_count(), "device": device}
+    if device.startswith("cuda") and torch.cuda.is_available():
+        identity["gpu_model"] = torch.cuda.get_device_name(torch.device(device))
+    return identity
 
 
 def earlier_rows(path: Path, models: list[str], volumes: list[str], hardware: dict) -> list[dict]:

@@ -118,7 +118,7 @@ def _variance_measured(results: Path, name: str) -> list[str]:
             u = values.get("uncertainty")
             if u is None:
                 continue
-            quotient = u["error_ratio_quotient"]
+            quotient = round(u["error_ratio_quotient"], 2)  # the words follow the value printed
             ranks = "better than" if quotient > 1 else "worse than" if quotient < 1 else "as well as"
             lines.append(
                 f"{VARIANCE_MEASURED} ({summary['mode']} benchmark: {values['cases']} simulated cases, "
