@@ -457,6 +457,7 @@ def test_per_case_coverage_names_the_extreme_cases_and_counts_those_outside_the_
 def test_ranking_reference_cites_its_result_and_is_absent_without_one(tmp_path):
     assert report.ranking_reference_lines("d", tmp_path) == []
     result = {"date": "2026-12-02 12:00 UTC", "n": {"cases": 5, "draws": 10}, "fraction": 0.1,
+              "weights_sha256_12": "abc123",
               "timing": {"threads": 1, "load_before": [3.8, 2, 1], "load_after": [5.2, 4, 3]},
               "summary": {"oracle_mse": {"quotient_mean": 0.8, "quotient_range": [0.52, 1.21],
                                          "quotient_extrapolated_to_infinite_draws": 0.91},
@@ -467,3 +468,5 @@ def test_ranking_reference_cites_its_result_and_is_absent_without_one(tmp_path):
     assert "n = 5×10" in text and "other 9 draws" in text
     assert "quotient of 0.80 (range 0.52–1.21; 0.91 extrapolated linearly" in text
     assert "1-minute load 3.8–5.2" in text and "the most any map can reach, 1.60 (range 1.20–2.00)" in text
+    same, other = (" ".join(report.ranking_reference_lines("d", tmp_path, w)) for w in ("abc123", "999999"))
+    assert "rerun it" not in text and "rerun it" not in same and "not the benchmarked 999999: rerun it" in other

@@ -608,7 +608,7 @@ def uncertainty_lines(records: list[dict], mode: str, images: Path, results: Pat
               f"![Reliability of the diffusion variance]({link(plot)})"]
     fits, checks = calibration_fits(results), calibration_fits(results, written=False)
     for method in dict.fromkeys(m for m, _ in rows):
-        lines += ranking_reference_lines(method, results)
+        lines += ranking_reference_lines(method, results, records[0]["config"]["models"].get(method))
         if method in fits:
             fit = fits[method]
             chosen = fit["fit"][f"{fit['fit']['chosen']}_fit"]
@@ -658,10 +658,10 @@ def per_case_coverage_line(records: list[dict], method: str, key: str) -> str:
             + verdict)
 
 
-def ranking_reference_lines(method: str, results: Path = RESULTS) -> list[str]:
+def ranking_reference_lines(method: str, results: Path = RESULTS, weights: str | None = None) -> list[str]:
     """What a map of each voxel's expected error (estimated on other draws) reaches in the ranking, and the most
-    any map reaches
-    (``benchmarks/ranking_reference.py``'s result for ``method``, if there is one)."""
+    any map reaches (``benchmarks/ranking_reference.py``'s result for ``method``, if there is one); when it was
+    measured on other weights than the benchmarked ``weights`` (sha256 prefix), the paragraph says so."""
     path = results / f"ranking_reference_{method}.json"
     if not path.exists():
         return []
@@ -670,10 +670,14 @@ def ranking_reference_lines(method: str, results: Path = RESULTS) -> list[str]:
     mse, spread, bound = summary["oracle_mse"], summary["oracle_spread"], summary.get("realised_error")
     extrapolated = mse.get("quotient_extrapolated_to_infinite_draws")
     loads = (timing["load_before"][0], timing["load_after"][0])
+    stale = weights is not None and not weights.startswith(reference["weights_sha256_12"])
     return ["", f"References for the ranking quotient (`benchmarks/ranking_reference.py {method}`, "
             f"{reference['date']}; validation cases, n = {n['cases']}×{n['draws']} at "
             f"{percent(str(reference['fraction']))} counts; {timing['threads']} thread, 1-minute load "
-            f"{min(loads):.1f}–{max(loads):.1f}): ranking each draw's voxels by their **expected squared "
+            f"{min(loads):.1f}–{max(loads):.1f}"
+            + (f"; **measured with weights {reference['weights_sha256_12']}, not the benchmarked {weights}: rerun "
+               "it**" if stale else "")
+            + f"): ranking each draw's voxels by their **expected squared "
             f"error**, estimated on the other {n['draws'] - 1} draws against the noise-free image (knowable only "
             f"in simulation), gives a quotient of {mse['quotient_mean']:.2f} (range "
             f"{mse['quotient_range'][0]:.2f}–{mse['quotient_range'][1]:.2f}"
@@ -793,8 +797,9 @@ def planned_cases(config: dict) -> int:
 
 def from_scratch_timing(mode: str, results: Path = RESULTS, section_models: list[str] = ()) -> str:
     """A sentence on the timed run of ``mode`` (``quality.py --timing-file
-    benchmarks/results/<mode>_run_timing.json`` into an empty folder), or "" when there is none; it names the cases not run and the models of
-    ``section_models`` (those of the section's tables) that the timed run left out."""
+    benchmarks/results/<mode>_run_timing.json`` into an empty folder), or "" when there is none; it names the
+    cases not run and the models of ``section_models`` (those of the section's tables) that the timed run left
+    out."""
     path = results / f"{mode}_run_timing.json"
     if not path.exists():
         return ""
