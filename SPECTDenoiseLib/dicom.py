@@ -190,7 +190,8 @@ def _real_world(dataset: Dataset, where: Path) -> tuple[float, float, str] | Non
     The NM IOD has no Modality LUT (PS3.3 A.5.3), so NM vendors state the scale of the stored values in the Real
     World Value Mapping Sequence (PS3.3 C.7.6.16.2.11) instead: Hermes maps 16-bit values to {counts} there
     (STIR issue #1123), quantitative reconstructions (e.g. Siemens xSPECT Quant) to Bq/ml. PET's rescale is
-    defined by its IOD (with Units), so a PET file's mapping (which may give SUV) is not used. Two mappings to one unit that disagree are an InputError.
+    defined by its IOD (with Units), so a PET file's mapping (which may give SUV) is not used. Two mappings to one
+    unit that disagree are an InputError.
     """
     if dataset.get("Modality") != "NM":
         return None

@@ -61,7 +61,7 @@ from methods import BARE, load_models, model_name, run_model, variance_scale  # 
 from probes import body_box  # noqa: E402
 from quality import MODES, RESULTS, fraction_key, model_fingerprint  # noqa: E402
 from run_timing import RunTiming  # noqa: E402
-from stats import coverage, uncertainty_agreement  # noqa: E402
+from stats import ONE_SIGMA_RANGE, TWO_SIGMA_RANGE, coverage, uncertainty_agreement  # noqa: E402
 
 from SPECTDenoiseLib.errors import InputError, ModelError, OutputError, SPECTDenoiseError  # noqa: E402
 from SPECTDenoiseLib.hub import read_catalogue  # noqa: E402
@@ -69,7 +69,6 @@ from SPECTDenoiseLib.io import atomic_output  # noqa: E402
 from SPECTDenoiseLib.models.config import ModelConfig  # noqa: E402
 
 TWO_SIGMA_TARGET = 0.95
-ONE_SIGMA_RANGE, TWO_SIGMA_RANGE = (60.0, 75.0), (90.0, 98.0)
 CROP_MARGIN = 4
 AIR_MARGIN = 3
 

@@ -35,8 +35,8 @@ Modes (the count of cases × draws for each table is written next to every numbe
   and TV, the catalogue's default model with and without its uptake guard; within 15 minutes with ``--jobs 2``
   on 2 cores (BENCHMARKS.md quotes the timed run, ``--timing-file``). A diffusion model named with ``--models``
   runs on the first 2 draws of the in-distribution cases and the first draw of the variants, without probes (a
-  few minutes more for a model that takes 1–2 min per 128³ volume); name the default model too (``--models spect-unet25d spect-unet25d:bare ID``) to keep it in
-  the tables.
+  few minutes more for a model that takes 1–2 min per 128³ volume); name the default model too (``--models
+  spect-unet25d spect-unet25d:bare ID``) to keep it in the tables.
 * full (default): 8 in-distribution cases × 10 draws at 10, 14, 25 and 50 % counts, all 12 protocol variants ×
   10 draws at 10 %, all four classical filters (NLM and BM4D on the first 3 draws at 10 %), every shipped model
   and the default model bare (diffusion models on the first 3 draws at 10 %); hours, best in the background.

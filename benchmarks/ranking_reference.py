@@ -140,7 +140,7 @@ def main() -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    """Measure the ceiling ``args`` ask for and write its result."""
+    """Measure the references ``args`` ask for and write their result."""
     if args.cases < 1 or args.draws < 3 or args.threads < 1 or not 0 < args.fraction <= 1:
         raise InputError("--cases and --threads must be at least 1, --draws at least 3 and --fraction in (0, 1].")
     torch.set_num_threads(args.threads)

@@ -130,6 +130,8 @@ def region_kind(name: str, true_mean: float, true_background: float) -> tuple[st
 
 RELIABILITY_BINS = 10
 TOP_FRACTION, BOTTOM_FRACTION = 0.1, 0.5
+ONE_SIGMA_RANGE, TWO_SIGMA_RANGE = (60.0, 75.0), (90.0, 98.0)
+"""Issue 11's target ranges of the 1 σ and 2 σ coverage, in % (calibrated Gaussian errors: 68 and 95 %)."""
 
 
 def coverage(variance: np.ndarray, error: np.ndarray, k: float) -> float:
