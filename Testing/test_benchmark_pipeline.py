@@ -470,3 +470,8 @@ def test_ranking_reference_cites_its_result_and_is_absent_without_one(tmp_path):
     assert "1-minute load 3.8–5.2" in text and "the most any map can reach, 1.60 (range 1.20–2.00)" in text
     same, other = (" ".join(report.ranking_reference_lines("d", tmp_path, w)) for w in ("abc123", "999999"))
     assert "rerun it" not in text and "rerun it" not in same and "not the benchmarked 999999: rerun it" in other
+    assert report.ranking_reference_section({}, tmp_path / "empty") == []
+    section = report.ranking_reference_section({"d": "999999"}, tmp_path)
+    assert section[0] == "## Ranking references"
+    assert sum("References for the ranking quotient" in line for line in section) == 1
+    assert "not the benchmarked 999999: rerun it" in " ".join(section)

@@ -46,6 +46,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -61,12 +62,13 @@ from methods import BARE, load_models, model_name, run_model, variance_scale  # 
 from probes import body_box  # noqa: E402
 from quality import MODES, RESULTS, fraction_key, model_fingerprint  # noqa: E402
 from run_timing import RunTiming  # noqa: E402
-from stats import ONE_SIGMA_RANGE, TWO_SIGMA_RANGE, coverage, uncertainty_agreement  # noqa: E402
+from stats import ONE_SIGMA_RANGE, TWO_SIGMA_RANGE, coverage, ct_body, uncertainty_agreement  # noqa: E402
 
 from SPECTDenoiseLib.errors import InputError, ModelError, OutputError, SPECTDenoiseError  # noqa: E402
 from SPECTDenoiseLib.hub import read_catalogue  # noqa: E402
 from SPECTDenoiseLib.io import atomic_output  # noqa: E402
 from SPECTDenoiseLib.models.config import ModelConfig  # noqa: E402
+from SPECTDenoiseLib.phantoms import Phantom  # noqa: E402
 
 TWO_SIGMA_TARGET = 0.95
 CROP_MARGIN = 4
@@ -124,6 +126,13 @@ def validation_cases(count: int, max_cost: float) -> list[Case]:
     return cases[:count]
 
 
+def validation_scans(cases: list[Case], fraction: float, draws: int) -> Iterator[tuple[Case, Phantom, CaseScans]]:
+    """(case, phantom, scans at ``fraction`` with ``draws`` noise draws) for each of ``cases``, one at a time."""
+    for case in cases:
+        phantom = case_phantom(case)
+        yield case, phantom, CaseScans(case, phantom, (fraction,), draws)
+
+
 def outside_body(variance: np.ndarray, error: np.ndarray, body: np.ndarray, body_mean: float) -> dict:
     """RMS error and RMS σ (uncalibrated: the model's current scale) in the air around the body — voxels more
     than :data:`AIR_MARGIN` voxels from it, which the fit leaves out — in % of ``body_mean`` ([z, y, x] arrays)."""
@@ -141,12 +150,10 @@ def collect(model, cases: list[Case], draws: int, fraction: float, crop: bool) -
     draw, voxels, seconds, the uncalibrated agreement of :func:`stats.uncertainty_agreement`). Noise draw d of case
     seed s uses ``default_rng([s, d])`` (as the benchmark), the model's sampling seed is d."""
     variances, errors, entries = [], [], []
-    for case in cases:
-        phantom = case_phantom(case)
-        scans = CaseScans(case, phantom, (fraction,), draws)
-        box = body_box(phantom.ct > -500, CROP_MARGIN) if crop else (slice(None),) * 3
+    for case, phantom, scans in validation_scans(cases, fraction, draws):
+        box = body_box(ct_body(phantom.ct), CROP_MARGIN) if crop else (slice(None),) * 3
         ct, noise_free = phantom.ct[box], scans.noise_free[box]
-        body = ct > -500
+        body = ct_body(ct)
         for draw in range(draws):
             low = scans.draw(draw)[fraction][box]
             started = time.perf_counter()

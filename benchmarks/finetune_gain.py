@@ -71,7 +71,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cases  # noqa: E402
 from methods import ModelUnderTest, load_models  # noqa: E402
 from quality import draw_entry, model_fingerprint  # noqa: E402
-from stats import bootstrap_ci, relative_errors  # noqa: E402
+from stats import bootstrap_ci, ct_body, relative_errors  # noqa: E402
 
 from SPECTDenoiseLib.dataset import SEED_STRIDE  # noqa: E402
 from SPECTDenoiseLib.io import array_to_image, atomic_output  # noqa: E402
@@ -291,7 +291,7 @@ def evaluate(work: Path, models: dict[str, ModelUnderTest], sizes: Sizes) -> lis
         phantom = study.phantom
         regions, info = cases.lesion_regions(phantom)
         _, background = cases.background_region(phantom)
-        body = phantom.ct > -500
+        body = ct_body(phantom.ct)
         record = {"case": study.case.record(), "shape": list(phantom.activity.shape), "regions": info,
                   "methods": {name: [] for name in (INPUT, *models)}}
         for draw in range(sizes.draws):

@@ -103,7 +103,7 @@ from draw_cache import CACHE_FOLDER, DrawCache  # noqa: E402
 from methods import ModelUnderTest, load_models, variance_scale  # noqa: E402
 from probes import PROBES_VERSION, mean_shifts, run_probes  # noqa: E402
 from run_timing import RunTiming  # noqa: E402
-from stats import VoxelEnsemble, region_values, spatial_cov, uncertainty_agreement  # noqa: E402
+from stats import VoxelEnsemble, ct_body, region_values, spatial_cov, uncertainty_agreement  # noqa: E402
 
 from SPECTDenoiseLib.io import atomic_output  # noqa: E402
 from SPECTDenoiseLib.metrics import image_quality  # noqa: E402
@@ -208,7 +208,7 @@ def run_case(case: Case, mode: Mode, models: dict, config: dict, probes: bool, k
     phantom = case_phantom(case)
     regions, info = lesion_regions(phantom)
     background_name, background = background_region(phantom)
-    body = phantom.ct > -500
+    body = ct_body(phantom.ct)
     spacing = phantom.spacing_mm
     fractions = mode.ood_fractions if case.ood else mode.fractions
     draws = mode.ood_draws if case.ood else mode.draws

@@ -51,12 +51,11 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from calibrate_variance import add_validation_arguments, run_or_exit, validation_cases  # noqa: E402
-from cases import CaseScans, case_phantom  # noqa: E402
+from calibrate_variance import add_validation_arguments, run_or_exit, validation_cases, validation_scans  # noqa: E402
 from methods import load_models, model_name  # noqa: E402
 from quality import RESULTS, model_fingerprint  # noqa: E402
 from run_timing import RunTiming  # noqa: E402
-from stats import coverage, error_ranking_ratio  # noqa: E402
+from stats import coverage, ct_body, error_ranking_ratio  # noqa: E402
 
 from SPECTDenoiseLib.errors import InputError  # noqa: E402
 from SPECTDenoiseLib.io import atomic_output  # noqa: E402
@@ -67,13 +66,21 @@ SUBSET_SIZES = (2, 3, 5)
 its quotient can be extrapolated to infinitely many draws (:func:`extrapolated`)."""
 
 
-def oracle_maps(images: np.ndarray, noise_free: np.ndarray, left_out: int,
-                others: int | None = None) -> dict[str, np.ndarray]:
+def other_draws(images: np.ndarray, left_out: int, others: int | None = None) -> np.ndarray:
+    """The first ``others`` (default all) rows of ``images`` [draw, voxel] other than ``left_out``, as float64."""
+    return np.delete(images, left_out, axis=0)[:others].astype(np.float64)
+
+
+def oracle_mse(rest: np.ndarray, noise_free: np.ndarray) -> np.ndarray:
+    """Each voxel's mean squared error against ``noise_free`` [voxel] over the draws ``rest`` [draw, voxel]."""
+    return np.mean((rest - noise_free) ** 2, axis=0)
+
+
+def oracle_maps(images: np.ndarray, noise_free: np.ndarray, left_out: int) -> dict[str, np.ndarray]:
     """The two oracle maps of the module docstring for draw ``left_out``, from ``images`` [draw, voxel] (the
-    model's image of every draw over the body voxels) and ``noise_free`` [voxel]; from the first ``others`` of the
-    other draws (default all)."""
-    rest = np.delete(images, left_out, axis=0)[:others].astype(np.float64)
-    return {"oracle_mse": np.mean((rest - noise_free) ** 2, axis=0), "oracle_spread": np.var(rest, axis=0, ddof=1)}
+    model's image of every draw over the body voxels) and ``noise_free`` [voxel], over all other draws."""
+    rest = other_draws(images, left_out)
+    return {"oracle_mse": oracle_mse(rest, noise_free), "oracle_spread": np.var(rest, axis=0, ddof=1)}
 
 
 def quotients_per_draw(images: np.ndarray, noise_free: np.ndarray) -> list[dict]:
@@ -96,7 +103,7 @@ def quotients_per_draw(images: np.ndarray, noise_free: np.ndarray) -> list[dict]
                          "coverage_1sigma_pct": round(coverage(score, error, 1.0), 2),
                          "coverage_2sigma_pct": round(coverage(score, error, 2.0), 2)}
         row["oracle_mse_quotient_from_k_draws"] = {
-            str(k): round(error_ranking_ratio(oracle_maps(images, noise_free, draw, k)["oracle_mse"], error)
+            str(k): round(error_ranking_ratio(oracle_mse(other_draws(images, draw, k), noise_free), error)
                           / by_intensity, 4) for k in sizes}
         row["oracle_mse_quotient_from_k_draws"][str(images.shape[0] - 1)] = row["oracle_mse"]["quotient"]
         rows.append(row)
@@ -148,10 +155,8 @@ def run(args: argparse.Namespace) -> None:
     cases = validation_cases(args.cases, args.max_cost)
     timing = RunTiming(args.threads)
     per_case = []
-    for case in cases:
-        phantom = case_phantom(case)
-        scans = CaseScans(case, phantom, (args.fraction,), args.draws)
-        body = phantom.ct > -500
+    for case, phantom, scans in validation_scans(cases, args.fraction, args.draws):
+        body = ct_body(phantom.ct)
         images = np.stack([tested.image(scans.draw(d)[args.fraction], phantom.ct, phantom.spacing_mm)[body]
                            for d in range(args.draws)])
         per_case.append({"name": case.name, "seed": case.seed, "voxels": int(body.sum()),

@@ -28,6 +28,7 @@ from cases import BENCHMARK_RUN_SEED, OOD_VARIANTS, RETIRED_SEEDS, TRAINING_SEED
 from probes import PROBE_CHANGES, PROBES_VERSION  # noqa: E402
 from stats import (  # noqa: E402
     ONE_SIGMA_RANGE,
+    TWO_SIGMA_RANGE,
     bootstrap_ci,
     contrast_recovery,
     recovery_coefficient,
@@ -589,10 +590,11 @@ def uncertainty_lines(records: list[dict], mode: str, images: Path, results: Pat
     lines += ["Does a diffusion model's variance map — the mean squared spread of its sampled refinements around "
               "the image it returns, times the model's calibration factor — describe that image's error against "
               "the noise-free reconstruction? In the body, per draw: **coverage**, the "
-              "voxels within 1 σ / 2 σ of the noise-free image (calibrated: 68 / 95 %; targets 60–75 % / "
-              "90–98 %); **error ranking**, mean |error| in the 10 % voxels with the highest variance ÷ that in "
-              "the lower half, beside the same ratio with voxels ranked by denoised intensity (what brightness "
-              "alone tells a reader) and their quotient (target ≥ 1.25: the variance must say more than "
+              "voxels within 1 σ / 2 σ of the noise-free image (calibrated: 68 / 95 %; targets "
+              f"{ONE_SIGMA_RANGE[0]:.0f}–{ONE_SIGMA_RANGE[1]:.0f} % / {TWO_SIGMA_RANGE[0]:.0f}–"
+              f"{TWO_SIGMA_RANGE[1]:.0f} %); **error ranking**, mean |error| in the 10 % voxels with the "
+              "highest variance ÷ that in the lower half, beside the same ratio with voxels ranked by denoised "
+              "intensity (what brightness alone tells a reader) and their quotient (target ≥ 1.25: the variance must say more than "
               "brightness); Spearman(variance, squared error). Means over draws [95 % CI] (n = cases × draws).",
               "", "| model | counts | 1 σ coverage % | 2 σ coverage % | error ratio by variance | by intensity | "
               "variance ÷ intensity | Spearman | n |", "|---|---|---|---|---|---|---|---|---|"]
@@ -614,7 +616,9 @@ def uncertainty_lines(records: list[dict], mode: str, images: Path, results: Pat
               f"![Reliability of the diffusion variance]({link(plot)})"]
     fits, checks = calibration_fits(results), calibration_fits(results, written=False)
     for method in dict.fromkeys(m for m, _ in rows):
-        lines += ranking_reference_lines(method, results, records[0]["config"]["models"].get(method))
+        if (results / f"ranking_reference_{method}.json").exists():
+            lines += ["", f"What `{method}`'s ranking quotient can be read against: section *Ranking references* "
+                      "below."]
         if method in fits:
             fit = fits[method]
             chosen = fit["fit"][f"{fit['fit']['chosen']}_fit"]
@@ -656,6 +660,22 @@ def per_case_coverage_line(records: list[dict], method: str, key: str) -> str:
             f"{means[low][1]:.1f} %) to {means[high][0]:.1f} % ({high}; 2 σ {means[high][1]:.1f} %); {outside} of "
             f"{len(means)} cases outside the {ONE_SIGMA_RANGE[0]:.0f}–{ONE_SIGMA_RANGE[1]:.0f} % target"
             + verdict)
+
+
+def ranking_reference_section(weights: dict[str, str], results: Path = RESULTS) -> list[str]:
+    """The "Ranking references" section: :func:`ranking_reference_lines` for every model with a
+    ``ranking_reference_<model>.json`` in ``results``, each checked against its benchmarked ``weights``
+    ({model: sha256 prefix}); empty when there is none."""
+    methods = sorted(path.stem.removeprefix("ranking_reference_")
+                     for path in results.glob("ranking_reference_*.json"))
+    if not methods:
+        return []
+    lines = ["## Ranking references", "",
+             "What a diffusion model's error-ranking quotient (section *Uncertainty*) can be read against, "
+             "measured once on validation cases, whatever the mode."]
+    for method in methods:
+        lines += ranking_reference_lines(method, results, weights.get(method))
+    return lines + [""]
 
 
 def ranking_reference_lines(method: str, results: Path = RESULTS, weights: str | None = None) -> list[str]:
@@ -1070,11 +1090,14 @@ def main() -> None:
              "settings); the full-count scan, itself noisy, is the second reference. Sphere bias and SD come from "
              "repeated independent noise draws. Intervals: 95 %, two-stage bootstrap over cases and draws.", ""]
     lines += seed_lines()
+    weights = {}
     for mode, title in SECTIONS:
         records = load(mode)
         if records:
             lines += section(mode, title, records) + [""]
             (RESULTS / f"summary_{mode}.json").write_text(json.dumps(summary(mode, records), indent=1) + "\n")
+            weights = {**records[0]["config"]["models"], **weights}
+    lines += ranking_reference_section(weights)
     lines += speed_lines()
     (REPOSITORY / "BENCHMARKS.md").write_text("\n".join(lines) + "\n")
     print("wrote BENCHMARKS.md")

@@ -15,6 +15,13 @@ from scipy import ndimage
 from scipy.stats import spearmanr
 
 LEVEL = 0.95
+BODY_HU = -500.0
+"""CT value (HU) above which a voxel counts as body: every benchmark measures in the voxels of :func:`ct_body`."""
+
+
+def ct_body(ct: np.ndarray) -> np.ndarray:
+    """The body mask of a CT volume [z, y, x]: voxels above :data:`BODY_HU`."""
+    return ct > BODY_HU
 
 
 def region_values(image: np.ndarray, regions: dict[str, np.ndarray]) -> dict[str, list[float]]:

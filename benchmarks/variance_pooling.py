@@ -39,12 +39,12 @@ from calibrate_variance import (  # noqa: E402
     fit_variance_scale,
     run_or_exit,
     validation_cases,
+    validation_scans,
 )
-from cases import CaseScans, case_phantom  # noqa: E402
 from methods import load_models, model_name, run_model  # noqa: E402
 from quality import RESULTS, model_fingerprint  # noqa: E402
 from run_timing import RunTiming  # noqa: E402
-from stats import uncertainty_agreement  # noqa: E402
+from stats import ct_body, uncertainty_agreement  # noqa: E402
 
 from SPECTDenoiseLib.errors import InputError, ModelError  # noqa: E402
 from SPECTDenoiseLib.io import atomic_output  # noqa: E402
@@ -101,10 +101,8 @@ def run(args: argparse.Namespace) -> None:
     cases = validation_cases(args.cases, args.max_cost)
     timing = RunTiming(args.threads)
     draws = []
-    for case in cases:
-        phantom = case_phantom(case)
-        scans = CaseScans(case, phantom, (args.fraction,), args.draws)
-        body = phantom.ct > -500
+    for case, phantom, scans in validation_scans(cases, args.fraction, args.draws):
+        body = ct_body(phantom.ct)
         for draw in range(args.draws):
             denoised, variance = run_model(model, scans.draw(draw)[args.fraction], phantom.ct, phantom.spacing_mm,
                                            seed=draw)
