@@ -594,8 +594,9 @@ def uncertainty_lines(records: list[dict], mode: str, images: Path, results: Pat
               f"{ONE_SIGMA_RANGE[0]:.0f}–{ONE_SIGMA_RANGE[1]:.0f} % / {TWO_SIGMA_RANGE[0]:.0f}–"
               f"{TWO_SIGMA_RANGE[1]:.0f} %); **error ranking**, mean |error| in the 10 % voxels with the "
               "highest variance ÷ that in the lower half, beside the same ratio with voxels ranked by denoised "
-              "intensity (what brightness alone tells a reader) and their quotient (target ≥ 1.25: the variance must say more than "
-              "brightness); Spearman(variance, squared error). Means over draws [95 % CI] (n = cases × draws).",
+              "intensity (what brightness alone tells a reader) and their quotient (target ≥ 1.25: the variance "
+              "must say more than brightness); Spearman(variance, squared error). "
+              "Means over draws [95 % CI] (n = cases × draws).",
               "", "| model | counts | 1 σ coverage % | 2 σ coverage % | error ratio by variance | by intensity | "
               "variance ÷ intensity | Spearman | n |", "|---|---|---|---|---|---|---|---|---|"]
     for (method, key), draws in rows.items():
