@@ -205,3 +205,39 @@ def test_ranking_reference_refuses_fewer_than_three_draws():
 
     with pytest.raises(InputError, match="at least 3"):
         quotients_per_draw(np.ones((2, 10)), np.ones(10))
+
+
+def sphere_scan(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(noisy input, smooth 'denoised' image, body mask) of a hot sphere in a warm cylinder, 24 × 32 × 32."""
+    z, y, x = np.mgrid[:24, :32, :32]
+    body = (y - 16) ** 2 + (x - 16) ** 2 < 14**2
+    truth = np.where(body, 1.0, 0.0) + 4.0 * (((z - 12) ** 2 + (y - 16) ** 2 + (x - 20) ** 2) < 16)
+    low = rng.poisson(truth * 20).astype(np.float64) / 20
+    return low, ndimage.gaussian_filter(low, 1.5), body
+
+
+def test_scan_features_name_every_column_and_do_not_change_with_the_units():
+    from error_features import FEATURES, scan_features
+
+    low, image, body = sphere_scan(np.random.default_rng(0))
+    features = scan_features(low, image, body, (4.0, 4.0, 4.0))
+    assert features.shape == (body.sum(), len(FEATURES)) and np.isfinite(features).all()
+    assert np.allclose(scan_features(250 * low, 250 * image, body, (4.0, 4.0, 4.0)), features)
+    depth = features[:, FEATURES.index("depth_mm")]
+    assert depth.min() == 4.0 and depth.max() > 40
+    ranks = features[:, FEATURES.index("image_rank")]
+    assert ranks.min() == 0 and ranks.max() < 1
+    hottest = np.argmax(image[body])
+    assert ranks[hottest] == ranks.max()
+
+
+def test_the_conditional_reference_learns_only_on_training_seed_cases():
+    from cases import BENCHMARK_RUN_SEED, VALIDATION_RUN_SEED
+    from conditional_reference import TRAINING_RUN_SEED, training_cases
+
+    cases = training_cases(2, 1.5)
+    families = [case.family for case in cases]
+    assert {family: families.count(family) for family in set(families)} == {
+        "iec": 2, "torso": 2, "brain": 1, "cardiac": 1, "mouse": 1}
+    assert TRAINING_RUN_SEED not in (VALIDATION_RUN_SEED, BENCHMARK_RUN_SEED)
+    assert all(TRAINING_RUN_SEED * 1_000_000 <= case.seed < (TRAINING_RUN_SEED + 1) * 1_000_000 for case in cases)

@@ -58,6 +58,7 @@ sys.path.insert(0, str(REPOSITORY))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from cases import VALIDATION_RUN_SEED, Case, CaseScans, case_phantom, in_distribution_cases  # noqa: E402
+from draw_cache import DrawCache  # noqa: E402
 from methods import BARE, load_models, model_name, run_model, variance_scale  # noqa: E402
 from probes import body_box  # noqa: E402
 from quality import MODES, RESULTS, fraction_key, model_fingerprint  # noqa: E402
@@ -126,11 +127,14 @@ def validation_cases(count: int, max_cost: float) -> list[Case]:
     return cases[:count]
 
 
-def validation_scans(cases: list[Case], fraction: float, draws: int) -> Iterator[tuple[Case, Phantom, CaseScans]]:
-    """(case, phantom, scans at ``fraction`` with ``draws`` noise draws) for each of ``cases``, one at a time."""
+def validation_scans(cases: list[Case], fraction: float, draws: int,
+                     cache_folder: Path | None = None) -> Iterator[tuple[Case, Phantom, CaseScans]]:
+    """(case, phantom, scans at ``fraction`` with ``draws`` noise draws) for each of ``cases``, one at a time;
+    with a ``cache_folder``, the scans are read from and written to a ``draw_cache`` there."""
     for case in cases:
         phantom = case_phantom(case)
-        yield case, phantom, CaseScans(case, phantom, (fraction,), draws)
+        cache = DrawCache(cache_folder, case.record(), (fraction,)) if cache_folder is not None else None
+        yield case, phantom, CaseScans(case, phantom, (fraction,), draws, cache=cache)
 
 
 def outside_body(variance: np.ndarray, error: np.ndarray, body: np.ndarray, body_mean: float) -> dict:

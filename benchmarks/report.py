@@ -667,8 +667,8 @@ def ranking_reference_section(weights: dict[str, str], results: Path = RESULTS) 
     """The "Ranking references" section: :func:`ranking_reference_lines` for every model with a
     ``ranking_reference_<model>.json`` in ``results``, each checked against its benchmarked ``weights``
     ({model: sha256 prefix}); empty when there is none."""
-    methods = sorted(path.stem.removeprefix("ranking_reference_")
-                     for path in results.glob("ranking_reference_*.json"))
+    methods = sorted({path.stem.split("_reference_", 1)[1] for pattern in ("ranking", "conditional")
+                      for path in results.glob(f"{pattern}_reference_*.json")})
     if not methods:
         return []
     lines = ["## Ranking references", "",
@@ -676,7 +676,40 @@ def ranking_reference_section(weights: dict[str, str], results: Path = RESULTS) 
              "measured once on validation cases, whatever the mode."]
     for method in methods:
         lines += ranking_reference_lines(method, results, weights.get(method))
+        lines += conditional_reference_lines(method, results, weights.get(method))
     return lines + [""]
+
+
+def conditional_reference_lines(method: str, results: Path = RESULTS, weights: str | None = None) -> list[str]:
+    """What a map learned from the scan's own features (``benchmarks/conditional_reference.py``'s result for
+    ``method``, if there is one) reaches in the ranking; flagged when measured on other weights than
+    ``weights``."""
+    path = results / f"conditional_reference_{method}.json"
+    if not path.exists():
+        return []
+    reference = json.loads(path.read_text())
+    summary, n = reference["summary"], reference["n"]
+    importance = sorted(reference["feature_importance"].items(), key=lambda item: -item[1])[:3]
+    return ["", f"Scan-conditioned reference (`benchmarks/conditional_reference.py {method}`, "
+            f"{reference['date']}; learned on {n['training_cases']} training-seed cases × 1 draw, ranked on "
+            f"validation cases, n = {n['cases']}×{n['draws']} at {percent(str(reference['fraction']))} counts; "
+            f"{reference_conditions(reference, weights)}): a map of each voxel's |error| predicted from features "
+            "of the scan in hand (its input, its image and the noise they show; gradient-boosted trees) gives a "
+            f"quotient of {summary['quotient_mean']:.2f} "
+            f"(range {summary['quotient_range'][0]:.2f}–{summary['quotient_range'][1]:.2f}; per case "
+            + ", ".join(f"{case} {value:.2f}" for case, value in summary["per_case_mean"].items())
+            + "); the features it leans on most: " + ", ".join(f"`{name}`" for name, _ in importance) + "."]
+
+
+def reference_conditions(reference: dict, weights: str | None) -> str:
+    """Threads and load of a reference run's result, and a warning when it was measured on other weights than the
+    benchmarked ``weights`` (sha256 prefix)."""
+    timing = reference["timing"]
+    loads = (timing["load_before"][0], timing["load_after"][0])
+    stale = weights is not None and not weights.startswith(reference["weights_sha256_12"])
+    return (f"{timing['threads']} thread, 1-minute load {min(loads):.1f}–{max(loads):.1f}"
+            + (f"; **measured with weights {reference['weights_sha256_12']}, not the benchmarked {weights}: rerun "
+               "it**" if stale else ""))
 
 
 def ranking_reference_lines(method: str, results: Path = RESULTS, weights: str | None = None) -> list[str]:
@@ -687,18 +720,13 @@ def ranking_reference_lines(method: str, results: Path = RESULTS, weights: str |
     if not path.exists():
         return []
     reference = json.loads(path.read_text())
-    summary, n, timing = reference["summary"], reference["n"], reference["timing"]
+    summary, n = reference["summary"], reference["n"]
     mse, spread, bound = summary["oracle_mse"], summary["oracle_spread"], summary.get("realised_error")
     extrapolated = mse.get("quotient_extrapolated_to_infinite_draws")
-    loads = (timing["load_before"][0], timing["load_after"][0])
-    stale = weights is not None and not weights.startswith(reference["weights_sha256_12"])
     return ["", f"References for the ranking quotient (`benchmarks/ranking_reference.py {method}`, "
             f"{reference['date']}; validation cases, n = {n['cases']}×{n['draws']} at "
-            f"{percent(str(reference['fraction']))} counts; {timing['threads']} thread, 1-minute load "
-            f"{min(loads):.1f}–{max(loads):.1f}"
-            + (f"; **measured with weights {reference['weights_sha256_12']}, not the benchmarked {weights}: rerun "
-               "it**" if stale else "")
-            + f"): ranking each draw's voxels by their **expected squared "
+            f"{percent(str(reference['fraction']))} counts; {reference_conditions(reference, weights)}): "
+            "ranking each draw's voxels by their **expected squared "
             f"error**, estimated on the other {n['draws'] - 1} draws against the noise-free image (knowable only "
             f"in simulation), gives a quotient of {mse['quotient_mean']:.2f} (range "
             f"{mse['quotient_range'][0]:.2f}–{mse['quotient_range'][1]:.2f}"
