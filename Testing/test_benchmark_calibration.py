@@ -235,9 +235,11 @@ def test_the_conditional_reference_learns_only_on_training_seed_cases():
     from cases import BENCHMARK_RUN_SEED, VALIDATION_RUN_SEED
     from conditional_reference import TRAINING_RUN_SEED, training_cases
 
+    from SPECTDenoiseLib.dataset import SEED_STRIDE
+
     cases = training_cases(2, 1.5)
     families = [case.family for case in cases]
     assert {family: families.count(family) for family in set(families)} == {
         "iec": 2, "torso": 2, "brain": 1, "cardiac": 1, "mouse": 1}
     assert TRAINING_RUN_SEED not in (VALIDATION_RUN_SEED, BENCHMARK_RUN_SEED)
-    assert all(TRAINING_RUN_SEED * 1_000_000 <= case.seed < (TRAINING_RUN_SEED + 1) * 1_000_000 for case in cases)
+    assert all(TRAINING_RUN_SEED * SEED_STRIDE <= case.seed < (TRAINING_RUN_SEED + 1) * SEED_STRIDE for case in cases)

@@ -484,6 +484,9 @@ def test_ranking_reference_cites_its_result_and_is_absent_without_one(tmp_path):
     assert "quotient of 1.18 (range 0.60–1.70; per case brain-8000000 1.20, torso-8000004 0.68)" in lines[1]
     assert "leans on most: `depth_mm`, `scan_method_noise`, `image`." in lines[1] and "rerun it" not in lines[1]
     assert report.conditional_reference_lines("e", tmp_path) == []
+    both = report.ranking_reference_section({"d": "abc123"}, tmp_path)
+    assert sum("Scan-conditioned reference" in line for line in both) == 1
+    assert sum("References for the ranking quotient" in line for line in both) == 1
     section = report.ranking_reference_section({"d": "999999"}, tmp_path)
     assert section[0] == "## Ranking references"
     assert sum("References for the ranking quotient" in line for line in section) == 1

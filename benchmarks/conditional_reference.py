@@ -9,18 +9,22 @@ this draw's input and image show more noise or structure, it expects more error.
 without any diffusion model: gradient-boosted trees (scikit-learn's ``HistGradientBoostingRegressor``) learn each
 voxel's |error| against the noise-free reconstruction (÷ the image's body mean) from the features of
 ``error_features.py``, on one noise draw of each **training-seed** case (run seed 1: the training generator's own
-cases, cheap protocols, never a validation or benchmark case); the learned map then ranks the voxels of every draw
+cases, cheap protocols, never a validation or benchmark case; most of them lie in the seed range ``train_a`` that
+the shipped U-Nets were trained on, so the trees learn the network's error partly on scans it has seen, where it
+errs less — which probably lowers the quotient measured here); the learned map then ranks the voxels of every draw
 of the **validation** cases (run seed 8, as ``ranking_reference.py``). The model's image is deterministic (a
 diffusion model's is its base's estimate), so any model names the image whose error is ranked; no sampling is run.
 
 Output: ``benchmarks/results/conditional_reference_<model>.json``: n (training cases, validation cases × draws),
 seeds, per validation draw the quotient, summary (mean, range, per-case means), the features' permutation
-importance on the validation draws, threads, load and time. Simulated scans are cached (``draw_cache.py``) under
-``benchmarks/results/training/.draws`` and ``benchmarks/results/validation/.draws`` (git-ignored).
+importance (the drop in R² of the predicted |error|, scikit-learn's default score, when a feature is shuffled; 3
+repeats over the first draw of every validation case), threads, load and time. Simulated scans are cached
+(``draw_cache.py``) under ``benchmarks/results/training/.draws`` and ``benchmarks/results/validation/.draws``
+(git-ignored).
 
 Usage::
 
-    nice -n 10 python benchmarks/conditional_reference.py MODEL [--cases 7] [--draws 10] [--training-cases 12]
+    nice -n 10 python benchmarks/conditional_reference.py MODEL [--cases 7] [--draws 10] [--training-cases 10]
 
 Exit codes as the CLI's (docs/ERRORS.md): 3 bad option, 4 model problem, 7 output problem.
 """
@@ -44,9 +48,9 @@ sys.path.insert(0, str(REPOSITORY))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from calibrate_variance import add_validation_arguments, run_or_exit, validation_cases, validation_scans  # noqa: E402
-from cases import in_distribution_cases  # noqa: E402
+from cases import Case, in_distribution_cases  # noqa: E402
 from error_features import FEATURES, scan_features  # noqa: E402
-from methods import load_models, model_name  # noqa: E402
+from methods import ModelUnderTest, load_models, model_name  # noqa: E402
 from quality import RESULTS, model_fingerprint  # noqa: E402
 from run_timing import RunTiming  # noqa: E402
 from stats import ct_body, error_ranking_ratio  # noqa: E402
@@ -57,20 +61,22 @@ from SPECTDenoiseLib.io import atomic_output  # noqa: E402
 TRAINING_RUN_SEED = 1
 """Run seed of the training cases (case seeds 1 000 000 + i: the training generator's first run)."""
 TRAINING_FAMILIES = {"iec": 2, "torso": 2, "brain": 1, "cardiac": 1, "mouse": 1}
-"""Training cases per family for each unit of ``--training-cases`` (halved for brain, cardiac and mouse)."""
+"""Relative weight of each family among the training cases: ``--training-cases N`` takes N × weight ÷ 2 cases of
+it (N IEC and torso cases, N ÷ 2 of the others)."""
 VOXELS_PER_TRAINING_CASE = 30_000
 """Body voxels drawn at random (seed 0) from each training case, so every case weighs alike."""
 TREES = {"max_iter": 300, "learning_rate": 0.1, "max_leaf_nodes": 31, "random_state": 0}
 
 
-def training_cases(per_family: int, max_cost: float):
+def training_cases(per_family: int, max_cost: float) -> list[Case]:
     """The first training-seed cases: ``per_family`` IEC and torso cases, half as many brain, cardiac and mouse
     cases, each costing at most ``max_cost`` plain IEC scans."""
     quota = {family: max(1, per_family * weight // 2) for family, weight in TRAINING_FAMILIES.items()}
     return in_distribution_cases(quota, TRAINING_RUN_SEED, max_cost)
 
 
-def training_set(tested, cases, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def training_set(tested: ModelUnderTest, cases: list[Case], fraction: float,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """(features, |error| ÷ the image's body mean) of :data:`VOXELS_PER_TRAINING_CASE` body voxels of the first
     noise draw of each training case."""
     features, targets = [], []
@@ -88,10 +94,11 @@ def training_set(tested, cases, fraction: float, rng: np.random.Generator) -> tu
 
 
 def main() -> None:
+    """Parse the options and run; errors exit with the CLI's codes."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_validation_arguments(parser, cases=7, draws=10)
-    parser.add_argument("--training-cases", type=int, default=12,
-                        help="training IEC and torso cases (half as many brain, cardiac and mouse; default 12)")
+    parser.add_argument("--training-cases", type=int, default=10,
+                        help="training IEC and torso cases (half as many brain, cardiac and mouse; default 10)")
     parser.add_argument("--output",
                         help="result JSON (default benchmarks/results/conditional_reference_<model>.json)")
     run_or_exit("conditional_reference", run, parser.parse_args())

@@ -617,7 +617,7 @@ def uncertainty_lines(records: list[dict], mode: str, images: Path, results: Pat
               f"![Reliability of the diffusion variance]({link(plot)})"]
     fits, checks = calibration_fits(results), calibration_fits(results, written=False)
     for method in dict.fromkeys(m for m, _ in rows):
-        if (results / f"ranking_reference_{method}.json").exists():
+        if any((results / f"{kind}_reference_{method}.json").exists() for kind in ("ranking", "conditional")):
             lines += ["", f"What `{method}`'s ranking quotient can be read against: section *Ranking references* "
                       "below."]
         if method in fits:
@@ -664,9 +664,10 @@ def per_case_coverage_line(records: list[dict], method: str, key: str) -> str:
 
 
 def ranking_reference_section(weights: dict[str, str], results: Path = RESULTS) -> list[str]:
-    """The "Ranking references" section: :func:`ranking_reference_lines` for every model with a
-    ``ranking_reference_<model>.json`` in ``results``, each checked against its benchmarked ``weights``
-    ({model: sha256 prefix}); empty when there is none."""
+    """The "Ranking references" section: :func:`ranking_reference_lines` and :func:`conditional_reference_lines`
+    for every model with a ``ranking_reference_<model>.json`` or ``conditional_reference_<model>.json`` in
+    ``results``, each checked against its benchmarked ``weights`` ({model: sha256 prefix}); empty when there is
+    none."""
     methods = sorted({path.stem.split("_reference_", 1)[1] for pattern in ("ranking", "conditional")
                       for path in results.glob(f"{pattern}_reference_*.json")})
     if not methods:
@@ -707,7 +708,8 @@ def reference_conditions(reference: dict, weights: str | None) -> str:
     timing = reference["timing"]
     loads = (timing["load_before"][0], timing["load_after"][0])
     stale = weights is not None and not weights.startswith(reference["weights_sha256_12"])
-    return (f"{timing['threads']} thread, 1-minute load {min(loads):.1f}–{max(loads):.1f}"
+    threads = timing["threads"]
+    return (f"{threads} thread{'' if threads == 1 else 's'}, 1-minute load {min(loads):.1f}–{max(loads):.1f}"
             + (f"; **measured with weights {reference['weights_sha256_12']}, not the benchmarked {weights}: rerun "
                "it**" if stale else ""))
 
