@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cases import BENCHMARK_RUN_SEED, OOD_VARIANTS, RETIRED_SEEDS, TRAINING_SEEDS, VALIDATION_RUN_SEED  # noqa: E402
 from probes import PROBE_CHANGES, PROBES_VERSION  # noqa: E402
 from stats import (  # noqa: E402
+    BODY_HU,
     ONE_SIGMA_RANGE,
     TWO_SIGMA_RANGE,
     bootstrap_ci,
@@ -39,6 +40,8 @@ RESULTS = REPOSITORY / "benchmarks" / "results"
 IMAGES = REPOSITORY / "docs" / "images"
 CLASSICAL = ("gaussian", "tv", "nlm", "bm4d")
 FULL = "full-count"
+BODY_RULE = f"CT > {BODY_HU:.0f} HU".replace("-", "−")
+"""The benchmark's body mask in words (``stats.ct_body``), with a typographic minus."""
 SECTIONS = (("full", "Full benchmark"), ("quick", "Quick check (`--quick`)"),
             ("validation", "Validation cases (for model selection only)"))
 
@@ -910,7 +913,7 @@ def section(mode: str, title: str, records: list[dict], images: Path = IMAGES) -
         plot = images / f"benchmark_nrmse_{mode}.png"
         nrmse_plot(inside, methods, keys, plot)
         lines += ["", "### Image quality against the noise-free reconstruction (main table)", "",
-                  "In-distribution cases. NRMSE = RMSE ÷ reference mean in the body (CT > −500 HU); PSNR with "
+                  f"In-distribution cases. NRMSE = RMSE ÷ reference mean in the body ({BODY_RULE}); PSNR with "
                   "peak = reference max in the body; SSIM 3D. The full-count row is the error of the full-count "
                   "scan itself: the floor earlier benchmarks hid by using it as the reference.", "",
                   f"![NRMSE against count level]({link(plot)})", ""]
@@ -1003,7 +1006,7 @@ def section(mode: str, title: str, records: list[dict], images: Path = IMAGES) -
                   "every such diameter is within ±5 %. **c** the same for diameters < 17 mm, as the method's "
                   "bias minus the input's own (each over all its draws) in percentage points; met when every "
                   "such diameter is within ±5 pp. **d** all cases: per draw the distance |total − full-count "
-                  "total| of the sum over the body (CT > −500 HU) in % of the full-count total, for the output "
+                  f"total| of the sum over the body ({BODY_RULE}) in % of the full-count total, for the output "
                   "and for the input, each averaged over the model's draws of a case; shown is the case with the "
                   "largest output ÷ input distance ratio; met when the output is no farther than the input in "
                   "every case. **e** the fidelity ratio (table above): mean over in-distribution cases and "
