@@ -48,7 +48,7 @@ sys.path.insert(0, str(REPOSITORY))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from calibrate_variance import add_validation_arguments, run_or_exit, validation_cases, validation_scans  # noqa: E402
-from cases import Case, in_distribution_cases  # noqa: E402
+from cases import Case, CaseScans, in_distribution_cases  # noqa: E402
 from error_features import FEATURES, scan_features  # noqa: E402
 from methods import ModelUnderTest, load_models, model_name  # noqa: E402
 from quality import RESULTS, model_fingerprint  # noqa: E402
@@ -57,6 +57,7 @@ from stats import ct_body, error_ranking_ratio  # noqa: E402
 
 from SPECTDenoiseLib.errors import InputError  # noqa: E402
 from SPECTDenoiseLib.io import atomic_output  # noqa: E402
+from SPECTDenoiseLib.phantoms import Phantom  # noqa: E402
 
 TRAINING_RUN_SEED = 1
 """Run seed of the training cases (case seeds 1 000 000 + i: the training generator's first run)."""
@@ -75,17 +76,25 @@ def training_cases(per_family: int, max_cost: float) -> list[Case]:
     return in_distribution_cases(quota, TRAINING_RUN_SEED, max_cost)
 
 
+def draw_features(tested: ModelUnderTest, phantom: Phantom, scans: CaseScans, draw: int, fraction: float,
+                  body: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """For noise draw ``draw`` at ``fraction``: the :func:`scan_features` of the ``body`` voxels, the model's image
+    and its error against the noise-free reconstruction over them (image units), and the image's body mean."""
+    low = scans.draw(draw)[fraction]
+    image = tested.image(low, phantom.ct, phantom.spacing_mm)
+    error = (image - scans.noise_free)[body]
+    return (scan_features(low, image, body, phantom.spacing_mm), image[body], error,
+            float(image[body].mean(dtype=np.float64)))
+
+
 def training_set(tested: ModelUnderTest, cases: list[Case], fraction: float,
                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """(features, |error| ÷ the image's body mean) of :data:`VOXELS_PER_TRAINING_CASE` body voxels of the first
     noise draw of each training case."""
     features, targets = [], []
     for case, phantom, scans in validation_scans(cases, fraction, 1, RESULTS / "training" / ".draws"):
-        body = ct_body(phantom.ct)
-        low = scans.draw(0)[fraction]
-        image = tested.image(low, phantom.ct, phantom.spacing_mm)
-        matrix = scan_features(low, image, body, phantom.spacing_mm)
-        target = np.abs(image - scans.noise_free)[body] / float(image[body].mean(dtype=np.float64))
+        matrix, _, error, mean = draw_features(tested, phantom, scans, 0, fraction, ct_body(phantom.ct))
+        target = np.abs(error) / mean
         pick = rng.choice(target.size, min(target.size, VOXELS_PER_TRAINING_CASE), replace=False)
         features.append(matrix[pick])
         targets.append(target[pick])
@@ -122,16 +131,14 @@ def run(args: argparse.Namespace) -> None:
         body = ct_body(phantom.ct)
         draws = []
         for draw in range(args.draws):
-            low = scans.draw(draw)[args.fraction]
-            image = tested.image(low, phantom.ct, phantom.spacing_mm)
-            error = (image - scans.noise_free)[body].astype(np.float64)
-            matrix = scan_features(low, image, body, phantom.spacing_mm)
-            by_intensity = error_ranking_ratio(image[body], error)
+            matrix, image, error, mean = draw_features(tested, phantom, scans, draw, args.fraction, body)
+            error = error.astype(np.float64)
+            by_intensity = error_ranking_ratio(image, error)
             draws.append({"draw": draw, "error_ratio_intensity": round(by_intensity, 4),
                           "quotient": round(error_ranking_ratio(trees.predict(matrix), error) / by_intensity, 4)})
             if draw == 0:
                 held_out[0].append(matrix)
-                held_out[1].append(np.abs(error) / float(image[body].mean(dtype=np.float64)))
+                held_out[1].append(np.abs(error) / mean)
         per_case.append({"name": case.name, "seed": case.seed, "voxels": int(body.sum()),
                          "noise_seeds": [[case.seed, d] for d in range(args.draws)], "draws": draws})
         print(f"  {case.name}: {args.draws} draws done", flush=True)

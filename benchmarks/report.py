@@ -620,7 +620,7 @@ def uncertainty_lines(records: list[dict], mode: str, images: Path, results: Pat
               f"![Reliability of the diffusion variance]({link(plot)})"]
     fits, checks = calibration_fits(results), calibration_fits(results, written=False)
     for method in dict.fromkeys(m for m, _ in rows):
-        if any((results / f"{kind}_reference_{method}.json").exists() for kind in ("ranking", "conditional")):
+        if any(reference_path(kind, method, results).exists() for kind in REFERENCE_KINDS):
             lines += ["", f"What `{method}`'s ranking quotient can be read against: section *Ranking references* "
                       "below."]
         if method in fits:
@@ -666,13 +666,22 @@ def per_case_coverage_line(records: list[dict], method: str, key: str) -> str:
             + verdict)
 
 
+REFERENCE_KINDS = ("ranking", "conditional")
+"""The scripts (``benchmarks/<kind>_reference.py``) whose results the "Ranking references" section prints."""
+
+
+def reference_path(kind: str, method: str, results: Path = RESULTS) -> Path:
+    """The result file of ``benchmarks/<kind>_reference.py`` for ``method`` in ``results``."""
+    return results / f"{kind}_reference_{method}.json"
+
+
 def ranking_reference_section(weights: dict[str, str], results: Path = RESULTS) -> list[str]:
     """The "Ranking references" section: :func:`ranking_reference_lines` and :func:`conditional_reference_lines`
     for every model with a ``ranking_reference_<model>.json`` or ``conditional_reference_<model>.json`` in
     ``results``, each checked against its benchmarked ``weights`` ({model: sha256 prefix}); empty when there is
     none."""
-    methods = sorted({path.stem.split("_reference_", 1)[1] for pattern in ("ranking", "conditional")
-                      for path in results.glob(f"{pattern}_reference_*.json")})
+    methods = sorted({path.stem.split("_reference_", 1)[1] for kind in REFERENCE_KINDS
+                      for path in results.glob(reference_path(kind, "*", results).name)})
     if not methods:
         return []
     lines = ["## Ranking references", "",
@@ -688,7 +697,7 @@ def conditional_reference_lines(method: str, results: Path = RESULTS, weights: s
     """What a map learned from the scan's own features (``benchmarks/conditional_reference.py``'s result for
     ``method``, if there is one) reaches in the ranking; flagged when measured on other weights than
     ``weights``."""
-    path = results / f"conditional_reference_{method}.json"
+    path = reference_path("conditional", method, results)
     if not path.exists():
         return []
     reference = json.loads(path.read_text())
@@ -721,7 +730,7 @@ def ranking_reference_lines(method: str, results: Path = RESULTS, weights: str |
     """What a map of each voxel's expected error (estimated on other draws) reaches in the ranking, and the most
     any map reaches (``benchmarks/ranking_reference.py``'s result for ``method``, if there is one); when it was
     measured on other weights than the benchmarked ``weights`` (sha256 prefix), the paragraph says so."""
-    path = results / f"ranking_reference_{method}.json"
+    path = reference_path("ranking", method, results)
     if not path.exists():
         return []
     reference = json.loads(path.read_text())
