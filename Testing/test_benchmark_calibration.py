@@ -242,4 +242,15 @@ def test_the_conditional_reference_learns_only_on_training_seed_cases():
     assert {family: families.count(family) for family in set(families)} == {
         "iec": 2, "torso": 2, "brain": 1, "cardiac": 1, "mouse": 1}
     assert TRAINING_RUN_SEED not in (VALIDATION_RUN_SEED, BENCHMARK_RUN_SEED)
-    assert all(TRAINING_RUN_SEED * SEED_STRIDE <= case.seed < (TRAINING_RUN_SEED + 1) * SEED_STRIDE for case in cases)
+    first, end = TRAINING_RUN_SEED * SEED_STRIDE, (TRAINING_RUN_SEED + 1) * SEED_STRIDE
+    assert all(first <= case.seed < end for case in cases)
+
+
+def test_the_conditional_reference_refuses_a_bad_option_in_one_sentence_and_writes_nothing(tmp_path):
+    output = tmp_path / "reference.json"
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "conditional_reference.py"), "spect-diffusion-refine",
+                           "--training-cases", "0", "--output", str(output)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 3
+    assert done.stderr.count("\n") == 1 and "--training-cases" in done.stderr and "Traceback" not in done.stderr
+    assert not output.exists()
