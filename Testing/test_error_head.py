@@ -15,11 +15,13 @@ from scipy import ndimage
 
 from SPECTDenoiseLib.errors import InputError, ModelError
 from SPECTDenoiseLib.inference import denoise
-from SPECTDenoiseLib.io import image_to_array
+from SPECTDenoiseLib.io import image_to_array, spacing_zyx
 from SPECTDenoiseLib.models.error_head import FEATURES, ErrorHead, error_features
 from SPECTDenoiseLib.models.package import load_package
+from SPECTDenoiseLib.train.card import variance_lines
 from SPECTDenoiseLib.train.error_head import fit_head, gaussian_nll
 
+SPACING = (4.1, 3.3, 3.3)
 HEAD = {"arguments": {**TINY["refine"]["arguments"], "error_head": [8]}}
 
 
@@ -34,9 +36,9 @@ def _scan(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 @pytest.mark.parametrize("factor", [0.01, 1000.0])
 def test_the_features_do_not_change_with_the_scans_units(factor):
     low, image, spread = _scan()
-    features = error_features(low, image, spread)
+    features = error_features(low, image, spread, SPACING)
     assert features.shape == (low.size, len(FEATURES)) and np.isfinite(features).all()
-    scaled = error_features(factor * low, factor * image, factor**2 * spread)
+    scaled = error_features(factor * low, factor * image, factor**2 * spread, SPACING)
     np.testing.assert_allclose(scaled, features, rtol=1e-3, atol=1e-4)
 
 
@@ -44,9 +46,10 @@ def test_the_heads_variance_is_in_the_scans_units_squared():
     torch.manual_seed(0)
     head = ErrorHead((8,)).eval()
     low, image, spread = _scan()
-    variance = head.variance(low, image, spread)
+    variance = head.variance(low, image, spread, SPACING)
     assert variance.shape == low.shape and (variance > 0).all()
-    np.testing.assert_allclose(head.variance(10 * low, 10 * image, 100 * spread), 100 * variance, rtol=1e-3)
+    scaled = head.variance(10 * low, 10 * image, 100 * spread, SPACING)
+    np.testing.assert_allclose(scaled, 100 * variance, rtol=1e-3)
 
 
 def test_fitting_learns_where_the_errors_are_large_and_beats_a_constant_variance():
@@ -82,7 +85,8 @@ def test_a_model_with_an_error_head_returns_the_heads_variance_times_its_scale(t
     np.testing.assert_array_equal(image_to_array(with_head.denoised), image_to_array(without.denoised))
     low = np.maximum(image_to_array(image), 0)
     expected = 3.0 * model.network.error_head.variance(low, image_to_array(without.denoised),
-                                                       image_to_array(without.variance) / 3.0)
+                                                       image_to_array(without.variance) / 3.0,
+                                                       spacing_zyx(image))
     np.testing.assert_allclose(image_to_array(with_head.variance), expected, rtol=2e-3)
     assert not np.allclose(image_to_array(with_head.variance), image_to_array(without.variance))
 
@@ -142,3 +146,11 @@ def test_train_error_head_refuses_a_deterministic_model_and_bad_options(tmp_path
                      "--hidden", "0")
     assert result.returncode == InputError.exit_code and "--hidden" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_the_card_of_a_model_with_an_error_head_says_its_variance_is_recalibrated_by_it(tmp_path):
+    with_head, without = (load_package(make_package(tmp_path / name, "diffusion", **overrides)).config
+                          for name, overrides in (("head", HEAD), ("plain", {})))
+    (outputs, *_), (plain, *_) = variance_lines(with_head, "head"), variance_lines(without, "plain")
+    assert "recalibrated voxel by voxel by an error head (a per-voxel network, hidden widths 8," in outputs
+    assert "error head" not in plain

@@ -28,11 +28,14 @@ from ..normalisation import robust_tissue_level
 FEATURES = (
     "image", "input_smoothed_1", "input_smoothed_2", "input_smoothed_4", "input_local_sd_2",
     "image_minus_input_2", "image_gradient_1", "image_contrast_4", "method_noise_rms_2", "method_noise_mean_2",
-    "spread_sd", "spread_sd_smoothed_2", "scan_method_noise", "scan_spread_sd",
+    "spread_sd", "spread_sd_smoothed_2", "depth_cm", "image_rank", "method_noise_rms_2_rank", "spread_sd_rank",
+    "scan_method_noise", "scan_spread_sd",
 )
 """Columns of :func:`error_features`: a suffix n is a Gaussian σ of n voxels; ``method_noise`` is input − image;
-``spread_sd`` the square root of the samples' mean squared spread around the image; ``scan_*`` the RMS of a
-quantity over the body (``metrics.body_mask`` of the image; one value per scan). All ÷ the image's tissue level."""
+``spread_sd`` the square root of the samples' mean squared spread around the image; image-unit values ÷ the
+image's tissue level. The body is ``metrics.body_mask`` of the image: ``depth_cm`` is a voxel's distance to its
+edge, ``*_rank`` its rank among the body's voxels (0–1; 0 outside), ``scan_*`` the RMS of a quantity over it (one
+value per scan)."""
 CHUNK_VOXELS = 1 << 18
 """Voxels per pass of the head (its activations stay a few MB)."""
 
@@ -46,13 +49,23 @@ def _signed_log(values: np.ndarray) -> np.ndarray:
     return np.sign(values) * np.log1p(np.abs(values))
 
 
-def error_features(low: np.ndarray, image: np.ndarray, spread: np.ndarray) -> np.ndarray:
-    """The :data:`FEATURES` of every voxel, [voxel, feature] float32 (C order over [z, y, x]).
+def _ranks(values: np.ndarray, body: np.ndarray) -> np.ndarray:
+    """Each body voxel's rank among the body's ``values`` (0–1), 0 outside the body."""
+    ranks = np.zeros(values.shape, dtype=np.float32)
+    inside = values[body]
+    ranks[body] = np.argsort(np.argsort(inside, kind="stable"), kind="stable") / max(inside.size, 1)
+    return ranks
+
+
+def error_features(low: np.ndarray, image: np.ndarray, spread: np.ndarray,
+                   spacing_mm: tuple[float, float, float]) -> np.ndarray:
+    """The :data:`FEATURES` of every voxel, [voxel, feature] float32 (C order over [z, y, x]), each as
+    sign · log(1 + |x|).
 
     ``low`` is the low-count input (negatives clipped), ``image`` the denoised image returned and ``spread`` the
     samples' mean squared distance from it (before any variance scale), all [z, y, x] in one set of units
-    (``spread`` in those units squared). Raises InputError (from the tissue level) when ``image`` has no positive
-    voxel."""
+    (``spread`` in those units squared) on a grid of ``spacing_mm`` (z, y, x). Raises InputError (from the tissue
+    level) when ``image`` has no positive voxel."""
     level = robust_tissue_level(image)
     low = low.astype(np.float32) / np.float32(level)
     image = image.astype(np.float32) / np.float32(level)
@@ -69,14 +82,16 @@ def error_features(low: np.ndarray, image: np.ndarray, spread: np.ndarray) -> np
         image / np.maximum(_smoothed(image, 4), 1e-3),
         noise_rms_2, _smoothed(method_noise, 2),
         spread_sd, _smoothed(spread_sd, 2),
+        ndimage.distance_transform_edt(body, sampling=spacing_mm) / 10.0,
+        _ranks(image, body), _ranks(noise_rms_2, body), _ranks(spread_sd, body),
     ]
     scan = [float(np.sqrt(np.mean(method_noise[body].astype(np.float64) ** 2))),
             float(np.sqrt(np.mean(spread_sd[body].astype(np.float64) ** 2)))]
-    matrix = np.empty((image.size, len(FEATURES)), dtype=np.float32)
+    matrix = np.empty((image.size, len(FEATURES)), dtype=np.float32)  # filled a column at a time: one copy
     for index, column in enumerate(columns):
-        matrix[:, index] = column.ravel()
-    matrix[:, len(columns):] = scan
-    return _signed_log(matrix)
+        matrix[:, index] = _signed_log(column.ravel())
+    matrix[:, len(columns):] = _signed_log(np.asarray(scan, dtype=np.float32))
+    return matrix
 
 
 class ErrorHead(nn.Module):
@@ -104,11 +119,12 @@ class ErrorHead(nn.Module):
         """Log error variance ÷ level² [N] for ``features`` [N, F] (:func:`error_features`)."""
         return self.layers((features - self.feature_mean) / self.feature_sd).squeeze(-1)
 
-    def variance(self, low: np.ndarray, image: np.ndarray, spread: np.ndarray) -> np.ndarray:
+    def variance(self, low: np.ndarray, image: np.ndarray, spread: np.ndarray,
+                 spacing_mm: tuple[float, float, float]) -> np.ndarray:
         """The expected squared error [z, y, x] of ``image`` in its units squared (arguments as
         :func:`error_features`), run in chunks on the head's device."""
         level = robust_tissue_level(image)
-        features = error_features(low, image, spread)
+        features = error_features(low, image, spread, spacing_mm)
         device = self.feature_mean.device
         log_variance = np.empty(features.shape[0], dtype=np.float32)
         with torch.no_grad():

@@ -24,7 +24,7 @@ import torch
 from ..dataset import read_manifest
 from ..errors import InputError, ModelError
 from ..inference import denoise
-from ..io import image_to_array, read_volume
+from ..io import image_to_array, read_volume, spacing_zyx
 from ..metrics import body_mask
 from ..models.config import ModelConfig
 from ..models.error_head import ErrorHead, error_features
@@ -47,6 +47,7 @@ class CaseRun:
     image: np.ndarray
     spread: np.ndarray
     target: np.ndarray
+    spacing_mm: tuple[float, float, float]
     seconds: float
 
 
@@ -65,6 +66,7 @@ def run_case(model: LoadedModel, case_folder: Path) -> CaseRun:
                    image=image_to_array(result.denoised),
                    spread=image_to_array(result.variance) / np.float32(model.config.diffusion["variance_scale"]),
                    target=image_to_array(read_volume(case_folder / "target.nii.gz")),
+                   spacing_mm=spacing_zyx(spect),
                    seconds=round(time.perf_counter() - started, 1))
 
 
@@ -79,7 +81,8 @@ def sample_voxels(run: CaseRun, rng: np.random.Generator,
     picks = np.concatenate([rng.choice(np.flatnonzero(inside), body_count, replace=False),
                             rng.choice(np.flatnonzero(~inside), min(voxels - body_count, int((~inside).sum())),
                                        replace=False)])
-    return error_features(run.low, run.image, run.spread)[picks], squared_error[picks].astype(np.float32)
+    features = error_features(run.low, run.image, run.spread, run.spacing_mm)
+    return features[picks], squared_error[picks].astype(np.float32)
 
 
 def gaussian_nll(log_variance: torch.Tensor, squared_error: torch.Tensor) -> torch.Tensor:
