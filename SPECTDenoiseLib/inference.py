@@ -129,10 +129,9 @@ def denoise(
     if not (np.isfinite(estimate).all() and (moments is None or np.isfinite(moments).all())):
         raise ModelError(f"Model '{model.name}' produced NaN or infinite values, so it is broken (its weights or "
                          "settings such as residual_scale); nothing was written.")
-    spacing_mm = spacing_zyx(spect)
-    mean = _guarded(volumes[0], estimate, spacing_mm, report) if uptake_guard else estimate
-    variance = None if moments is None else _variance_map(network, config, volumes[0], mean, estimate, moments,
-                                                          spacing_mm)
+    mean = _guarded(volumes[0], estimate, tuple(reversed(spect.GetSpacing())), report) if uptake_guard else estimate
+    variance = None if moments is None else spread_around(moments, mean - estimate, config.diffusion["variance_scale"],
+                                                          config.diffusion_setting("variance_pooling_voxels"))
     denoised = np.maximum(_in_input_units(mean, scale, "denoised image"), 0.0)
     return DenoiseResult(
         denoised=array_to_image(denoised, spect),
@@ -264,18 +263,6 @@ def spread_around(moments: np.ndarray, shift: np.ndarray, variance_scale: float,
     if pooling_voxels > 0:
         spread = ndimage.gaussian_filter(spread, pooling_voxels, mode="nearest")
     return np.float32(variance_scale) * spread
-
-
-def _variance_map(network, config, spect: np.ndarray, mean: np.ndarray, estimate: np.ndarray,
-                  moments: np.ndarray, spacing_mm: tuple[float, float, float]) -> np.ndarray:
-    """The variance map in normalised units squared: the samples' spread around the image returned
-    (:func:`spread_around`, pooled as the model says), recalibrated by the model's error head when it has one
-    (``models.error_head``: a learned function of the scan's features and that spread), times
-    ``variance_scale``."""
-    spread = spread_around(moments, mean - estimate, 1.0, config.diffusion_setting("variance_pooling_voxels"))
-    if network.error_head is not None:
-        spread = network.error_head.variance(spect, np.maximum(mean, 0.0), spread, spacing_mm)
-    return np.float32(config.diffusion["variance_scale"]) * spread
 
 
 def _run(network, config, volumes, device, samples, steps, seed, want_variance, report):

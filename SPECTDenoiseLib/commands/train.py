@@ -1,7 +1,6 @@
-"""``spectdenoise train --config FILE``, ``spectdenoise finetune --model ID --data DIR -o OUT`` and
-``spectdenoise train-error-head --model ID --data DIR -o OUT``.
+"""``spectdenoise train --config FILE`` and ``spectdenoise finetune --model ID --data DIR -o OUT``.
 
-The first two run in this process or under ``torchrun --nproc_per_node N -m SPECTDenoiseLib train ...``
+Both run in this process or under ``torchrun --nproc_per_node N -m SPECTDenoiseLib train ...``
 (DistributedDataParallel).
 """
 
@@ -47,24 +46,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           help="checkpoints (default: OUTPUT.run); an existing run is resumed")
     finetune.set_defaults(func=run_finetune)
 
-    head = subparsers.add_parser(
-        "train-error-head", help="learn a diffusion model's variance recalibration (error head) on simulated data",
-        description="Run a diffusion model (without an error head) on the lowest-count scan of every case of "
-        "'spectdenoise dataset' folders, learn a per-voxel error head that maps the scan's features and the "
-        "samples' spread to the expected squared error (Gaussian NLL; a fifth of the cases held out), and "
-        "write the model with it as a new package (variance_scale reset to 1: fit it afterwards on validation "
-        "cases with benchmarks/calibrate_variance.py OUT --write).",
-    )
-    head.add_argument("--model", required=True, help="diffusion model: catalogue id, folder or org/name[@rev]")
-    head.add_argument("--data", required=True, nargs="+", metavar="DIR", help="'spectdenoise dataset' folders")
-    head.add_argument("-o", "--output", required=True, metavar="DIR", help="folder for the new model package")
-    head.add_argument("--hidden", type=int, nargs="+", default=[32, 32], help="hidden widths (default: 32 32)")
-    head.add_argument("--steps", type=int, default=3000, help="optimisation steps (default: 3000)")
-    head.add_argument("--seed", type=int, default=0, help="seed of voxel sampling and initialisation (default: 0)")
-    head.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1)")
-    head.add_argument("--log", metavar="FILE.json", help="write the fit's record (cases, times, loss log) here")
-    head.set_defaults(func=run_train_error_head)
-
 
 def run_train(args: argparse.Namespace) -> int:
     """Train from a settings file."""
@@ -105,27 +86,4 @@ def run_finetune(args: argparse.Namespace) -> int:
         initial_weights=args.model,
     )
     train(settings)
-    return 0
-
-
-def run_train_error_head(args: argparse.Namespace) -> int:
-    """Learn a diffusion model's error head and write the model with it."""
-    import json
-
-    import torch
-
-    from ..errors import InputError
-    from ..hub import load_model
-    from ..io import atomic_output
-    from ..train.error_head import train_error_head
-
-    if args.steps < 1 or args.threads < 1 or not all(1 <= width <= 256 for width in args.hidden):
-        raise InputError("--steps and --threads must be at least 1 and every --hidden width from 1 to 256.")
-    torch.set_num_threads(args.threads)
-    folder, record = train_error_head(load_model(args.model), args.data, args.output, tuple(args.hidden),
-                                      args.steps, args.seed)
-    if args.log:
-        with atomic_output(args.log) as temporary:
-            temporary.write_text(json.dumps(record, indent=1) + "\n")
-    print(f"Model with error head written to {folder}; held-out NLL {record['best_held_out_nll']:.4f}.")
     return 0

@@ -31,7 +31,6 @@ from torch import nn
 from ..devices import channels_last
 from ..errors import ModelError
 from .config import ModelConfig
-from .error_head import ErrorHead
 from .unet import ResidualUNet
 
 if TYPE_CHECKING:
@@ -52,9 +51,6 @@ class PredictAndRefine(nn.Module):
     norm_groups : group-norm groups of the refiner.
     residual_scale : the diffusion variable is ``(target - estimate) / residual_scale`` (normalised units); about
         the spread of the estimate's error, so the variable has unit scale.
-    error_head : hidden widths of an :class:`~.error_head.ErrorHead` that recalibrates the samples' spread into
-        the variance map (trained after the refiner, ``SPECTDenoiseLib.train.error_head``); empty: none, the
-        variance is the scaled spread.
     """
 
     def __init__(
@@ -68,7 +64,6 @@ class PredictAndRefine(nn.Module):
         num_res_blocks: int = 1,
         norm_groups: int = 8,
         residual_scale: float = 1.0,
-        error_head: Sequence[int] = (),
     ) -> None:
         super().__init__()
         if not residual_scale > 0:
@@ -87,7 +82,6 @@ class PredictAndRefine(nn.Module):
             norm_num_groups=norm_groups,
             use_flash_attention=True,  # the middle block's attention through torch's fused kernel (CPU and GPU)
         )
-        self.error_head = ErrorHead(error_head) if error_head else None
 
     def train(self, mode: bool = True) -> PredictAndRefine:
         """Set the refiner's mode; the base always stays in eval mode (frozen, BatchNorm running statistics)."""

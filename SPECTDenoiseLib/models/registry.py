@@ -48,7 +48,6 @@ ARGUMENT_RANGES = {
     "width": (1, 1024),
     "dropout": (0.0, 0.9),
     "residual_scale": (1e-3, 1e3),
-    "error_head": (1, 256),
 }
 """Smallest and largest value of each numeric constructor argument (each item, for lists); ``config.json`` is
 untrusted, so these bound the time and memory of building a network before anything is built."""

@@ -103,10 +103,6 @@ def variance_lines(config: ModelConfig, name: str, results: Path | None = None) 
                f"samples × {d['default_steps']} steps)"
                + (f", averaged over a Gaussian neighbourhood of σ = {pooling:g} voxel{'s' if pooling != 1 else ''},"
                   if pooling else "")
-               + (f" recalibrated voxel by voxel by an error head (a per-voxel network, hidden widths "
-                  f"{', '.join(map(str, head))}, that predicts the squared error from features of the scan and "
-                  f"that spread; trained on simulated training scans, see the Error head line),"
-                  if (head := config.arguments.get("error_head")) else "")
                + f" × {d['variance_scale']:g}"
                + (" (uncalibrated)" if d["variance_scale"] == 1 else " (calibrated on validation cases)"))
     return [outputs, f"- Variance: {VARIANCE_MEANING}",
