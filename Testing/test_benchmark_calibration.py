@@ -4,6 +4,7 @@ scale, the config it writes, what it refuses, and the data it collects from a re
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -166,7 +167,7 @@ def test_ranking_reference_oracles_leave_the_ranked_draw_out_and_rank_a_spread_u
     proportional to the intensity, intensity ranks better than the oracle (quotient < 0.9): the image carries the
     draw's own error, so its brightest voxels are partly those with the largest positive error. The map of draw d
     never uses draw d."""
-    from ranking_reference import quotients_per_draw, oracle_maps
+    from ranking_reference import oracle_maps, quotients_per_draw
 
     rng = np.random.default_rng(5)
     voxels, draws = 40_000, 12
@@ -244,6 +245,21 @@ def test_the_conditional_reference_learns_only_on_training_seed_cases():
     assert TRAINING_RUN_SEED not in (VALIDATION_RUN_SEED, BENCHMARK_RUN_SEED)
     first, end = TRAINING_RUN_SEED * SEED_STRIDE, (TRAINING_RUN_SEED + 1) * SEED_STRIDE
     assert all(first <= case.seed < end for case in cases)
+
+
+def test_the_conditional_reference_learns_on_a_run_seed_no_shipped_model_trained_on():
+    """Neither the shipped models' data (their cards: ``spectdenoise dataset ... --seed N``) nor the weights they
+    started from (``cases.TRAINING_SEEDS``) hold a scan of the run seed the trees learn on."""
+    from cases import TRAINING_SEEDS
+    from conditional_reference import TRAINING_RUN_SEED
+
+    from SPECTDenoiseLib.dataset import SEED_STRIDE
+
+    models = BENCHMARKS.parent / "Resources" / "Models"
+    cards = " ".join(path.read_text(encoding="utf-8") for path in models.glob("*/README.md"))
+    used = {int(seed) for seed in re.findall(r"--seed (\d+)", " ".join(cards.split()))}
+    used |= {low // SEED_STRIDE for low, _ in TRAINING_SEEDS.values()}
+    assert {1, 2, 3, 4} <= used and TRAINING_RUN_SEED not in used
 
 
 def test_the_conditional_reference_refuses_a_bad_option_in_one_sentence_and_writes_nothing(tmp_path):

@@ -473,6 +473,7 @@ def test_ranking_reference_cites_its_result_and_is_absent_without_one(tmp_path):
     assert report.ranking_reference_section({}, tmp_path / "empty") == []
     conditional = {"date": "2026-12-02 16:00 UTC", "fraction": 0.1, "weights_sha256_12": "abc123",
                    "n": {"training_cases": 35, "cases": 7, "draws": 10},
+                   "run_seeds": {"training": 5, "validation": 8},
                    "timing": {"threads": 1, "load_before": [3.1, 2, 1], "load_after": [4.0, 4, 3]},
                    "summary": {"quotient_mean": 1.18, "quotient_range": [0.6, 1.7],
                                "per_case_mean": {"brain-8000000": 1.2, "torso-8000004": 0.68}},
@@ -480,7 +481,7 @@ def test_ranking_reference_cites_its_result_and_is_absent_without_one(tmp_path):
                                           "scan_method_noise": 0.2}}
     (tmp_path / "conditional_reference_d.json").write_text(json.dumps(conditional))
     lines = report.conditional_reference_lines("d", tmp_path, "abc123")
-    assert "learned on 35 training-seed cases × 1 draw" in lines[1] and "n = 7×10" in lines[1]
+    assert "learned on 35 cases of run seed 5 × 1 draw" in lines[1] and "n = 7×10" in lines[1]
     assert "quotient of 1.18 (range 0.60–1.70; per case brain-8000000 1.20, torso-8000004 0.68)" in lines[1]
     assert "leans on most: `depth_mm`, `scan_method_noise`, `image`." in lines[1] and "rerun it" not in lines[1]
     assert report.conditional_reference_lines("e", tmp_path) == []

@@ -704,8 +704,10 @@ def conditional_reference_lines(method: str, results: Path = RESULTS, weights: s
     summary, n = reference["summary"], reference["n"]
     importance = sorted(reference["feature_importance"].items(), key=lambda item: -item[1])[:3]
     return ["", f"Scan-conditioned reference (`benchmarks/conditional_reference.py {method}`, "
-            f"{reference['date']}; learned on {n['training_cases']} training-seed cases × 1 draw, ranked on "
-            f"validation cases, n = {n['cases']}×{n['draws']} at {percent(str(reference['fraction']))} counts; "
+            f"{reference['date']}; learned on {n['training_cases']} cases of run seed "
+            f"{reference['run_seeds']['training']} × 1 draw, ranked on validation cases (run seed "
+            f"{reference['run_seeds']['validation']}), n = {n['cases']}×{n['draws']} at "
+            f"{percent(str(reference['fraction']))} counts; "
             f"{reference_conditions(reference, weights)}): a map of each voxel's |error| predicted from features "
             "of the scan in hand (its input, its image and the noise they show; gradient-boosted trees) gives a "
             f"quotient of {summary['quotient_mean']:.2f} "
