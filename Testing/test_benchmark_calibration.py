@@ -4,7 +4,6 @@ scale, the config it writes, what it refuses, and the data it collects from a re
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -252,13 +251,11 @@ def test_the_conditional_reference_learns_on_a_run_seed_no_shipped_model_trained
     started from (``cases.TRAINING_SEEDS``) hold a scan of the run seed the trees learn on."""
     from cases import TRAINING_SEEDS
     from conditional_reference import TRAINING_RUN_SEED
+    from report import shipped_data_run_seeds
 
     from SPECTDenoiseLib.dataset import SEED_STRIDE
 
-    models = BENCHMARKS.parent / "Resources" / "Models"
-    cards = " ".join(path.read_text(encoding="utf-8") for path in models.glob("*/README.md"))
-    used = {int(seed) for seed in re.findall(r"--seed (\d+)", " ".join(cards.split()))}
-    used |= {low // SEED_STRIDE for low, _ in TRAINING_SEEDS.values()}
+    used = set(shipped_data_run_seeds()) | {low // SEED_STRIDE for low, _ in TRAINING_SEEDS.values()}
     assert {1, 2, 3, 4} <= used and TRAINING_RUN_SEED not in used
 
 
