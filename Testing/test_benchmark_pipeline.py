@@ -20,7 +20,7 @@ from cases import Case, CaseScans, case_phantom, lesion_regions  # noqa: E402
 from checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from methods import BARE, default_specs, load_models, model_name, run_model  # noqa: E402
 from model_fixtures import make_package  # noqa: E402
-from stats import VoxelEnsemble  # noqa: E402
+from stats import VoxelEnsemble, ct_body  # noqa: E402
 
 from SPECTDenoiseLib.hub import read_catalogue  # noqa: E402
 from SPECTDenoiseLib.simulate import ScanProtocol  # noqa: E402
@@ -157,7 +157,7 @@ def test_preservation_table_names_the_worst_region_and_counts_the_regions_within
 
 def test_body_totals_are_the_body_sums_of_the_noise_free_full_count_input_and_every_output(record):
     phantom = case_phantom(TINY_CASE)
-    body = phantom.ct > -500
+    body = ct_body(phantom.ct)
     scans = CaseScans(TINY_CASE, phantom, (0.1, 0.25), 3)
     images = scans.draw(1)
     assert record["body"]["voxels"] == int(body.sum())
