@@ -1,7 +1,8 @@
 """Every model shipped in Resources/Models.json loads through `--model` and beats the unfiltered input.
 
-The check case is a NEMA IEC phantom with a seed never used for training (training seeds are below 100 000),
-simulated at 10 % counts and reconstructed exactly like its full-count reference; NRMSE is taken in the body.
+The check case is a NEMA IEC phantom with a seed never used for training (training case seeds are run seed ×
+1 000 000 + i, run seeds 1–4), simulated at 10 % counts and reconstructed exactly like its full-count reference;
+NRMSE is taken in the body.
 """
 
 from __future__ import annotations

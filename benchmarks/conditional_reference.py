@@ -72,8 +72,8 @@ TREES = {"max_iter": 300, "learning_rate": 0.1, "max_leaf_nodes": 31, "random_st
 
 
 def training_cases(per_family: int, max_cost: float) -> list[Case]:
-    """The first training-seed cases: ``per_family`` IEC and torso cases, half as many brain, cardiac and mouse
-    cases, each costing at most ``max_cost`` plain IEC scans."""
+    """The first cases of run seed :data:`TRAINING_RUN_SEED`: ``per_family`` IEC and torso cases, half as many
+    brain, cardiac and mouse cases, each costing at most ``max_cost`` plain IEC scans."""
     quota = {family: max(1, per_family * weight // 2) for family, weight in TRAINING_FAMILIES.items()}
     return in_distribution_cases(quota, TRAINING_RUN_SEED, max_cost)
 

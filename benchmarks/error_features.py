@@ -1,11 +1,12 @@
 """Per-voxel features of a denoised scan from which its error can be predicted without knowing the truth.
 
-``benchmarks/conditional_reference.py`` learns, on training-seed cases, a map from these features to each voxel's
-|error| against the noise-free reconstruction, and asks how well that map ranks the voxels of validation scans by
-error: a reference for issue 11's ranking target that, unlike an expected-error map estimated over other noise
-draws, is conditioned on the scan in hand (its input, its image and the noise they show), as a posterior variance
-is. Every feature is computed from the low-count input and the denoised image alone, divided by the image's body
-mean where it carries image units, so the features do not change with the scan's units.
+``benchmarks/conditional_reference.py`` learns, on cases of a run seed no model trained on, a map from these
+features to each voxel's |error| against the noise-free reconstruction, and asks how well that map ranks the voxels
+of validation scans by error: a reference for issue 11's ranking target that, unlike an expected-error map
+estimated over other noise draws, is conditioned on the scan in hand (its input, its image and the noise they
+show), as a posterior variance is. Every feature is computed from the low-count input and the denoised image
+alone, divided by the image's body mean where it carries image units, so the features do not change with the
+scan's units.
 """
 
 from __future__ import annotations

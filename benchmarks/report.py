@@ -1073,17 +1073,18 @@ def shipped_data_run_seeds(models: Path = REPOSITORY / "Resources" / "Models") -
     """The run seeds of the data sets the shipped models were trained on, as their cards' data lines give them
     (``made by `spectdenoise dataset -o DIR --n N --seed S```)."""
     cards = " ".join(path.read_text(encoding="utf-8") for path in sorted(models.glob("*/README.md")))
-    made = re.findall(r"spectdenoise dataset [^`]*--seed (\d+)", " ".join(cards.split()))
+    made = re.findall(r"`spectdenoise dataset [^`]*?--seed (\d+)[^`]*`", " ".join(cards.split()))
     return sorted({int(seed) for seed in made})
 
 
 def seed_lines() -> list[str]:
+    """The "Seeds" section: which run seeds made the training, validation and benchmark scans."""
     started = "; ".join(f"`{name}` {low}–{high}" for name, (low, high) in TRAINING_SEEDS.items())
     data = ", ".join(map(str, shipped_data_run_seeds()))
     return ["## Seeds", "",
-            f"- Training: the shipped models' data, run seeds {data} (case seeds S000000 + i; each model card "
-            f"gives its data sets and case counts, `benchmarks/training/*.json` the settings); the weights the "
-            f"default model and `spect-unet3d` started from: {started}.",
+            f"- Training: the shipped models' data, run seeds {data} (case seeds: run seed × 1 000 000 + i; each "
+            f"model card gives its data sets and case counts, `benchmarks/training/*.json` the settings); the "
+            f"weights the default model and `spect-unet3d` started from: {started}.",
             f"- Validation, for model selection only: run seed {VALIDATION_RUN_SEED}, case seeds "
             f"{VALIDATION_RUN_SEED}000000 + i (`python benchmarks/quality.py --validation`).",
             f"- Benchmark: run seed {BENCHMARK_RUN_SEED}, case seeds {BENCHMARK_RUN_SEED}000000 + i (in "
