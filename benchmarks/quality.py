@@ -69,8 +69,6 @@ import argparse
 import dataclasses
 import hashlib
 import json
-import os
-import resource
 import sys
 import time
 from collections import defaultdict
@@ -203,8 +201,7 @@ def run_case(case: Case, mode: Mode, models: dict, config: dict, probes: bool, k
     scans are read from and written to a ``draw_cache.DrawCache`` there.
     """
     kept = kept or nothing_kept()
-    started, load_before = time.perf_counter(), os.getloadavg()
-    cpu_started = resource.getrusage(resource.RUSAGE_SELF)
+    clock = RunTiming(torch.get_num_threads())
     phantom = case_phantom(case)
     regions, info = lesion_regions(phantom)
     background_name, background = background_region(phantom)
@@ -256,7 +253,7 @@ def run_case(case: Case, mode: Mode, models: dict, config: dict, probes: bool, k
 
     identity = {"config": config, "case": case.record(), "kept": sorted(kept["methods"]),
                 "models": sorted(models), "probed": sorted(probed), "draws": draws}
-    earlier_time = {"wall_s": 0.0, "cpu_s": 0.0, "load_before": [round(x, 2) for x in load_before],
+    earlier_time = {"wall_s": 0.0, "cpu_s": 0.0, "load_before": [round(x, 2) for x in clock.load_before],
                     "resumed_after_draws": []}
     first_draw = 0
     if checkpoint is not None and (resumed := load_checkpoint(checkpoint, identity)):
@@ -273,10 +270,9 @@ def run_case(case: Case, mode: Mode, models: dict, config: dict, probes: bool, k
         print(f"  {case.name}: resumed after draw {first_draw} of {draws}", flush=True)
 
     def elapsed() -> dict:
-        cpu = resource.getrusage(resource.RUSAGE_SELF)
-        cpu_s = cpu.ru_utime + cpu.ru_stime - cpu_started.ru_utime - cpu_started.ru_stime
-        return {**earlier_time, "wall_s": round(earlier_time["wall_s"] + time.perf_counter() - started, 1),
-                "cpu_s": round(earlier_time["cpu_s"] + cpu_s, 1)}
+        """Wall and CPU time of this case so far, added to those of the runs it resumes."""
+        now = clock.elapsed()
+        return {**earlier_time, **{key: round(earlier_time[key] + now[key], 1) for key in now}}
 
     for draw in range(first_draw, min(max(needed), draws)):
         images = scans.draw(draw)
@@ -316,12 +312,11 @@ def run_case(case: Case, mode: Mode, models: dict, config: dict, probes: bool, k
             save_checkpoint(checkpoint, identity,
                             {"draws_done": draw + 1, "methods": gathered, "probes": record["probes"],
                              "standard_count": record["standard_count"], "time": elapsed()}, ensembles)
-        print(f"  {case.name} draw {draw + 1}/{draws} done ({time.perf_counter() - started:.0f} s)", flush=True)
+        print(f"  {case.name} draw {draw + 1}/{draws} done ({clock.elapsed()['wall_s']:.0f} s)", flush=True)
     for (method, key), ensemble in ensembles.items():
         noise = ensemble.noise_pct()  # NaN for a single draw: stored as null (strict JSON)
         record["methods"][method][key]["ensemble_noise_pct"] = noise if np.isfinite(noise) else None
-    record["timing"] = {**elapsed(), "load_after": [round(x, 2) for x in os.getloadavg()],
-                        "cpu_cores": os.cpu_count()}
+    record["timing"] = {**clock.finish(), **elapsed()}  # the load before the first of its runs
     if not record["timing"]["resumed_after_draws"]:
         del record["timing"]["resumed_after_draws"]
     record["methods"] = json.loads(json.dumps(record["methods"]))

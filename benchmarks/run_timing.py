@@ -21,10 +21,13 @@ class RunTiming:
         self.threads, self.started, self.load_before = threads, time.perf_counter(), os.getloadavg()
         self.cpu_started = _cpu_seconds()
 
+    def elapsed(self) -> dict:
+        """Wall and CPU seconds so far: {"wall_s", "cpu_s"}, unrounded."""
+        return {"wall_s": time.perf_counter() - self.started, "cpu_s": _cpu_seconds() - self.cpu_started}
+
     def finish(self) -> dict:
         """The record's ``timing``: wall_s, cpu_s, threads, cpu_cores, load_before, load_after."""
-        return {"wall_s": round(time.perf_counter() - self.started, 1),
-                "cpu_s": round(_cpu_seconds() - self.cpu_started, 1),
+        return {**{key: round(value, 1) for key, value in self.elapsed().items()},
                 "threads": self.threads, "cpu_cores": os.cpu_count(),
                 "load_before": [round(x, 2) for x in self.load_before],
                 "load_after": [round(x, 2) for x in os.getloadavg()]}
