@@ -248,14 +248,14 @@ def test_the_conditional_reference_learns_only_on_training_seed_cases():
 
 def test_the_conditional_reference_learns_on_a_run_seed_no_shipped_model_trained_on():
     """Neither the shipped models' data (their cards: ``spectdenoise dataset ... --seed N``) nor the weights they
-    started from (``cases.TRAINING_SEEDS``) hold a scan of the run seed the trees learn on."""
-    from cases import TRAINING_SEEDS
+    started from (``cases.STARTING_WEIGHTS_SEEDS``) hold a scan of the run seed the trees learn on."""
+    from cases import STARTING_WEIGHTS_SEEDS
     from conditional_reference import TRAINING_RUN_SEED
     from report import shipped_data_run_seeds
 
     from SPECTDenoiseLib.dataset import SEED_STRIDE
 
-    used = set(shipped_data_run_seeds()) | {low // SEED_STRIDE for low, _ in TRAINING_SEEDS.values()}
+    used = set(shipped_data_run_seeds()) | {low // SEED_STRIDE for low, _ in STARTING_WEIGHTS_SEEDS.values()}
     assert {1, 2, 3, 4} <= used and TRAINING_RUN_SEED not in used
 
 

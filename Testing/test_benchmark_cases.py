@@ -12,9 +12,10 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 from cases import (  # noqa: E402
+    BENCHMARK_RUN_SEED,
     OOD_VARIANTS,
     RETIRED_SEEDS,
-    TRAINING_SEEDS,
+    STARTING_WEIGHTS_SEEDS,
     VALIDATION_RUN_SEED,
     background_region,
     case_phantom,
@@ -29,10 +30,18 @@ from SPECTDenoiseLib.dataset import SEED_STRIDE  # noqa: E402
 def test_benchmark_validation_and_training_seeds_are_disjoint():
     benchmark = {c.seed for c in in_distribution_cases({"iec": 2, "torso": 2})} | {c.seed for c in ood_cases()}
     validation = {case.seed for case in in_distribution_cases({"iec": 2, "torso": 2}, VALIDATION_RUN_SEED)}
-    training = {seed for low, high in TRAINING_SEEDS.values() for seed in range(low, high + 1)}
+    training = {seed for low, high in STARTING_WEIGHTS_SEEDS.values() for seed in range(low, high + 1)}
     assert not benchmark & validation and not benchmark & training and not validation & training
     assert not (benchmark | validation) & set(RETIRED_SEEDS)
     assert all(seed // SEED_STRIDE == 9 for seed in benchmark)
+
+
+def test_no_shipped_model_trained_on_the_validation_or_benchmark_run_seed():
+    from report import shipped_data_run_seeds
+
+    trained_on = shipped_data_run_seeds()
+    assert trained_on, "the model cards name no `spectdenoise dataset ... --seed N` data set"
+    assert VALIDATION_RUN_SEED not in trained_on and BENCHMARK_RUN_SEED not in trained_on
 
 
 def test_in_distribution_cases_meet_the_family_quota_and_cost_cap():

@@ -2,9 +2,12 @@
 
 Seeds (a dataset case seed is run seed × 1 000 000 + case index, see :mod:`SPECTDenoiseLib.dataset`):
 
-* Training: the shipped models' model cards and ``benchmarks/training/*.json`` name the data sets ``train_a``
-  (``spectdenoise dataset --seed 1``: case seeds 1 000 000 … 1 000 054) and ``train_b`` (``--seed 2``:
-  2 000 000 … 2 000 056); the training loop holds out the last cases of that list for its own validation loss.
+* Training: the shipped models trained on run seeds 2, 3 and 4 (each model card's data line gives its
+  ``spectdenoise dataset ... --seed N`` commands; ``benchmarks/training/*.json`` the settings). The weights the
+  default model and ``spect-unet3d`` started from were trained on the data sets ``train_a`` (``--seed 1``: case
+  seeds 1 000 000 … 1 000 054) and ``train_b`` (``--seed 2``: 2 000 000 … 2 000 056)
+  (:data:`STARTING_WEIGHTS_SEEDS`). The training loop holds out the last cases of each list for its own
+  validation loss.
 * Validation (model selection, e.g. choosing a fine-tuning stage or a checkpoint): run seed 8, case seeds
   8 000 000 + i (``quality.py --validation``). Use these, never the benchmark cases, to choose between models.
 * Benchmark: run seed 9, case seeds 9 000 000 + i (in-distribution) and 9 001 000 + j (named protocol variants).
@@ -37,8 +40,9 @@ from SPECTDenoiseLib.train.data import lesion_labels
 from draw_cache import DrawCache
 from stats import interior, region_kind
 
-TRAINING_SEEDS = {"train_a": (1 * SEED_STRIDE, 1 * SEED_STRIDE + 54),
-                  "train_b": (2 * SEED_STRIDE, 2 * SEED_STRIDE + 56)}
+STARTING_WEIGHTS_SEEDS = {"train_a": (1 * SEED_STRIDE, 1 * SEED_STRIDE + 54),
+                          "train_b": (2 * SEED_STRIDE, 2 * SEED_STRIDE + 56)}
+"""Case seed ranges of the data sets the starting weights of the default model and ``spect-unet3d`` trained on."""
 VALIDATION_RUN_SEED = 8
 BENCHMARK_RUN_SEED = 9
 OOD_SEED_OFFSET = 1000

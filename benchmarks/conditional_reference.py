@@ -60,9 +60,9 @@ from SPECTDenoiseLib.phantoms import Phantom  # noqa: E402
 
 TRAINING_RUN_SEED = 5
 """Run seed of the training cases (case seeds 5 000 000 + i). The shipped models trained on run seeds 2, 3 and 4
-(their cards' data lines) and started from weights trained on run seeds 1 and 2 (``cases.TRAINING_SEEDS``); on
-scans of those seeds the network errs less than on new ones, which would bias what the trees learn (until commit
-67575df this script used run seed 1)."""
+(their cards' data lines) and started from weights trained on run seeds 1 and 2
+(``cases.STARTING_WEIGHTS_SEEDS``); on scans of those seeds the network errs less than on new ones, which would
+bias what the trees learn (until commit 67575df this script used run seed 1)."""
 TRAINING_FAMILIES = {"iec": 2, "torso": 2, "brain": 1, "cardiac": 1, "mouse": 1}
 """Relative weight of each family among the training cases: ``--training-cases N`` takes N × weight ÷ 2 cases of
 it (N IEC and torso cases, N ÷ 2 of the others)."""

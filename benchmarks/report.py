@@ -25,7 +25,13 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from cases import BENCHMARK_RUN_SEED, OOD_VARIANTS, RETIRED_SEEDS, TRAINING_SEEDS, VALIDATION_RUN_SEED  # noqa: E402
+from cases import (  # noqa: E402
+    BENCHMARK_RUN_SEED,
+    OOD_VARIANTS,
+    RETIRED_SEEDS,
+    STARTING_WEIGHTS_SEEDS,
+    VALIDATION_RUN_SEED,
+)
 from probes import PROBE_CHANGES, PROBES_VERSION  # noqa: E402
 from stats import (  # noqa: E402
     BODY_HU,
@@ -1079,7 +1085,7 @@ def shipped_data_run_seeds(models: Path = REPOSITORY / "Resources" / "Models") -
 
 def seed_lines() -> list[str]:
     """The "Seeds" section: which run seeds made the training, validation and benchmark scans."""
-    started = "; ".join(f"`{name}` {low}–{high}" for name, (low, high) in TRAINING_SEEDS.items())
+    started = "; ".join(f"`{name}` {low}–{high}" for name, (low, high) in STARTING_WEIGHTS_SEEDS.items())
     data = ", ".join(map(str, shipped_data_run_seeds()))
     return ["## Seeds", "",
             f"- Training: the shipped models' data, run seeds {data} (case seeds: run seed × 1 000 000 + i; each "
