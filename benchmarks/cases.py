@@ -2,8 +2,9 @@
 
 Seeds (a dataset case seed is run seed × 1 000 000 + case index, see :mod:`SPECTDenoiseLib.dataset`):
 
-* Training: the shipped models trained on run seeds 2, 3 and 4 (each model card's data line gives its
-  ``spectdenoise dataset ... --seed N`` commands; ``benchmarks/training/*.json`` the settings). The weights the
+* Training: the shipped models trained on the run seeds their model cards' data lines name (``spectdenoise
+  dataset ... --seed N``; ``report.shipped_data_run_seeds`` reads them for BENCHMARKS.md's Seeds section;
+  ``benchmarks/training/*.json`` holds the settings). The weights the
   default model and ``spect-unet3d`` started from were trained on the data sets ``train_a`` (``--seed 1``: case
   seeds 1 000 000 … 1 000 054) and ``train_b`` (``--seed 2``: 2 000 000 … 2 000 056)
   (:data:`STARTING_WEIGHTS_SEEDS`). The training loop holds out the last cases of each list for its own
