@@ -4,11 +4,10 @@ Seeds (a dataset case seed is run seed × 1 000 000 + case index, see :mod:`SPEC
 
 * Training: the shipped models trained on the run seeds their model cards' data lines name (``spectdenoise
   dataset ... --seed N``; ``report.shipped_data_run_seeds`` reads them for BENCHMARKS.md's Seeds section;
-  ``benchmarks/training/*.json`` holds the settings). The weights the
-  default model and ``spect-unet3d`` started from were trained on the data sets ``train_a`` (``--seed 1``: case
-  seeds 1 000 000 … 1 000 054) and ``train_b`` (``--seed 2``: 2 000 000 … 2 000 056)
-  (:data:`STARTING_WEIGHTS_SEEDS`). The training loop holds out the last cases of each list for its own
-  validation loss.
+  ``benchmarks/training/*.json`` holds the settings). The weights the default model and ``spect-unet3d`` started
+  from were trained on the data sets ``train_a`` (``--seed 1``: case seeds 1 000 000 … 1 000 054) and ``train_b``
+  (``--seed 2``: 2 000 000 … 2 000 056) (:data:`STARTING_WEIGHTS_SEEDS`). The training loop holds out the last
+  cases of each list for its own validation loss.
 * Validation (model selection, e.g. choosing a fine-tuning stage or a checkpoint): run seed 8, case seeds
   8 000 000 + i (``quality.py --validation``). Use these, never the benchmark cases, to choose between models.
 * Benchmark: run seed 9, case seeds 9 000 000 + i (in-distribution) and 9 001 000 + j (named protocol variants).
